@@ -1,0 +1,10 @@
+# Copyright (c) mmepsa contributors. All rights reserved.
+from .backbones import EPSABlock, EPSANet, PSAModule, SEWeightModule
+from .registry import REGISTERED_IN, register_models
+
+register_models()
+
+__all__ = [
+    'EPSANet', 'EPSABlock', 'PSAModule', 'SEWeightModule', 'REGISTERED_IN',
+    'register_models'
+]

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Make (or bring up to date) the project's environment in ./.venv.
+#
+# Idempotent: a stamp records a hash of the requirement files, setup.py and
+# the Python in use; when nothing changed and the stack imports, it returns in
+# seconds. Steps: venv -> torch pair -> mmcv with ops (tools/install_mmcv.sh)
+# -> OpenMMLab stack, tests and optional extras -> mmepsa in editable mode.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+VENV=.venv
+PY=$VENV/bin/python
+STAMP=$VENV/.mmepsa-stamp
+
+want=$(cat requirements/*.txt setup.py tools/install_mmcv.sh tools/setup_env.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] &&
+    "$PY" -c 'import mmepsa, mmcv.ops, mmpretrain, mmseg, mim' >/dev/null 2>&1; then
+    echo "[setup] .venv is up to date"
+    exit 0
+fi
+
+if [ ! -x "$PY" ]; then
+    "$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' ||
+        { echo "[setup] mmepsa's stack is pinned for Python 3.11; set PYTHON=/path/to/python3.11" >&2; exit 1; }
+    "$PYTHON" -m venv "$VENV"
+fi
+pip_install() { "$PY" -m pip install --disable-pip-version-check "$@" 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true; }
+# pip's output is filtered above; this checks that each step really succeeded.
+check() { "$PY" -c "$1" || { echo "[setup] failed: $2" >&2; exit 1; }; }
+
+echo "[setup] torch pair and build tools"
+pip_install -r requirements/build.txt
+check 'import torch, torchvision' 'torch==2.14.1 / torchvision==0.29.1 install'
+
+echo "[setup] mmcv with compiled ops"
+bash tools/install_mmcv.sh "$PY"
+
+echo "[setup] OpenMMLab stack, tests, optional extras"
+pip_install -c requirements/build.txt -r requirements/runtime.txt -r requirements/tests.txt -r requirements/optional.txt
+pip_install --no-deps -r requirements/mim.txt
+check 'import mmengine, mmdet, mmpretrain, mmseg, pycocotools, pytest, onnxruntime, mim' 'the OpenMMLab stack install'
+
+echo "[setup] mmepsa (editable)"
+pip_install --no-deps --no-build-isolation -e .
+check 'import mmepsa; print("[setup] mmepsa", mmepsa.__version__, "ready")' 'pip install -e .'
+echo "$want" > "$STAMP"
