@@ -1,6 +1,7 @@
 # The README's commands. `make test` and `make demo` set up .venv first (idempotent).
 PY := .venv/bin/python
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: setup test demo clean-venv
 
@@ -9,6 +10,9 @@ setup:
 
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) tools/run_demo.py $(DEMO_ARGS)
 
 clean-venv:
 	rm -rf .venv

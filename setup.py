@@ -85,6 +85,7 @@ if __name__ == '__main__':
             parse_requirements('optional.txt'),
             'tests': parse_requirements('tests.txt'),
             'seg': parse_requirements('optional.txt'),
-            'mim': parse_requirements('mim.txt'),
+            'mim': parse_requirements('mim.txt') +
+            parse_requirements('mim_nodeps.txt'),
         },
         zip_safe=False)

@@ -373,3 +373,13 @@ def test_params_and_flops_match_the_paper(depth, params, flops):
         show_arch=False)
     assert f'{info["params"] / 1e6:.2f}' == params
     assert f'{info["flops"] / 1e9:.2f}' == flops
+
+
+def test_missing_pretrained_checkpoint_names_the_path(tmp_path):
+    missing = tmp_path / 'checkpoints' / 'epsanet50-s_imagenet.pth'
+    model = EPSANet(
+        50, **TINY, init_cfg=dict(type='Pretrained', checkpoint=str(missing)))
+    with pytest.raises(FileNotFoundError,
+                       match=r"pretrained checkpoint '.*epsanet50-s_imagenet"
+                       r"\.pth' not found.*epsanet_to_mmdet\.py"):
+        model.init_weights()

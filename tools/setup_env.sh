@@ -3,8 +3,9 @@
 #
 # Idempotent: a stamp records a hash of the requirement files, setup.py and
 # the Python in use; when nothing changed and the stack imports, it returns in
-# seconds. Steps: venv -> torch pair -> mmcv with ops (tools/install_mmcv.sh)
-# -> OpenMMLab stack, tests and optional extras -> mmepsa in editable mode.
+# seconds. Steps: venv -> torch pair
+# -> OpenMMLab stack, tests and optional extras -> mmcv with ops
+# (tools/install_mmcv.sh) -> mmepsa in editable mode.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,13 +36,16 @@ echo "[setup] torch pair and build tools"
 pip_install -r requirements/build.txt
 check 'import torch, torchvision' 'torch==2.14.1 / torchvision==0.29.1 install'
 
+echo "[setup] OpenMMLab stack, tests, optional extras"
+pip_install -c requirements/build.txt -r requirements/runtime.txt -r requirements/tests.txt -r requirements/optional.txt -r requirements/mim.txt
+pip_install --no-deps -r requirements/mim_nodeps.txt
+check 'import mmengine, pycocotools, pytest, onnxruntime, mim' 'the OpenMMLab stack install'
+
+# mmcv last: its wheel is installed without dependencies, which the step above
+# brought (mmdet, mmpretrain and mmseg do not require mmcv in their metadata).
 echo "[setup] mmcv with compiled ops"
 bash tools/install_mmcv.sh "$PY"
-
-echo "[setup] OpenMMLab stack, tests, optional extras"
-pip_install -c requirements/build.txt -r requirements/runtime.txt -r requirements/tests.txt -r requirements/optional.txt
-pip_install --no-deps -r requirements/mim.txt
-check 'import mmengine, mmdet, mmpretrain, mmseg, pycocotools, pytest, onnxruntime, mim' 'the OpenMMLab stack install'
+check 'import mmcv.ops, mmdet.models, mmpretrain.models, mmseg.models' 'mmcv with ops under mmdet, mmpretrain and mmseg'
 
 echo "[setup] mmepsa (editable)"
 pip_install --no-deps --no-build-isolation -e .

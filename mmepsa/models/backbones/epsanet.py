@@ -8,6 +8,7 @@ authors' code (``conv1``/``bn1``, ``layerK.i.conv2.conv_1..conv_4``,
 are. The weighted branches are concatenated in the authors' order (branch 4
 first), which their published weights depend on.
 """
+import os.path as osp
 import warnings
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -492,6 +493,24 @@ class EPSANet(BaseModule):
             m.eval()
             for param in m.parameters():
                 param.requires_grad = False
+
+    def init_weights(self) -> None:
+        """Initialize, first checking that a local ``Pretrained`` checkpoint
+        exists, so a missing file fails with one message naming it."""
+        cfgs = self.init_cfg if isinstance(self.init_cfg,
+                                           list) else [self.init_cfg]
+        for cfg in cfgs:
+            if not isinstance(cfg, dict) or cfg.get('type') != 'Pretrained':
+                continue
+            path = str(cfg.get('checkpoint', ''))
+            if '://' not in path and not osp.isfile(path):
+                raise FileNotFoundError(
+                    f'EPSANet: pretrained checkpoint {path!r} not found '
+                    f'(init_cfg.checkpoint). Put the ImageNet weights there: '
+                    'convert the authors\' EPSANet checkpoint or an mmpretrain '
+                    'one with tools/model_converters/epsanet_to_mmdet.py, or '
+                    'set init_cfg=None to train from scratch.')
+        super().init_weights()
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
