@@ -48,6 +48,6 @@ bash tools/install_mmcv.sh "$PY"
 check 'import mmcv.ops, mmdet.models, mmpretrain.models, mmseg.models' 'mmcv with ops under mmdet, mmpretrain and mmseg'
 
 echo "[setup] mmepsa (editable)"
-pip_install --no-deps --no-build-isolation -e .
+pip_install --no-deps --no-build-isolation --no-use-pep517 -e .
 check 'import mmepsa; print("[setup] mmepsa", mmepsa.__version__, "ready")' 'pip install -e .'
 echo "$want" > "$STAMP"

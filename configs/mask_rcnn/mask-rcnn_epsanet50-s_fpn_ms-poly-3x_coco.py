@@ -1,0 +1,29 @@
+# Mask R-CNN, EPSANet-50 (small) + FPN, 3x schedule with multi-scale training
+# (shorter side sampled in [640, 800]) and polygon masks, COCO 2017: mmdet's
+# mask-rcnn_r50_fpn_ms-poly-3x_coco.py (RepeatDataset x3, 12 "epochs", lr x0.1
+# after 9 and 11, SGD lr 0.02 for 16 images) with the backbone swapped.
+_base_ = [
+    'mmdet::common/ms-poly_3x_coco-instance.py',
+    'mmdet::_base_/models/mask-rcnn_r50_fpn.py'
+]
+
+custom_imports = dict(imports=['mmepsa'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='EPSANet',
+        depth=50,
+        variant='small',
+        num_stages=4,
+        out_indices=(0, 1, 2, 3),
+        frozen_stages=1,
+        norm_cfg=dict(type='BN', requires_grad=True),
+        norm_eval=True,
+        style='pytorch',
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='checkpoints/epsanet50-s_imagenet.pth')),
+    neck=dict(in_channels=[256, 512, 1024, 2048]))
+
+auto_scale_lr = dict(enable=False, base_batch_size=16)

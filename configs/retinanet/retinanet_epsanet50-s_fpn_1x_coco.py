@@ -1,0 +1,31 @@
+# RetinaNet, EPSANet-50 (small) + FPN, 1x schedule (12 epochs), COCO 2017.
+# mmdet's ResNet-50 RetinaNet recipe with the backbone swapped: SGD momentum
+# 0.9, weight decay 1e-4, lr x0.1 after epochs 8 and 11, and lr 0.01 for 16
+# images (8 GPUs x 2 images) -- mmdet's RetinaNet setting, half the two-stage
+# detectors' 0.02, which the one-stage head needs to train stably. The
+# backbone starts from the ImageNet checkpoint below: see
+# configs/retinanet/README.md to get or convert it.
+_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
+
+custom_imports = dict(imports=['mmepsa'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='EPSANet',
+        depth=50,
+        variant='small',
+        num_stages=4,
+        out_indices=(0, 1, 2, 3),
+        frozen_stages=1,
+        norm_cfg=dict(type='BN', requires_grad=True),
+        norm_eval=True,
+        style='pytorch',
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='checkpoints/epsanet50-s_imagenet.pth')),
+    neck=dict(in_channels=[256, 512, 1024, 2048]))
+
+optim_wrapper = dict(
+    optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0001))
+auto_scale_lr = dict(enable=False, base_batch_size=16)
