@@ -502,11 +502,12 @@ class EPSANet(BaseModule):
         for cfg in cfgs:
             if not isinstance(cfg, dict) or cfg.get('type') != 'Pretrained':
                 continue
-            path = str(cfg.get('checkpoint', ''))
+            path = osp.expanduser(str(cfg.get('checkpoint', '')))
             if '://' not in path and not osp.isfile(path):
                 raise FileNotFoundError(
                     f'EPSANet: pretrained checkpoint {path!r} not found '
-                    f'(init_cfg.checkpoint). Put the ImageNet weights there: '
+                    f'(init_cfg.checkpoint, resolved to {osp.abspath(path)!r}'
+                    '). Put the ImageNet weights there: '
                     'convert the authors\' EPSANet checkpoint or an mmpretrain '
                     'one with tools/model_converters/epsanet_to_mmdet.py, or '
                     'set init_cfg=None to train from scratch.')
