@@ -268,3 +268,18 @@ def test_resume_refuses_untrusted_checkpoint(tmp_path):
     with pytest.raises(pickle.UnpicklingError):
         resumed.train()
     assert not marker.exists()
+
+
+def test_checkpoint_loads_in_a_fresh_process(tmp_path):
+    """A new process (as ``tools/test.py`` or ``--resume`` starts) has made
+    no HistoryBuffer yet; ``import mmepsa`` alone must let it load."""
+    runner = _runner(tmp_path, max_epochs=1)
+    runner.train()
+    code = ('import torch, mmepsa\n'
+            f'ckpt = torch.load({str(tmp_path / "epoch_1.pth")!r})\n'
+            "print(ckpt['message_hub']['log_scalars']['train/loss'].mean())\n")
+    proc = subprocess.run([sys.executable, '-c', code],
+                          capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert float(proc.stdout.strip().splitlines()[-1]) > 0

@@ -39,6 +39,10 @@ def mmengine_checkpoint_types() -> List[type]:
             *_numpy_reconstruct()]
 
 
+#: HistoryBuffer's built-in statistics methods.
+DEFAULT_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
 def history_buffer_getattr(obj: type, name: str) -> Callable:
     """``getattr`` restricted to HistoryBuffer's statistics methods.
 
@@ -49,7 +53,11 @@ def history_buffer_getattr(obj: type, name: str) -> Callable:
     answers only for those methods and refuses everything else.
     """
     from mmengine.logging import HistoryBuffer
-    if obj is HistoryBuffer and name in HistoryBuffer._statistics_methods:
+
+    # mmengine fills _statistics_methods only when the first HistoryBuffer is
+    # made, so a fresh process has it empty: allow the defaults explicitly.
+    allowed = set(DEFAULT_STATISTICS) | set(HistoryBuffer._statistics_methods)
+    if obj is HistoryBuffer and name in allowed:
         return getattr(HistoryBuffer, name)
     raise pickle.UnpicklingError(
         f'refused getattr({obj!r}, {name!r}) while loading a checkpoint: '
