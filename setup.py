@@ -29,21 +29,15 @@ def parse_requirements(fname: str) -> list:
     return [line for line in lines if line and not line.startswith('-')]
 
 
-def add_mim_extension() -> None:
-    """Put tools, configs and model-index.yml into ``mmepsa/.mim``.
+#: What ``mmepsa/.mim`` gets, for ``mim train/test/search mmepsa``.
+MIM_FILES = ('tools', 'configs', 'demo', 'model-index.yml')
 
-    As mmdet's setup.py does: symlinks for editable/develop installs, copies
-    for wheels and sdists, so that ``mim train mmepsa CONFIG`` finds them.
-    """
-    if 'develop' in sys.argv or 'editable_wheel' in sys.argv:
-        mode = 'symlink'
-    elif {'sdist', 'bdist_wheel', 'build', 'build_py'} & set(sys.argv):
-        mode = 'copy'
-    else:
-        return
-    mim_path = osp.join(ROOT, 'mmepsa', '.mim')
-    os.makedirs(mim_path, exist_ok=True)
-    for name in ('tools', 'configs', 'demo', 'model-index.yml'):
+
+def _copy_mim_files(mim_path: str) -> None:
+    """Copy :data:`MIM_FILES` (those that exist) into ``mim_path``, without
+    caches and compiled files."""
+    ignore = shutil.ignore_patterns('__pycache__', '*.pyc', '*.pyo')
+    for name in MIM_FILES:
         src = osp.join(ROOT, name)
         if not osp.exists(src):
             continue
@@ -52,16 +46,65 @@ def add_mim_extension() -> None:
             os.remove(dst)
         elif osp.isdir(dst):
             shutil.rmtree(dst)
-        if mode == 'symlink':
-            os.symlink(osp.relpath(src, mim_path), dst)
-        elif osp.isdir(src):
-            shutil.copytree(src, dst)
+        if osp.isdir(src):
+            shutil.copytree(src, dst, ignore=ignore)
         else:
             shutil.copyfile(src, dst)
 
 
+def add_mim_extension() -> dict:
+    """Put tools, configs, demo and model-index.yml into ``mmepsa/.mim``.
+
+    As mmdet's setup.py does, with one difference:
+
+    * editable installs (``pip install -e .``, PEP 660 ``editable_wheel``, or
+      a legacy ``develop``) and ``sdist`` get relative symlinks in the source
+      tree's ``mmepsa/.mim`` (gitignored), so a checkout always serves its
+      current files (and an sdist packs them as files via package_data);
+    * wheels (``bdist_wheel``/``build``) get copies, but made inside the
+      build folder by the returned ``build_py`` command, so that building a
+      wheel never replaces the symlinks of a developer's checkout with stale
+      copies, as mmdet's copy-into-the-source-tree does.
+
+    Returns:
+        dict: ``cmdclass`` for :func:`setup`.
+    """
+    from setuptools.command.build_py import build_py
+
+    class build_py_with_mim(build_py):
+        """build_py, then a fresh copy of the mim files into the build."""
+
+        def run(self):
+            super().run()
+            if getattr(self, 'editable_mode', False):
+                return  # editable installs use the source tree's symlinks
+            mim_path = osp.join(self.build_lib, 'mmepsa', '.mim')
+            # An sdist has no top-level tools/configs: there package_data
+            # already brought its mmepsa/.mim files.
+            if any(osp.exists(osp.join(ROOT, n)) for n in MIM_FILES):
+                os.makedirs(mim_path, exist_ok=True)
+                _copy_mim_files(mim_path)
+
+    cmdclass = dict(build_py=build_py_with_mim)
+    if not {'develop', 'editable_wheel', 'sdist'} & set(sys.argv):
+        return cmdclass
+    mim_path = osp.join(ROOT, 'mmepsa', '.mim')
+    os.makedirs(mim_path, exist_ok=True)
+    for name in MIM_FILES:
+        src = osp.join(ROOT, name)
+        if not osp.exists(src):
+            continue
+        dst = osp.join(mim_path, name)
+        if osp.islink(dst) or osp.isfile(dst):
+            os.remove(dst)
+        elif osp.isdir(dst):
+            shutil.rmtree(dst)
+        os.symlink(osp.relpath(src, mim_path), dst)
+    return cmdclass
+
+
 if __name__ == '__main__':
-    add_mim_extension()
+    cmdclass = add_mim_extension()
     setup(
         name='mmepsa',
         version=get_version(),
@@ -88,4 +131,5 @@ if __name__ == '__main__':
             'mim': parse_requirements('mim.txt') +
             parse_requirements('mim_nodeps.txt'),
         },
+        cmdclass=cmdclass,
         zip_safe=False)

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Distributed training with torchrun (the successor of torch.distributed.launch).
+#   bash tools/dist_train.sh CONFIG GPUS [train.py args...]
+# Multi-node: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node, e.g.
+#   NNODES=2 NODE_RANK=0 PORT=29500 MASTER_ADDR=10.1.1.1 bash tools/dist_train.sh CONFIG 8
+# Without CUDA, GPUS is the number of CPU processes; tools/train.py then uses gloo.
+# PYTHON picks the interpreter (default: python on PATH).
+
+CONFIG=$1
+GPUS=$2
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+PORT=${PORT:-29500}
+MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
+PYTHON=${PYTHON:-python}
+
+PYTHONPATH="$(dirname $0)/..":$PYTHONPATH \
+"$PYTHON" -m torch.distributed.run \
+    --nnodes=$NNODES \
+    --node_rank=$NODE_RANK \
+    --master_addr=$MASTER_ADDR \
+    --nproc_per_node=$GPUS \
+    --master_port=$PORT \
+    $(dirname "$0")/train.py \
+    $CONFIG \
+    --launcher pytorch ${@:3}

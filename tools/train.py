@@ -1,0 +1,172 @@
+# Copyright (c) mmepsa contributors. All rights reserved.
+"""Train a detector (or any OpenMMLab model) with an EPSANet backbone.
+
+Same arguments and behaviour as mmdet's ``tools/train.py``; in addition it
+imports :mod:`mmepsa`, so ``type='EPSANet'`` resolves even in configs without
+``custom_imports``, and it runs distributed jobs on machines without CUDA
+(gloo instead of nccl, DDP on CPU).
+
+Examples::
+
+    python tools/train.py CONFIG [--work-dir DIR] [--amp] [--resume [CKPT]]
+    bash tools/dist_train.sh CONFIG 8 [--work-dir DIR]
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+from mmengine.config import Config, DictAction
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Train a detector with an EPSANet backbone (mmepsa)')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        default=False,
+        help='enable automatic-mixed-precision training')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help='enable automatically scaling LR.')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='If specify checkpoint path, resume from it, while if not '
+        'specify, try to auto resume from the latest checkpoint '
+        'in the work directory.')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override some settings in the used config, the key-value pair '
+        'in xxx=yyy format will be merged into config file. If the value to '
+        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
+        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
+        'Note that the quotation marks are necessary and that no white space '
+        'is allowed.')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    # torchrun sets LOCAL_RANK in the environment; torch.distributed.launch
+    # passes --local-rank (torch >= 2.0) or --local_rank.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def setup_cpu_distributed(cfg: Config) -> None:
+    """Make a distributed run (``--launcher pytorch``) work without CUDA.
+
+    mmengine's ``init_dist`` calls ``torch.cuda.set_device`` and the configs
+    ask for nccl, and the default DDP wrapper passes ``device_ids=[rank]``;
+    none of this works on a CPU-only machine. Here the process group is
+    started with gloo before the Runner is built (the Runner then skips its
+    own ``init_dist``) and DDP gets ``device_ids=None``. Nothing changes when
+    CUDA is available or the launcher is ``none``.
+    """
+    import torch
+    import torch.distributed as torch_dist
+    if cfg.launcher == 'none' or torch.cuda.is_available():
+        return
+    if cfg.launcher != 'pytorch':
+        sys.exit(f'error: --launcher {cfg.launcher} needs CUDA devices; on a '
+                 'machine without CUDA use --launcher pytorch (torchrun, '
+                 'tools/dist_train.sh), which runs on gloo')
+    env_cfg = cfg.setdefault('env_cfg', {})
+    dist_cfg = env_cfg.setdefault('dist_cfg', {})
+    dist_cfg['backend'] = 'gloo'
+    if not torch_dist.is_initialized():
+        import datetime
+        kwargs = {}
+        if dist_cfg.get('timeout') is not None:
+            kwargs['timeout'] = datetime.timedelta(
+                seconds=dist_cfg['timeout'])
+        torch_dist.init_process_group(backend='gloo', **kwargs)
+    wrapper = cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel',
+        broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not osp.isfile(args.config):
+        sys.exit(f'error: config file not found: {args.config}')
+
+    # Heavy imports after the argument checks: `-h` and a wrong path answer
+    # at once. mmepsa registers EPSANet in mmdet's/mmpretrain's MODELS.
+    import mmepsa  # noqa: F401
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    try:
+        from mmdet.utils import setup_cache_size_limit_of_dynamo
+    except ImportError:  # pragma: no cover
+        setup_cache_size_limit_of_dynamo = None
+    if setup_cache_size_limit_of_dynamo is not None:
+        # Reduce the number of repeated compilations.
+        setup_cache_size_limit_of_dynamo()
+
+    # load config
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+
+    # work_dir is determined in this priority: CLI > segment in file > filename
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+
+    # enable automatic-mixed-precision training
+    if args.amp is True:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+
+    # enable automatically scaling LR
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' in cfg and \
+                'enable' in cfg.auto_scale_lr and \
+                'base_batch_size' in cfg.auto_scale_lr:
+            cfg.auto_scale_lr.enable = True
+        else:
+            sys.exit('error: --auto-scale-lr needs "auto_scale_lr" with '
+                     '"enable" and "base_batch_size" in the config '
+                     f'{args.config}')
+
+    # resume is determined in this priority: resume from > auto_resume
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+
+    setup_cpu_distributed(cfg)
+
+    # build the runner from config
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        runner = RUNNERS.build(cfg)
+
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
