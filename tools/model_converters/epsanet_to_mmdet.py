@@ -16,7 +16,7 @@ must match; otherwise the missing/unexpected keys are listed and nothing is
 written::
 
     python tools/model_converters/epsanet_to_mmdet.py \\
-        epsanet50_small.pth.tar checkpoints/epsanet50-s_in1k_backbone.pth \\
+        epsanet50_small.pth.tar checkpoints/epsanet50-s_imagenet.pth \\
         --depth 50
 """
 import argparse
