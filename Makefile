@@ -2,8 +2,9 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
+SEG_DEMO_ARGS ?=
 
-.PHONY: setup test demo clean-venv
+.PHONY: setup test demo seg-demo clean-venv
 
 setup:
 	bash tools/setup_env.sh
@@ -13,6 +14,12 @@ test: setup
 
 demo: setup
 	$(PY) tools/run_demo.py $(DEMO_ARGS)
+
+# Semantic segmentation on the demo shapes (mmsegmentation's own train.py).
+seg-demo: setup
+	$(PY) -m mmepsa.datasets.demo_seg
+	$(PY) $$($(PY) -c "import mmseg, os; print(os.path.join(os.path.dirname(mmseg.__file__), '.mim', 'tools', 'train.py'))") \
+		configs/seg_demo/fpn_epsanet50-s_demo-shapes.py $(SEG_DEMO_ARGS)
 
 clean-venv:
 	rm -rf .venv

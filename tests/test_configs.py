@@ -25,9 +25,12 @@ CONFIG_DIR = osp.join(ROOT, 'configs')
 ALL_CONFIGS = sorted(
     osp.relpath(p, ROOT).replace(osp.sep, '/')
     for p in glob.glob(osp.join(CONFIG_DIR, '**', '*.py'), recursive=True))
-# configs/demo holds runnable demos, not model-zoo entries: they must build,
-# but they need not be listed in a metafile.
-ZOO_CONFIGS = [c for c in ALL_CONFIGS if not c.startswith('configs/demo/')]
+# configs/demo and configs/seg_demo hold runnable demos, not model-zoo
+# entries: they must build, but they need not be listed in a metafile.
+ZOO_CONFIGS = [
+    c for c in ALL_CONFIGS
+    if not c.startswith(('configs/demo/', 'configs/seg_demo/'))
+]
 DETECTION_DIRS = ('configs/mask_rcnn/', 'configs/retinanet/',
                   'configs/faster_rcnn/')
 DETECTION_CONFIGS = [c for c in ZOO_CONFIGS if c.startswith(DETECTION_DIRS)]
