@@ -283,3 +283,23 @@ def test_checkpoint_loads_in_a_fresh_process(tmp_path):
                           text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert float(proc.stdout.strip().splitlines()[-1]) > 0
+
+
+@pytest.mark.parametrize('blocked', [('mmseg', ), ('mmseg', 'mmpretrain')])
+def test_optional_codebases_may_be_missing(blocked):
+    """Without mmsegmentation (or mmpretrain) installed, mmepsa imports and
+    EPSANet is registered in the codebases that are there."""
+    code = ('import sys\n'
+            f'for name in {blocked!r}:\n'
+            '    sys.modules[name] = None  # import of it raises ImportError\n'
+            'import mmepsa\n'
+            'from mmepsa.models import REGISTERED_IN\n'
+            'from mmdet.registry import MODELS\n'
+            "assert MODELS.get('EPSANet') is mmepsa.EPSANet\n"
+            'print(sorted(REGISTERED_IN))\n')
+    proc = subprocess.run([sys.executable, '-c', code],
+                          capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    expected = sorted({'mmdet', 'mmpretrain', 'mmseg'} - set(blocked))
+    assert proc.stdout.strip().splitlines()[-1] == repr(expected)

@@ -218,6 +218,21 @@ def test_train_resume_auto(tiny, tmp_path):
     assert ckpt['meta']['epoch'] == 2 and ckpt['meta']['iter'] == 4
 
 
+def test_mmdet_own_train_py_accepts_our_config(tiny, tmp_path):
+    """mmdet's tools/train.py, as installed with mmdet, knows nothing of
+    mmepsa: the config's custom_imports registers EPSANet."""
+    import mmdet
+    mmdet_train = osp.join(
+        osp.dirname(mmdet.__file__), '.mim', 'tools', 'train.py')
+    if not osp.isfile(mmdet_train):
+        pytest.skip(f'mmdet ships no tools/train.py at {mmdet_train}')
+    work_dir = str(tmp_path / 'mmdet_train')
+    run_tool([PYTHON, mmdet_train, tiny['config'], '--work-dir', work_dir],
+             cwd=str(tmp_path))
+    ckpt = torch.load(osp.join(work_dir, 'epoch_1.pth'), map_location='cpu')
+    assert 'backbone.layer2.0.conv2.se.fc1.weight' in ckpt['state_dict']
+
+
 def test_train_missing_config(tmp_path):
     missing = str(tmp_path / 'no_such_config.py')
     proc = run_tool([PYTHON, osp.join(TOOLS, 'train.py'), missing],
