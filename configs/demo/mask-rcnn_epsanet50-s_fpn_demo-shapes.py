@@ -22,7 +22,7 @@ demo_data = dict(
     obj_size=(0.12, 0.28),
     seed=0)
 img_scale = (160, 160)
-max_epochs = 5
+max_epochs = 6
 base_lr = 2e-4
 warmup_iters = 50
 
