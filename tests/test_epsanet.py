@@ -328,13 +328,17 @@ def test_parity_with_original_checkpoint(tmp_path, depth, layers):
 
 
 def test_loads_mmpretrain_classifier_checkpoint(tmp_path):
+    from mmengine.registry import DefaultScope
     from mmpretrain.models import ImageClassifier
-    classifier = ImageClassifier(
-        backbone=dict(type='EPSANet', depth=50, out_indices=(3, ), **TINY),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(
-            type='LinearClsHead', num_classes=10, in_channels=512,
-            loss=dict(type='CrossEntropyLoss')))
+    # Other tests may leave mmdet as the default scope: build in mmpretrain's.
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        classifier = ImageClassifier(
+            backbone=dict(
+                type='EPSANet', depth=50, out_indices=(3, ), **TINY),
+            neck=dict(type='GlobalAveragePooling'),
+            head=dict(
+                type='LinearClsHead', num_classes=10, in_channels=512,
+                loss=dict(type='CrossEntropyLoss')))
     classifier.init_weights()
     randomize_(classifier.backbone)
     path = tmp_path / 'mmpretrain.pth'
