@@ -229,6 +229,20 @@ def _is_complete(root: str, params: Dict) -> bool:
     return True
 
 
+def swap_into_place(tmp: str, root: str) -> None:
+    """Replace ``root`` by the finished folder ``tmp`` (same parent) with
+    renames only, so a reader never sees a half-written dataset; an older
+    ``root`` is moved aside first and deleted last."""
+    parent = osp.dirname(osp.abspath(root))
+    old = None
+    if osp.lexists(root):
+        old = tempfile.mkdtemp(prefix=osp.basename(root) + '.old-', dir=parent)
+        os.rename(root, osp.join(old, 'data'))
+    os.rename(tmp, root)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def make_demo_dataset(root: str = 'data/demo_shapes',
                       num_train: int = 300,
                       num_val: int = 50,
@@ -285,15 +299,8 @@ def make_demo_dataset(root: str = 'data/demo_shapes',
                          seed)
         with open(osp.join(tmp, _META_FILE), 'w') as f:
             json.dump(params, f, sort_keys=True)
-        old = None
-        if osp.lexists(root):
-            old = tempfile.mkdtemp(
-                prefix=osp.basename(root) + '.old-', dir=parent)
-            os.rename(root, osp.join(old, 'data'))
-        os.rename(tmp, root)
+        swap_into_place(tmp, root)
         tmp = None
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -50,7 +50,8 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from .demo_data import DEMO_CLASSES, DEMO_PALETTE, make_demo_dataset
+from .demo_data import (DEMO_CLASSES, DEMO_PALETTE, make_demo_dataset,
+                        swap_into_place)
 
 __all__ = [
     'make_demo_seg_dataset', 'polygons_to_label_map', 'evaluate_untrained',
@@ -193,15 +194,8 @@ def make_demo_seg_dataset(root: str = 'data/demo_shapes_seg',
         shutil.rmtree(coco_root)
         with open(osp.join(tmp, _META_FILE), 'w') as f:
             json.dump(params, f, sort_keys=True)
-        old = None
-        if osp.lexists(root):
-            old = tempfile.mkdtemp(
-                prefix=osp.basename(root) + '.old-', dir=parent)
-            os.rename(root, osp.join(old, 'data'))
-        os.rename(tmp, root)
+        swap_into_place(tmp, root)
         tmp = None
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
