@@ -65,42 +65,6 @@ def parse_args(argv=None):
     return args
 
 
-def setup_cpu_distributed(cfg: Config) -> None:
-    """Make a distributed run (``--launcher pytorch``) work without CUDA.
-
-    mmengine's ``init_dist`` calls ``torch.cuda.set_device`` and the configs
-    ask for nccl, and the default DDP wrapper passes ``device_ids=[rank]``;
-    none of this works on a CPU-only machine. Here the process group is
-    started with gloo before the Runner is built (the Runner then skips its
-    own ``init_dist``) and DDP gets ``device_ids=None``. Nothing changes when
-    CUDA is available or the launcher is ``none``.
-    """
-    import torch
-    import torch.distributed as torch_dist
-    if cfg.launcher == 'none' or torch.cuda.is_available():
-        return
-    if cfg.launcher != 'pytorch':
-        sys.exit(f'error: --launcher {cfg.launcher} needs CUDA devices; on a '
-                 'machine without CUDA use --launcher pytorch (torchrun, '
-                 'tools/dist_train.sh), which runs on gloo')
-    env_cfg = cfg.setdefault('env_cfg', {})
-    dist_cfg = env_cfg.setdefault('dist_cfg', {})
-    dist_cfg['backend'] = 'gloo'
-    if not torch_dist.is_initialized():
-        import datetime
-        kwargs = {}
-        if dist_cfg.get('timeout') is not None:
-            kwargs['timeout'] = datetime.timedelta(
-                seconds=dist_cfg['timeout'])
-        torch_dist.init_process_group(backend='gloo', **kwargs)
-    wrapper = cfg.get('model_wrapper_cfg') or dict(
-        type='MMDistributedDataParallel',
-        broadcast_buffers=False,
-        find_unused_parameters=cfg.get('find_unused_parameters', False))
-    wrapper['device_ids'] = None
-    cfg.model_wrapper_cfg = wrapper
-
-
 def main(argv=None):
     args = parse_args(argv)
     if not osp.isfile(args.config):
@@ -157,7 +121,8 @@ def main(argv=None):
         cfg.resume = True
         cfg.load_from = args.resume
 
-    setup_cpu_distributed(cfg)
+    from mmepsa.utils.dist import setup_cpu_distributed
+    setup_cpu_distributed(cfg, 'tools/dist_train.sh')
 
     # build the runner from config
     if 'runner_type' not in cfg:
