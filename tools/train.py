@@ -121,6 +121,15 @@ def main(argv=None):
         cfg.resume = True
         cfg.load_from = args.resume
 
+    # Resume as if never interrupted: reseed the random generators every
+    # epoch, and name a damaged checkpoint before any work starts.
+    from mmepsa.utils.resume import (add_epoch_seed_hook,
+                                     check_resume_checkpoint)
+    add_epoch_seed_hook(cfg)
+    resume_error = check_resume_checkpoint(cfg)
+    if resume_error is not None:
+        sys.exit(f'error: {resume_error}')
+
     from mmepsa.utils.dist import setup_cpu_distributed
     setup_cpu_distributed(cfg, 'tools/dist_train.sh')
 

@@ -1,0 +1,185 @@
+# Copyright (c) mmepsa contributors. All rights reserved.
+"""Resuming an interrupted training run so that it ends as if it never was.
+
+mmengine 0.10.7 restores the model, optimizer, schedulers, message hub, epoch
+and iteration from a checkpoint, and the data order too (``DefaultSampler``
+shuffles with ``seed + epoch``, and ``DistSamplerSeedHook`` sets the epoch).
+It does not restore the global random number generators (``random``,
+``numpy.random``, ``torch``), which draw the random augmentation (e.g.
+``RandomFlip``), the proposal sampling of two-stage detectors and the data
+loader's base seed: a resumed run starts them from the seed, right after
+building the model, while the uninterrupted run had drawn from them for
+every earlier epoch, so the two runs diverge at the first random draw after
+the resume point.
+
+:class:`EpochSeedHook` makes the generators' state at the start of each
+training epoch a function of (seed, epoch) only (and rank, with
+``randomness.diff_rank_seed``), so whatever was drawn before (earlier epochs,
+validation, weight initialisation) does not matter and a run resumed from
+``epoch_N.pth`` draws what the uninterrupted run drew. ``tools/train.py``
+adds it to every config; with mmdet's own ``train.py``, list it in
+``custom_hooks``.
+
+:func:`check_resume_checkpoint` makes ``--resume`` fail with the checkpoint's
+name when that file is missing, truncated or damaged, before any work starts.
+"""
+import os
+import os.path as osp
+import random
+import re
+import zipfile
+from typing import Optional
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.dist import get_rank
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class EpochSeedHook(Hook):
+    """Seed ``random``, ``numpy.random`` and ``torch`` at the start of every
+    training epoch from ``(runner.seed, epoch)``, and the rank when
+    ``randomness.diff_rank_seed`` is set.
+
+    It runs before the epoch's data loader iterator is made (which draws the
+    loader's base seed from ``torch``), so everything drawn in the epoch is
+    reproduced by a run resumed from the previous epoch's checkpoint. Exact
+    for epoch-based loops with ``num_workers=0`` or non-persistent workers
+    (mmengine seeds those the same way every epoch); persistent workers keep
+    their own generators across epochs, which a resumed run cannot restore.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def before_train_epoch(self, runner) -> None:
+        randomness = runner.cfg.get('randomness') or {}
+        words = [int(runner.seed), int(runner.epoch)]
+        if randomness.get('diff_rank_seed', False):
+            words.append(get_rank())
+        seed = int(np.random.SeedSequence(words).generate_state(1)[0])
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)  # all CUDA devices too
+
+
+def add_epoch_seed_hook(cfg: Config) -> None:
+    """Append ``EpochSeedHook`` to ``cfg.custom_hooks`` unless it is there."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(
+            isinstance(h, dict)
+            and h.get('type') in ('EpochSeedHook', EpochSeedHook)
+            for h in hooks):
+        hooks.append(dict(type='EpochSeedHook'))
+    cfg.custom_hooks = hooks
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, truncated or damaged: ``str(e)``
+    is ``'<path> <reason>'``."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f'{path} {reason}')
+        self.path = path
+        self.reason = reason
+
+
+def check_checkpoint(path: str) -> None:
+    """Raise :class:`CheckpointError` unless ``path`` is a whole checkpoint.
+
+    ``torch.save`` writes a zip archive with a CRC-32 per record: the archive
+    must open (a truncated one has lost its central directory, at the end)
+    and every record must match its CRC (``ZipFile.testzip`` reads the file
+    once, nothing is unpickled). A file that is not a zip archive nor the
+    start of one (e.g. torch's legacy format) is loaded with ``torch.load``
+    instead.
+    """
+    if not osp.isfile(path):
+        raise CheckpointError(path, 'does not exist')
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+        except Exception as e:  # zlib.error, BadZipFile, EOFError, OSError
+            raise CheckpointError(
+                path, f'is damaged ({type(e).__name__}: {e})') from e
+        if bad is not None:
+            raise CheckpointError(
+                path, f'is damaged: its record {bad!r} fails the CRC check')
+        return
+    with open(path, 'rb') as f:
+        head = f.read(4)
+    if head == b'PK\x03\x04':  # a zip archive's first record, but no end
+        raise CheckpointError(
+            path, 'is truncated: it starts as the zip archive that '
+            'torch.save writes, but the end of the archive (its central '
+            'directory) is missing')
+    try:
+        torch.load(path, map_location='cpu')
+    except Exception as e:
+        first_line = (str(e).strip().splitlines() or [''])[0]
+        raise CheckpointError(
+            path, f'is truncated or damaged ({type(e).__name__}: '
+            f'{first_line})') from e
+
+
+def resume_source(cfg: Config) -> Optional[str]:
+    """The checkpoint ``Runner.load_or_resume`` will resume from, or None.
+
+    As mmengine: ``resume`` with ``load_from`` resumes from ``load_from``;
+    ``resume`` alone from the file named in ``<work_dir>/last_checkpoint``
+    (None when there is none: training starts from scratch).
+    """
+    if not cfg.get('resume', False):
+        return None
+    if cfg.get('load_from') is not None:
+        return cfg.load_from
+    from mmengine.runner import find_latest_checkpoint
+    return find_latest_checkpoint(cfg.work_dir)
+
+
+def _earlier_checkpoint(path: str) -> Optional[str]:
+    """The newest whole ``epoch_N.pth``/``iter_N.pth`` beside ``path`` that
+    is older than it (by N), or None."""
+    match = re.fullmatch(r'(epoch|iter)_(\d+)\.pth', osp.basename(path))
+    folder = osp.dirname(path)
+    if match is None or not osp.isdir(folder):
+        return None
+    kind, number = match.group(1), int(match.group(2))
+    candidates = []
+    for name in os.listdir(folder):
+        m = re.fullmatch(rf'{kind}_(\d+)\.pth', name)
+        if m and int(m.group(1)) < number:
+            candidates.append((int(m.group(1)), osp.join(folder, name)))
+    for _, candidate in sorted(candidates, reverse=True):
+        try:
+            check_checkpoint(candidate)
+        except CheckpointError:
+            continue
+        return candidate
+    return None
+
+
+def check_resume_checkpoint(cfg: Config) -> Optional[str]:
+    """An error message when the run would resume from a checkpoint that is
+    missing, truncated or damaged; None when it is whole (or the run does
+    not resume, or the checkpoint is remote: ``://``)."""
+    path = resume_source(cfg)
+    if path is None or '://' in path:
+        return None
+    try:
+        check_checkpoint(path)
+    except CheckpointError as e:
+        where = ''
+        if cfg.get('load_from') is None:
+            where = (' (the latest checkpoint, named in '
+                     f'{osp.join(cfg.work_dir, "last_checkpoint")})')
+        message = f'cannot resume: {path}{where} {e.reason}.'
+        earlier = _earlier_checkpoint(path)
+        if earlier is not None:
+            message += (' Resume from the previous checkpoint with '
+                        f'--resume {earlier}, or delete the damaged file.')
+        return message
+    return None
