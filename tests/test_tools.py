@@ -6,7 +6,6 @@ import os
 import os.path as osp
 import re
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -262,39 +261,6 @@ def test_test_computes_map(tiny, tmp_path):
     assert re.search(r'coco/bbox_mAP: -?\d', proc.stdout), \
         proc.stdout[-3000:]
     assert osp.isfile(out)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def test_dist_train_two_cpu_processes(tiny, tmp_path):
-    work_dir = str(tmp_path / 'dist')
-    env_bin = osp.dirname(PYTHON)
-    cmd = [
-        'bash',
-        osp.join(TOOLS, 'dist_train.sh'), tiny['config'], '2', '--work-dir',
-        work_dir, '--cfg-options', 'train_dataloader.batch_size=1'
-    ]
-    env = tool_env()
-    env.update(PYTHON=PYTHON, PORT=str(_free_port()),
-               PATH=env_bin + os.pathsep + env.get('PATH', ''))
-    proc = subprocess.run(
-        cmd,
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=300)
-    assert proc.returncode == 0, proc.stdout[-6000:]
-    # 4 images, 2 processes x batch 1: 2 iterations per epoch.
-    ckpt = torch.load(osp.join(work_dir, 'epoch_1.pth'), map_location='cpu')
-    assert ckpt['meta']['iter'] == 2
-    assert 'Distributed training: True' in proc.stdout, proc.stdout[-3000:]
-    assert 'GPU number: 2' in proc.stdout  # mmengine's name for world size
 
 
 def test_get_flops_paper_figures(capsys):

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Distributed testing with torchrun (the successor of torch.distributed.launch).
 #   bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args...]
-# Multi-node: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node.
+# Multi-node: on every node set NNODES, its own NODE_RANK, and the same
+# MASTER_ADDR (node 0's address) and PORT, as for tools/dist_train.sh.
 # Without CUDA, GPUS is the number of CPU processes; tools/test.py then uses gloo.
 # PYTHON picks the interpreter (default: python on PATH).
 
@@ -14,15 +15,15 @@ PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 PYTHON=${PYTHON:-python}
 
-PYTHONPATH="$(dirname $0)/..":$PYTHONPATH \
+PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
 "$PYTHON" -m torch.distributed.run \
-    --nnodes=$NNODES \
-    --node_rank=$NODE_RANK \
-    --master_addr=$MASTER_ADDR \
-    --nproc_per_node=$GPUS \
-    --master_port=$PORT \
-    $(dirname "$0")/test.py \
-    $CONFIG \
-    $CHECKPOINT \
+    --nnodes="$NNODES" \
+    --node_rank="$NODE_RANK" \
+    --master_addr="$MASTER_ADDR" \
+    --nproc_per_node="$GPUS" \
+    --master_port="$PORT" \
+    "$(dirname "$0")/test.py" \
+    "$CONFIG" \
+    "$CHECKPOINT" \
     --launcher pytorch \
-    ${@:4}
+    "${@:4}"

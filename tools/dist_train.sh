@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Distributed training with torchrun (the successor of torch.distributed.launch).
 #   bash tools/dist_train.sh CONFIG GPUS [train.py args...]
-# Multi-node: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node, e.g.
-#   NNODES=2 NODE_RANK=0 PORT=29500 MASTER_ADDR=10.1.1.1 bash tools/dist_train.sh CONFIG 8
+# Multi-node: on every node set NNODES, its own NODE_RANK, and the same
+# MASTER_ADDR (node 0's address) and PORT, e.g. on the second of two nodes:
+#   NNODES=2 NODE_RANK=1 PORT=29500 MASTER_ADDR=10.1.1.1 bash tools/dist_train.sh CONFIG 8
 # Without CUDA, GPUS is the number of CPU processes; tools/train.py then uses gloo.
 # PYTHON picks the interpreter (default: python on PATH).
 
@@ -14,13 +15,13 @@ PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 PYTHON=${PYTHON:-python}
 
-PYTHONPATH="$(dirname $0)/..":$PYTHONPATH \
+PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
 "$PYTHON" -m torch.distributed.run \
-    --nnodes=$NNODES \
-    --node_rank=$NODE_RANK \
-    --master_addr=$MASTER_ADDR \
-    --nproc_per_node=$GPUS \
-    --master_port=$PORT \
-    $(dirname "$0")/train.py \
-    $CONFIG \
-    --launcher pytorch ${@:3}
+    --nnodes="$NNODES" \
+    --node_rank="$NODE_RANK" \
+    --master_addr="$MASTER_ADDR" \
+    --nproc_per_node="$GPUS" \
+    --master_port="$PORT" \
+    "$(dirname "$0")/train.py" \
+    "$CONFIG" \
+    --launcher pytorch "${@:3}"
