@@ -1,0 +1,221 @@
+# Copyright (c) mmepsa contributors. All rights reserved.
+"""tools/analysis_tools/load_test.py: a short stream of generated images
+(grey, colour, RGBA; extreme aspect ratios) through DetInferencer with the
+demo Mask R-CNN config, run as users run it (a subprocess, so that the
+memory figures are those of a fresh process)."""
+import importlib.util
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TOOL = osp.join(REPO, 'tools', 'analysis_tools', 'load_test.py')
+DEMO_CONFIG = osp.join(REPO, 'configs', 'demo',
+                       'mask-rcnn_epsanet50-s_fpn_demo-shapes.py')
+DEMO_CLASSES = ['circle', 'rectangle', 'triangle']
+NUM, WARMUP, MAX_SIZE = 30, 20, 320
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location('tool_load_test', TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_tool(args, timeout=300):
+    env = dict(os.environ)
+    env.update(
+        OMP_NUM_THREADS='1',
+        MKL_NUM_THREADS='1',
+        PYTHONWARNINGS='ignore',
+        CUDA_VISIBLE_DEVICES='')
+    return subprocess.run([sys.executable, TOOL] + list(map(str, args)),
+                          cwd=REPO,
+                          env=env,
+                          stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE,
+                          text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope='module')
+def stream(tmp_path_factory):
+    """30 images of 64-320 px, randomly initialised demo Mask R-CNN."""
+    tmp = tmp_path_factory.mktemp('load')
+    img_dir, out_dir = tmp / 'images', tmp / 'out'
+    proc = run_tool([
+        '--num-images', NUM, '--warmup', WARMUP, '--max-size', MAX_SIZE,
+        '--img-dir', img_dir, '--out-dir', out_dir
+    ])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(out_dir / 'load_test.json') as f:
+        summary = json.load(f)
+    return dict(proc=proc, summary=summary, img_dir=img_dir, out_dir=out_dir)
+
+
+def test_stream_summary(stream):
+    s = stream['summary']
+    assert s['failures'] == []
+    assert s['num_images'] == NUM and len(s['images']) == NUM
+    assert osp.samefile(osp.join(REPO, s['config']), DEMO_CONFIG)  # default
+    assert s['checkpoint'] is None and 'randomly initialised' in s['note']
+    assert s['wall_seconds'] > 0
+    assert s['images_per_second'] == pytest.approx(
+        NUM / s['wall_seconds'], rel=0.01)
+    assert [m['image'] for m in s['memory']] == [1, WARMUP, NUM]
+    for m in s['memory']:
+        assert 0 < m['rss_mib'] <= m['peak_rss_mib']
+    assert all(r['detections'] >= 0 and r['seconds'] > 0 for r in s['images'])
+    # sizes within the bounds, both orientations present
+    assert all(64 <= r[k] <= MAX_SIZE for r in s['images']
+               for k in ('width', 'height'))
+    assert any(r['width'] > r['height'] for r in s['images'])
+    assert any(r['width'] < r['height'] for r in s['images'])
+    # the markdown summary, printed and written
+    md = (stream['out_dir'] / 'load_test.md').read_text()
+    assert md in stream['proc'].stdout
+    assert 'images/s' in md and f'RSS after image 1 / {WARMUP} / {NUM}' in md
+
+
+def test_grey_and_rgba_files_load_as_3_channels(stream):
+    import cv2
+    s = stream['summary']
+    assert all(n > 0 for n in s['kinds'].values()), s['kinds']
+    by_channels = {1: 0, 3: 0, 4: 0}
+    for r in s['images']:
+        # the file itself, read back independently of the tool
+        on_disk = cv2.imread(
+            str(stream['img_dir'] / r['file']), cv2.IMREAD_UNCHANGED)
+        channels = 1 if on_disk.ndim == 2 else on_disk.shape[2]
+        assert channels == r['file_channels'] == (
+            1 if r['kind'].startswith('gray') else
+            4 if r['kind'].startswith('rgba') else 3), r
+        by_channels[channels] += 1
+        # what the inferencer's pipeline loaded
+        assert r['loaded_shape'] == [r['height'], r['width'], 3], r
+    assert by_channels[1] == s['grey_files'] >= 8  # 2 grey kinds x 4 corners
+    assert by_channels[4] >= 4
+    assert s['grey_loaded_as_3_channels'] == s['grey_files']
+
+
+def test_memory_growth_is_computed(stream):
+    s = stream['summary']
+    mem = {m['image']: m for m in s['memory']}
+    ref, last = mem[WARMUP], mem[NUM]
+    assert s['rss_growth'] == pytest.approx(
+        last['rss_mib'] / ref['rss_mib'] - 1, abs=1e-3)
+    assert s['peak_rss_growth'] == pytest.approx(
+        last['peak_rss_mib'] / ref['peak_rss_mib'] - 1, abs=1e-3)
+    assert s['peak_rss_growth'] >= 0  # VmHWM never goes down
+    assert s['max_growth'] == 0.10
+    assert s['growth_ok'] == (
+        max(s['rss_growth'], s['peak_rss_growth']) <= s['max_growth'])
+    assert isinstance(s['rss_slope_mib_per_100_images'], float)
+
+
+def test_checks_can_fail(tmp_path):
+    """With a checkpoint; a grey loader (the model then gets 1 channel) makes
+    every image fail, and a negative limit fails the memory check."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+
+    import mmepsa  # noqa: F401
+    from mmdet.registry import MODELS
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = MODELS.build(Config.fromfile(DEMO_CONFIG).model)
+    ckpt = tmp_path / 'demo.pth'
+    torch.save(
+        dict(
+            state_dict=model.state_dict(),
+            meta=dict(dataset_meta=dict(classes=tuple(DEMO_CLASSES)))), ckpt)
+    out_dir = tmp_path / 'out'
+    proc = run_tool([
+        '--checkpoint', ckpt, '--num-images', 4, '--warmup', 2,
+        '--max-size', 96, '--max-growth', -1, '--out-dir', out_dir,
+        '--cfg-options',
+        'test_dataloader.dataset.pipeline.0.color_type=grayscale'
+    ])
+    assert proc.returncode == 3, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert 'error: 4 of 4 images failed' in proc.stderr
+    assert 'error: memory grew by more than -100.0 %' in proc.stderr
+    with open(out_dir / 'load_test.json') as f:
+        s = json.load(f)
+    assert s['checkpoint'] == str(ckpt) and s['note'] is None
+    assert s['classes'] == DEMO_CLASSES
+    assert [f['index'] for f in s['failures']] == [1, 2, 3, 4]
+    # the loader gave 2-D grey images, which the model cannot take
+    assert [r['loaded_shape'] for r in s['images']] == [
+        [r['height'], r['width']] for r in s['images']]
+    assert s['grey_loaded_as_3_channels'] == 0
+    assert s['growth_ok'] is False
+
+
+def test_exit_status():
+    tool = load_tool()
+    base = dict(
+        failures=[],
+        growth_ok=True,
+        num_images=5,
+        max_growth=0.1,
+        warmup=2,
+        rss_growth=0.0,
+        peak_rss_growth=0.0)
+    assert tool.exit_status(base) == 0
+    assert tool.exit_status(dict(base, growth_ok=False)) == 4
+    assert tool.exit_status(dict(base, failures=[{}])) == 3
+    assert tool.exit_status(dict(base, failures=[{}], growth_ok=False)) == 3
+
+
+def test_images_are_deterministic(tmp_path):
+    tool = load_tool()
+    specs = tool.image_specs(200, 64, 1333, seed=0)
+    assert specs == tool.image_specs(200, 64, 1333, seed=0)
+    assert specs != tool.image_specs(200, 64, 1333, seed=1)
+    # the corner cases first: 4 extreme sizes x 5 kinds
+    assert {(w, h) for _, w, h in specs[:20]} == {(64, 64), (1333, 1333),
+                                                  (64, 1333), (1333, 64)}
+    assert {k for k, _, _ in specs[:20]} == set(tool.KINDS)
+    assert all(64 <= w <= 1333 and 64 <= h <= 1333 for _, w, h in specs)
+    assert len({(w, h) for _, w, h in specs[20:]}) > 150
+    # a shorter stream is the start of a longer one
+    assert tool.image_specs(30, 64, 1333, seed=0) == specs[:30]
+
+    small = tool.image_specs(8, 16, 48, seed=0)
+    first = tool.write_images(str(tmp_path / 'a'), small, seed=0)
+    again = tool.write_images(str(tmp_path / 'b'), small, seed=0)
+    other = tool.write_images(str(tmp_path / 'c'), small, seed=1)
+    read = [(tmp_path / d / r['file']).read_bytes()
+            for d, recs in (('a', first), ('b', again), ('c', other))
+            for r in recs]
+    assert read[:8] == read[8:16]
+    assert read[:8] != read[16:]
+
+
+@pytest.mark.parametrize('argv,match', [
+    (['missing_config.py'], 'config file not found: missing_config.py'),
+    (['--checkpoint', 'missing.pth'],
+     'checkpoint file not found: missing.pth'),
+])
+def test_missing_files(argv, match):
+    tool = load_tool()
+    with pytest.raises(SystemExit, match=match):
+        tool.main(argv)
+
+
+@pytest.mark.parametrize('argv,match', [
+    (['--num-images', '30'], '--warmup must be >= 1 and less than'),
+    (['--num-images', '1'], '--num-images must be >= 2'),
+    (['--min-size', '500', '--max-size', '100'], 'need 1 <= --min-size'),
+])
+def test_bad_options(argv, match, capsys):
+    tool = load_tool()
+    with pytest.raises(SystemExit) as e:
+        tool.main(argv)
+    assert e.value.code == 2
+    assert match in capsys.readouterr().err
