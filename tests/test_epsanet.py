@@ -11,7 +11,7 @@ from torch.nn.modules import GroupNorm
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmepsa.models import EPSABlock, EPSANet, PSAModule
-from reference_epsanet import RefEPSANet, RefPSA, randomize_
+from mmepsa.testing import RefEPSANet, RefPSA, randomize_
 
 # A narrow EPSANet (16-channel first stage, fewer groups, SE squeeze 4)
 # keeps the tests fast where the full width is not the point.

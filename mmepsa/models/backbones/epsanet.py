@@ -58,9 +58,11 @@ class PSAModule(BaseModule):
     recalibrates it, and the weighted branches are concatenated, branch 4
     first (the authors' order).
 
-    The four SE passes of the original run here as one batched pass, and the
-    weighted branches are written into the output by a single concatenation;
-    the result equals the authors' formulation.
+    The four SE passes of the original run here as one batched pass (the SE
+    weights are shared), and the weighted branches go into the output in the
+    authors' order by a single concatenation, with no intermediate
+    concatenation of the raw branches; the result equals the authors'
+    formulation (``mmepsa.testing.RefPSA``) to float rounding.
 
     Args:
         in_channels (int): Input channels.
@@ -265,6 +267,13 @@ class EPSANet(BaseModule):
         norm_eval (bool): Keep BN layers in eval mode while training.
             Defaults to True.
         with_cp (bool): Checkpoint each block to save memory.
+        channels_last (bool, optional): Run the network in channels-last
+            memory format (NHWC), where oneDNN's grouped 5x5/7x7/9x9
+            convolutions are much faster. ``None`` (default) turns it on for
+            CPU inputs and off for others (not measured on GPU; set True to
+            try). The input is converted on entry and the returned features
+            are made contiguous NCHW again, so callers see no difference;
+            parameters and checkpoints are unaffected.
         zero_init_residual (bool): Zero-init the last norm of each block.
         pretrained (str, optional): Deprecated, use ``init_cfg``.
         init_cfg (dict or list[dict], optional): Initialization config.
@@ -305,6 +314,7 @@ class EPSANet(BaseModule):
                  norm_cfg: dict = dict(type='BN', requires_grad=True),
                  norm_eval: bool = True,
                  with_cp: bool = False,
+                 channels_last: Optional[bool] = None,
                  zero_init_residual: bool = True,
                  pretrained: Optional[str] = None,
                  init_cfg: Union[dict, List[dict], None] = None) -> None:
@@ -363,6 +373,10 @@ class EPSANet(BaseModule):
                     f'branch, fewer than se_ratio={se_ratio}; raise '
                     'base_channels or lower se_ratio')
 
+        if channels_last is not None and not isinstance(channels_last, bool):
+            raise ValueError('EPSANet: channels_last must be None (auto: on '
+                             f'for CPU inputs), True or False, got '
+                             f'{channels_last!r}')
         if init_cfg is not None and pretrained is not None:
             raise ValueError('EPSANet: init_cfg and pretrained cannot be '
                              'specified at the same time')
@@ -404,6 +418,7 @@ class EPSANet(BaseModule):
         self.norm_cfg = norm_cfg
         self.norm_eval = norm_eval
         self.with_cp = with_cp
+        self.channels_last = channels_last
         self.zero_init_residual = zero_init_residual
         self.block, stage_blocks = self.arch_settings[depth]
         self.stage_blocks = stage_blocks[:num_stages]
@@ -519,12 +534,17 @@ class EPSANet(BaseModule):
                 f'EPSANet expects input of shape (N, {self.in_channels}, H, '
                 f'W) (in_channels={self.in_channels}), got '
                 f'{tuple(x.shape)}')
+        channels_last = self.channels_last
+        if channels_last is None:
+            channels_last = x.device.type == 'cpu'
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.maxpool(self.relu(self.norm1(self.conv1(x))))
         outs = []
         for i, layer_name in enumerate(self.res_layers):
             x = getattr(self, layer_name)(x)
             if i in self.out_indices:
-                outs.append(x)
+                outs.append(x.contiguous() if channels_last else x)
         return tuple(outs)
 
     def train(self, mode: bool = True) -> 'EPSANet':
