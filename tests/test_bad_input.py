@@ -87,6 +87,9 @@ BAD_ARGUMENTS = [
     pytest.param(dict(se_ratio=5), ValueError,
                  r'stage 1 has 4 channels per branch, fewer than se_ratio=5; '
                  r'raise base_channels or lower se_ratio', id='se_ratio-big'),
+    pytest.param(dict(channels_last='yes'), ValueError,
+                 r"channels_last must be None \(auto: on for CPU inputs\), "
+                 r"True or False, got 'yes'", id='channels_last'),
     pytest.param(dict(pretrained=pathlib.Path('a.pth')), TypeError,
                  r'pretrained must be a str or None, got PosixPath',
                  id='pretrained-type'),
