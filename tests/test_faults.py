@@ -335,3 +335,16 @@ def test_check_checkpoint_finds_a_flipped_byte(runs, tmp_path):
         f.write(bytes([byte[0] ^ 0xFF]))
     with pytest.raises(CheckpointError, match='fails the CRC check'):
         check_checkpoint(path)
+
+
+def test_check_checkpoint_empty_and_legacy_files(tmp_path):
+    empty = tmp_path / 'empty.pth'
+    empty.write_bytes(b'')
+    with pytest.raises(CheckpointError, match=r'empty\.pth is empty$'):
+        check_checkpoint(str(empty))
+    # torch's legacy format is a pickle stream: not unpickled here, left to
+    # the loader (which refuses what weights_only refuses).
+    legacy = tmp_path / 'legacy.pth'
+    torch.save({'state_dict': {'w': torch.ones(2)}}, legacy,
+               _use_new_zipfile_serialization=False)
+    check_checkpoint(str(legacy))
