@@ -13,11 +13,11 @@ import warnings
 
 import pytest
 import torch
-from mmcv.cnn import fuse_conv_bn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmepsa.models import EPSANet
 from mmepsa.testing import RefEPSANet, randomize_
+from mmepsa.utils import deploy_model
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY = dict(
@@ -101,16 +101,18 @@ def test_training_step_same_gradients():
     assert checked == len(ref_params) - 2  # all but the classifier's fc
 
 
-def test_fuse_conv_bn_for_deploy():
-    """mmcv's fuse_conv_bn folds every conv+BN pair of EPSANet (stem, 1x1
-    convs, shortcuts); only the BN after the PSA module stays, since the
-    attention sits between it and the branch convs. Outputs unchanged."""
+def test_deploy_folds_conv_bn():
+    """deploy_model (mmcv's fuse_conv_bn) folds every conv+BN pair of
+    EPSANet (stem, 1x1 convs, shortcuts); only the BN after the PSA module
+    stays, since the attention sits between it and the branch convs.
+    Outputs unchanged."""
     _, ours = original_and_ours()
     ours.eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         expected = ours(x)
-        fused = fuse_conv_bn(copy.deepcopy(ours))
+        fused = deploy_model(copy.deepcopy(ours).train())
+        assert not fused.training
         outs = fused(x)
     bns = [n for n, m in fused.named_modules() if isinstance(m, _BatchNorm)]
     assert bns and all(n.endswith('.bn2') for n in bns)
@@ -128,6 +130,19 @@ def test_torch_compile_fullgraph_matches_eager():
         expected = model(x)
         outs = compiled(x)
     assert len(outs) == len(expected) == 2
+    for a, b in zip(outs, expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_deploy_compiled_with_freezing_matches_eager():
+    model = EPSANet(50, num_stages=2, strides=(1, 2), dilations=(1, 1),
+                    out_indices=(0, 1), norm_eval=False, **TINY)
+    randomize_(model)  # non-trivial BN statistics to fold
+    model.eval()
+    x = torch.randn(2, 3, 48, 40)
+    with torch.no_grad():
+        expected = model(x)
+        outs = deploy_model(copy.deepcopy(model), compile=True)(x)
     for a, b in zip(outs, expected):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
@@ -188,14 +203,16 @@ def test_compare_speed_tool(tmp_path):
     result = cs.main([
         '--sizes', '1x64x64', '--detector-size', '1x64x96', '--cp-size',
         '1x128x128', '--runs', '1', '--warmup', '0', '--no-memory',
-        '--out-dir', out_dir
+        '--no-compile', '--out-dir', out_dir
     ])
     cases = {(c['kind'], c['mode']): c for c in result['cases']}
     assert set(cases) == {('backbone', 'inference'), ('backbone', 'train'),
                           ('mask-rcnn', 'train')}
-    assert set(cases['backbone', 'inference']['models']) == set(cs.BACKBONES)
+    compiled = {n for n in cs.BACKBONES if n.endswith('-compiled')}
+    assert set(cases['backbone', 'inference']['models']) == set(
+        cs.BACKBONES) - compiled
     assert set(cases['backbone', 'train']['models']) == set(
-        cs.BACKBONES) - {'mmepsa-deploy'}
+        cs.BACKBONES) - set(cs.INFERENCE_ONLY)
     assert set(cases['mask-rcnn', 'train']['models']) == set(cs.DETECTORS)
     inference = cases['backbone', 'inference']['models']
     assert inference['mmepsa']['outputs'] < 1e-5
@@ -212,6 +229,7 @@ def test_compare_speed_tool(tmp_path):
     with open(osp.join(out_dir, 'benchmark.json')) as f:
         assert json.load(f)['environment']['threads'] >= 1
     table = open(osp.join(out_dir, 'benchmark.md')).read()
+    # 5 models and the noise-floor row
     assert table.count('| backbone inference 1x3x64x64 fp32 |') == 6
     assert 'with_cp' in table and 'noise floor' in table
     assert osp.getsize(osp.join(out_dir, 'benchmark.png')) > 1000

@@ -10,10 +10,18 @@ Models (same depth; the two EPSANets share the same random weights):
 * ``mmepsa``: :class:`mmepsa.models.EPSANet` as a config builds it
   (one SE pass, one concatenation, channels-last on CPU);
 * ``mmepsa-deploy`` (inference only): ``mmepsa`` with conv+BN pairs folded by
-  :func:`mmcv.cnn.fuse_conv_bn`;
+  :func:`mmcv.cnn.fuse_conv_bn` (:func:`mmepsa.utils.deploy_model`);
+* ``mmepsa-compiled`` (inference only): that, compiled by ``torch.compile``
+  with inductor's weight freezing (``deploy_model(compile=True)``);
 * ``resnet``: mmdet's ``ResNet`` as a config builds it (NCHW);
 * ``resnet-cl``: the same ResNet fed channels-last input, for a
-  like-for-like comparison of memory formats.
+  like-for-like comparison of memory formats;
+* ``resnet-compiled`` (inference only): ResNet through the same
+  ``deploy_model(compile=True)``, so that the compiled EPSANet is compared
+  with a compiled ResNet.
+
+Compilation happens in the warm-up and is not timed (its first-call time is
+reported); ``--no-compile`` skips the compiled models.
 
 For each case (input size x inference / training step = forward + backward)
 every model runs ``--warmup`` untimed then ``--runs`` timed times, the models
@@ -47,7 +55,9 @@ import torch.nn as nn
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
-BACKBONES = ('original', 'mmepsa', 'mmepsa-deploy', 'resnet', 'resnet-cl')
+BACKBONES = ('original', 'mmepsa', 'mmepsa-deploy', 'mmepsa-compiled',
+             'resnet', 'resnet-cl', 'resnet-compiled')
+INFERENCE_ONLY = ('mmepsa-deploy', 'mmepsa-compiled', 'resnet-compiled')
 DETECTORS = ('original', 'mmepsa', 'resnet')
 MASK_RCNN = {
     'epsanet': 'configs/mask_rcnn/mask-rcnn_epsanet50-s_fpn_1x_coco.py',
@@ -101,6 +111,11 @@ def parse_args(argv=None):
         help='input of the with_cp memory comparison')
     parser.add_argument(
         '--no-cp', action='store_true', help='skip the with_cp comparison')
+    parser.add_argument(
+        '--no-compile',
+        action='store_true',
+        help='skip the torch.compile\'d models (compiling takes tens of '
+        'seconds per model and input size on CPU)')
     parser.add_argument(
         '--no-memory',
         action='store_true',
@@ -180,16 +195,19 @@ def build_backbone(name: str,
                    with_cp: bool = False) -> nn.Module:
     """One of :data:`BACKBONES`; the EPSANets get the same random weights.
     ``with_cp`` applies to ``mmepsa`` only."""
-    from mmcv.cnn import fuse_conv_bn
-
     from mmdet.models.backbones import ResNet
     from mmepsa.models import EPSANet
     from mmepsa.testing import RefEPSANet, randomize_
+    from mmepsa.utils import deploy_model
 
+    if train and name in INFERENCE_ONLY:
+        raise ValueError(f'{name} is inference only')
     if name.startswith('resnet'):
         torch.manual_seed(seed)
         model = ResNet(depth, norm_eval=False)  # torch's default init
         model = ChannelsLast(model) if name == 'resnet-cl' else model
+        if name == 'resnet-compiled':
+            model = deploy_model(model, compile=True)
     else:
         ref = randomize_(RefEPSANet(STAGE_BLOCKS[depth]), seed)
         if name == 'original':
@@ -202,12 +220,11 @@ def build_backbone(name: str,
                 for k, v in ref.state_dict().items()
                 if not k.startswith('fc.')
             })
-            if name == 'mmepsa-deploy':
-                if train:
-                    raise ValueError('mmepsa-deploy is inference only')
-                model.eval()
-                model = fuse_conv_bn(model)
-    model.train(train)
+            if name in ('mmepsa-deploy', 'mmepsa-compiled'):
+                model = deploy_model(
+                    model, compile=name == 'mmepsa-compiled')
+    if name not in INFERENCE_ONLY:
+        model.train(train)
     return model
 
 
@@ -382,21 +399,31 @@ def differences(models: Dict[str, nn.Module], x: torch.Tensor, train: bool,
     summation order) by ~1e-4 in outputs and ~1e-2 in gradients; that noise
     floor is reported as well, so fp32 figures can be read against it.
     """
-    names = [n for n in ('mmepsa', 'mmepsa-deploy') if n in models]
+    names = [n for n in ('mmepsa', 'mmepsa-deploy', 'mmepsa-compiled')
+             if n in models]
     dtype = torch.float64 if train else None
+    first_call = {}
 
-    def run(model, inp):
+    def run(model, inp, name=None):
+        if not train:  # eval mode changes no state: no copy needed
+            start = time.perf_counter()
+            outs = backbone_step(model, inp, train, precision)()
+            if name is not None:
+                first_call[name] = time.perf_counter() - start
+            return outs, None
         model = copy.deepcopy(model)
         if dtype is not None:
             model, inp = model.to(dtype), inp.to(dtype)
         outs = backbone_step(model, inp, train, precision)()
-        return outs, epsanet_grads(model) if train else None
+        return outs, epsanet_grads(model)
 
     ref_out, ref_grads = run(models['original'], x)
     diffs = {}
     for name in names:
-        out, grads = run(models[name], x)
+        out, grads = run(models[name], x, name)
         diffs[name] = dict(outputs=max_rel_diff(out, ref_out))
+        if name in first_call:  # includes compilation, if any
+            diffs[name]['first_call_s'] = first_call[name]
         if train:
             if set(grads) != set(ref_grads):
                 raise RuntimeError(f'{name}: gradients differ in parameters '
@@ -502,7 +529,11 @@ def summarise(times: List[float]) -> dict:
 def backbone_case(args, device: torch.device, shape, mode: str,
                   precision: str) -> dict:
     train = mode == 'train'
-    names = [n for n in BACKBONES if not (train and n == 'mmepsa-deploy')]
+    names = [
+        n for n in BACKBONES
+        if not (train and n in INFERENCE_ONLY) and not (
+            args.no_compile and n.endswith('-compiled'))
+    ]
     models = {
         n: build_backbone(n, args.depth, args.seed, train).to(device)
         for n in names
@@ -513,6 +544,11 @@ def backbone_case(args, device: torch.device, shape, mode: str,
              for n, m in models.items()}
 
     diffs = differences(models, x, train, precision)
+    for n in steps:  # compile what differences() did not run, untimed
+        if n.endswith('-compiled') and n not in diffs:
+            start = time.perf_counter()
+            steps[n]()
+            diffs[n] = dict(first_call_s=time.perf_counter() - start)
     times = time_interleaved(steps, device, args.warmup, args.runs)
     rows = {n: summarise(t) for n, t in times.items()}
     for n, row in rows.items():
@@ -523,6 +559,8 @@ def backbone_case(args, device: torch.device, shape, mode: str,
     del models, steps
     if not args.no_memory:
         for n in rows:
+            if n.endswith('-compiled'):
+                continue  # a compile per subprocess: not worth it
             rows[n]['peak_mib'] = measure_memory(
                 dict(kind='backbone', model=n, depth=args.depth,
                      shape=list(shape), mode=mode, precision=precision,
@@ -593,6 +631,8 @@ def markdown(result: dict) -> str:
                  f" {case['precision']}")
         for name, row in case['models'].items():
             peak = row.get('peak_mib')
+            if name.endswith('-compiled') and 'first_call_s' in row:
+                name += f" (compiling: {row['first_call_s']:.0f} s)"
             diff = '-'
             if 'outputs' in row:
                 diff = f"outputs {row['outputs']:.1e}"
