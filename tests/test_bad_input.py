@@ -3,10 +3,7 @@
 checkpoints are refused.
 
 Table-driven: each row is one bad input and the message it must produce.
-The README's "Troubleshooting" section lists the same cases. Rows marked
-``xfail(strict=True, reason='needs backbone check')`` are backbone arguments
-that EPSANet does not check yet: today they fail later with torch's or
-mmcv's message (or not at all); they pass once the check is added.
+The README's "Troubleshooting" section lists the same cases.
 """
 import logging
 import math
@@ -35,7 +32,6 @@ from test_tools import (PYTHON, TOOLS, load_tool, make_tiny_project, run_tool,
 # into 4 branches of 4 channels.
 TINY = dict(
     stem_channels=16, base_channels=16, conv_groups=(1, 2, 4, 4), se_ratio=4)
-NEEDS_CHECK = pytest.mark.xfail(strict=True, reason='needs backbone check')
 
 
 def three_stages(**kwargs) -> dict:
@@ -101,77 +97,77 @@ BAD_ARGUMENTS = [
     # Not checked yet: the proposed check's message is expected.
     pytest.param(dict(in_channels=0), ValueError,
                  r'in_channels must be a positive int, got 0',
-                 id='in_channels-zero', marks=NEEDS_CHECK),
+                 id='in_channels-zero'),
     pytest.param(dict(in_channels='3'), ValueError,
                  r"in_channels must be a positive int, got '3'",
-                 id='in_channels-str', marks=NEEDS_CHECK),
+                 id='in_channels-str'),
     pytest.param(dict(stem_channels=0), ValueError,
                  r'stem_channels must be a positive int, got 0',
-                 id='stem_channels', marks=NEEDS_CHECK),
+                 id='stem_channels'),
     pytest.param(dict(base_channels=0), ValueError,
                  r'base_channels must be a positive int, got 0',
-                 id='base_channels-zero', marks=NEEDS_CHECK),
+                 id='base_channels-zero'),
     pytest.param(dict(base_channels=16.0), ValueError,
                  r'base_channels must be a positive int, got 16\.0',
-                 id='base_channels-float', marks=NEEDS_CHECK),
+                 id='base_channels-float'),
     pytest.param(dict(se_ratio=0), ValueError,
                  r'se_ratio must be a positive int, got 0',
-                 id='se_ratio-zero', marks=NEEDS_CHECK),
+                 id='se_ratio-zero'),
     pytest.param(dict(num_stages=2.0), ValueError,
                  r'num_stages must be in \[1, 4\], got 2\.0',
-                 id='num_stages-float', marks=NEEDS_CHECK),
+                 id='num_stages-float'),
     pytest.param(dict(strides=(1, 2, 2, 0)), ValueError,
                  r'strides must be positive ints, got \(1, 2, 2, 0\)',
-                 id='strides-zero', marks=NEEDS_CHECK),
+                 id='strides-zero'),
     pytest.param(dict(strides=2), ValueError,
                  r'strides needs one entry per stage \(num_stages=4\), got 2',
-                 id='strides-int', marks=NEEDS_CHECK),
+                 id='strides-int'),
     pytest.param(dict(dilations=(1, 1, 1, 0)), ValueError,
                  r'dilations must be positive ints, got \(1, 1, 1, 0\)',
-                 id='dilations-zero', marks=NEEDS_CHECK),
+                 id='dilations-zero'),
     pytest.param(dict(out_indices=(0, 0)), ValueError,
                  r'out_indices must be a non-empty subset of \(0, 1, 2, 3\), '
                  r'each index once, got \(0, 0\)',
-                 id='out_indices-repeated', marks=NEEDS_CHECK),
+                 id='out_indices-repeated'),
     pytest.param(dict(out_indices=3), ValueError,
                  r'out_indices must be a non-empty subset of \(0, 1, 2, 3\), '
                  r'each index once, got 3',
-                 id='out_indices-int', marks=NEEDS_CHECK),
+                 id='out_indices-int'),
     pytest.param(dict(conv_kernels=(3, 5, 7, 8)), ValueError,
                  r'conv_kernels must be odd .*got \(3, 5, 7, 8\)',
-                 id='conv_kernels-even', marks=NEEDS_CHECK),
+                 id='conv_kernels-even'),
     pytest.param(dict(conv_groups=4), ValueError,
                  r'conv_groups must be 4 positive ints, one per PSA branch, '
-                 r'got 4', id='conv_groups-int', marks=NEEDS_CHECK),
+                 r'got 4', id='conv_groups-int'),
     pytest.param(dict(frozen_stages=None), ValueError,
                  r'frozen_stages must be in \[-1, 4\], got None',
-                 id='frozen_stages-none', marks=NEEDS_CHECK),
+                 id='frozen_stages-none'),
     pytest.param(dict(norm_cfg=dict(type='BatchNorm')), KeyError,
                  r"invalid norm_cfg type 'BatchNorm', registered: "
                  r"\[.*'BN'.*'GN'.*'SyncBN'\]",
-                 id='norm_cfg-type', marks=NEEDS_CHECK),
+                 id='norm_cfg-type'),
     pytest.param(dict(norm_cfg='BN'), TypeError,
                  r"norm_cfg must be a dict with a 'type' key, got 'BN'",
-                 id='norm_cfg-str', marks=NEEDS_CHECK),
+                 id='norm_cfg-str'),
     pytest.param(dict(norm_cfg=dict(type='GN')), ValueError,
                  r"norm_cfg of type 'GN' needs num_groups",
-                 id='norm_cfg-GN', marks=NEEDS_CHECK),
+                 id='norm_cfg-GN'),
     pytest.param(dict(conv_cfg=dict(type='DCNv3')), KeyError,
                  r"invalid conv_cfg type 'DCNv3', registered: "
                  r"\[.*'Conv2d'.*\]",
-                 id='conv_cfg-type', marks=NEEDS_CHECK),
+                 id='conv_cfg-type'),
     pytest.param(dict(norm_eval='no'), ValueError,
                  r"norm_eval must be True or False, got 'no'",
-                 id='norm_eval', marks=NEEDS_CHECK),
+                 id='norm_eval'),
     pytest.param(dict(with_cp='no'), ValueError,
                  r"with_cp must be True or False, got 'no'",
-                 id='with_cp', marks=NEEDS_CHECK),
+                 id='with_cp'),
     pytest.param(dict(zero_init_residual='no'), ValueError,
                  r"zero_init_residual must be True or False, got 'no'",
-                 id='zero_init_residual', marks=NEEDS_CHECK),
+                 id='zero_init_residual'),
     pytest.param(dict(init_cfg='checkpoints/epsanet50.pth'), TypeError,
                  r'init_cfg must be None, a dict or a list of dicts',
-                 id='init_cfg-str', marks=NEEDS_CHECK),
+                 id='init_cfg-str'),
 ]
 
 
@@ -208,7 +204,7 @@ def test_bad_init_cfg_fails_at_init_weights(init_cfg, error, match):
      r'\(in_channels=1.*got \(1, 3, 32, 32\)'),
     pytest.param(3, (1, 3, 0, 32), r'expects input of shape \(N, 3, H, W\) '
                  r'\(in_channels=3, H and W >= 1\), got \(1, 3, 0, 32\)',
-                 marks=NEEDS_CHECK),
+                 ),
 ])
 def test_bad_input_shape(in_channels, shape, match):
     model = EPSANet(50, **TINY, in_channels=in_channels).eval()

@@ -8,6 +8,7 @@ authors' code (``conv1``/``bn1``, ``layerK.i.conv2.conv_1..conv_4``,
 are. The weighted branches are concatenated in the authors' order (branch 4
 first), which their published weights depend on.
 """
+import inspect
 import os.path as osp
 import warnings
 from typing import List, Optional, Sequence, Tuple, Union
@@ -17,9 +18,42 @@ import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_conv_layer, build_norm_layer
 from mmengine.model import BaseModule, Sequential
+from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.conv import _ConvNd
+from torch.nn.modules.instancenorm import _InstanceNorm
 
 ConfigType = Union[dict, None]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_ints(values, low: int) -> bool:
+    """Whether ``values`` is a list or tuple of ints >= ``low``."""
+    return isinstance(values, (list, tuple)) and all(
+        _is_int(v) and v >= low for v in values)
+
+
+def _check_layer_cfg(name: str, cfg, kinds: tuple) -> None:
+    """Raise unless ``cfg`` is a dict whose ``type`` is a registered layer
+    (mmcv's ``build_norm_layer``/``build_conv_layer`` fail later, with
+    messages that name neither the argument nor the value)."""
+    if not isinstance(cfg, dict) or 'type' not in cfg:
+        raise TypeError(f"EPSANet: {name} must be a dict with a 'type' key, "
+                        f'got {cfg!r}')
+    layer_type = cfg['type']
+    with MODELS.switch_scope_and_registry(None) as registry:
+        found = inspect.isclass(layer_type) or registry.get(layer_type)
+    if not found:
+        allowed = sorted(k for k, v in MODELS.module_dict.items()
+                         if inspect.isclass(v) and issubclass(v, kinds))
+        raise KeyError(f'EPSANet: invalid {name} type {layer_type!r}, '
+                       f'registered: {allowed}')
+    if layer_type == 'GN' and 'num_groups' not in cfg:
+        raise ValueError(f"EPSANet: {name} of type 'GN' needs num_groups, "
+                         f"e.g. dict(type='GN', num_groups=32), got {cfg!r}")
 
 
 class SEWeightModule(BaseModule):
@@ -327,36 +361,70 @@ class EPSANet(BaseModule):
                 f'EPSANet: invalid variant {variant!r}, allowed: '
                 f'{sorted(self.variant_settings)} (or give conv_kernels and '
                 'conv_groups explicitly)')
-        conv_kernels = tuple(
-            conv_kernels if conv_kernels is not None else
-            self.variant_settings[variant]['conv_kernels'])
-        conv_groups = tuple(conv_groups if conv_groups is not None else
-                            self.variant_settings[variant]['conv_groups'])
+        for name, value in (('in_channels', in_channels),
+                            ('stem_channels', stem_channels),
+                            ('base_channels', base_channels),
+                            ('se_ratio', se_ratio)):
+            if not _is_int(value) or value < 1:
+                raise ValueError(
+                    f'EPSANet: {name} must be a positive int, got {value!r}')
+        if conv_kernels is None:
+            conv_kernels = self.variant_settings[variant]['conv_kernels']
+        if conv_groups is None:
+            conv_groups = self.variant_settings[variant]['conv_groups']
         for name, values in (('conv_kernels', conv_kernels), ('conv_groups',
                                                               conv_groups)):
-            if len(values) != 4 or not all(
-                    isinstance(v, int) and v > 0 for v in values):
+            if not _is_ints(values, 1) or len(values) != 4:
                 raise ValueError(f'EPSANet: {name} must be 4 positive ints, '
-                                 f'one per PSA branch, got {values}')
-        if not 1 <= num_stages <= 4:
+                                 f'one per PSA branch, got {values!r}')
+        if not all(k % 2 for k in conv_kernels):
+            raise ValueError('EPSANet: conv_kernels must be odd (padding '
+                             'k // 2 keeps the 4 branches the same size), '
+                             f'got {tuple(conv_kernels)}')
+        conv_kernels, conv_groups = tuple(conv_kernels), tuple(conv_groups)
+        if not _is_int(num_stages) or not 1 <= num_stages <= 4:
             raise ValueError(
-                f'EPSANet: num_stages must be in [1, 4], got {num_stages}')
+                f'EPSANet: num_stages must be in [1, 4], got {num_stages!r}')
         for name, values in (('strides', strides), ('dilations', dilations)):
-            if len(values) != num_stages:
+            if not isinstance(values, (list, tuple)) or \
+                    len(values) != num_stages:
                 raise ValueError(
                     f'EPSANet: {name} needs one entry per stage '
-                    f'(num_stages={num_stages}), got {tuple(values)}')
-        if not out_indices or not all(0 <= i < num_stages
-                                      for i in out_indices):
+                    f'(num_stages={num_stages}), got {values!r}')
+            if not _is_ints(values, 1):
+                raise ValueError(f'EPSANet: {name} must be positive ints, '
+                                 f'got {tuple(values)}')
+        if not _is_ints(out_indices, 0) or not out_indices or any(
+                i >= num_stages for i in out_indices) or len(
+                    set(out_indices)) != len(out_indices):
             raise ValueError(
                 f'EPSANet: out_indices must be a non-empty subset of '
-                f'{tuple(range(num_stages))}, got {tuple(out_indices)}')
+                f'{tuple(range(num_stages))}, each index once, got '
+                f'{out_indices!r}')
         if style not in ('pytorch', 'caffe'):
             raise ValueError(f"EPSANet: invalid style {style!r}, allowed: "
                              "'pytorch', 'caffe'")
-        if not -1 <= frozen_stages <= num_stages:
+        if not _is_int(frozen_stages) or \
+                not -1 <= frozen_stages <= num_stages:
             raise ValueError(f'EPSANet: frozen_stages must be in '
-                             f'[-1, {num_stages}], got {frozen_stages}')
+                             f'[-1, {num_stages}], got {frozen_stages!r}')
+        for name, value in (('norm_eval', norm_eval), ('with_cp', with_cp),
+                            ('zero_init_residual', zero_init_residual)):
+            if not isinstance(value, bool):
+                raise ValueError(
+                    f'EPSANet: {name} must be True or False, got {value!r}')
+        _check_layer_cfg('norm_cfg', norm_cfg,
+                         (_BatchNorm, _InstanceNorm, nn.GroupNorm,
+                          nn.LayerNorm))
+        if conv_cfg is not None:
+            _check_layer_cfg('conv_cfg', conv_cfg, (_ConvNd, ))
+        if not (init_cfg is None or isinstance(init_cfg, dict) or
+                (isinstance(init_cfg, list)
+                 and all(isinstance(c, dict) for c in init_cfg))):
+            raise TypeError(
+                'EPSANet: init_cfg must be None, a dict or a list of dicts, '
+                "e.g. dict(type='Pretrained', checkpoint=PATH), got "
+                f'{init_cfg!r}')
         for i in range(num_stages):
             planes = base_channels * 2**i
             split = planes // 4
@@ -529,10 +597,11 @@ class EPSANet(BaseModule):
         super().init_weights()
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
+        if (x.dim() != 4 or x.shape[1] != self.in_channels
+                or 0 in x.shape[2:]):
             raise ValueError(
                 f'EPSANet expects input of shape (N, {self.in_channels}, H, '
-                f'W) (in_channels={self.in_channels}), got '
+                f'W) (in_channels={self.in_channels}, H and W >= 1), got '
                 f'{tuple(x.shape)}')
         channels_last = self.channels_last
         if channels_last is None:
