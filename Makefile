@@ -3,8 +3,9 @@ PY := .venv/bin/python
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 SEG_DEMO_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: setup test demo seg-demo clean-venv
+.PHONY: setup test demo seg-demo benchmark clean-venv
 
 setup:
 	bash tools/setup_env.sh
@@ -23,3 +24,8 @@ seg-demo: setup
 
 clean-venv:
 	rm -rf .venv
+
+# Side by side: mmepsa's EPSANet vs the original formulation vs mmdet's ResNet
+# (README, Performance); writes work_dirs/benchmark/benchmark.{md,json,png}.
+benchmark: setup
+	$(PY) tools/analysis_tools/compare_speed.py $(BENCH_ARGS)
