@@ -3,14 +3,14 @@
 (grey, colour, RGBA; extreme aspect ratios) through DetInferencer with the
 demo Mask R-CNN config, run as users run it (a subprocess, so that the
 memory figures are those of a fresh process)."""
-import importlib.util
 import json
-import os
 import os.path as osp
 import subprocess
 import sys
 
 import pytest
+from test_tools import load_tool as load_tool_module
+from test_tools import tool_env
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOL = osp.join(REPO, 'tools', 'analysis_tools', 'load_test.py')
@@ -21,22 +21,13 @@ NUM, WARMUP, MAX_SIZE = 30, 20, 320
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location('tool_load_test', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool_module('analysis_tools/load_test.py')
 
 
 def run_tool(args, timeout=300):
-    env = dict(os.environ)
-    env.update(
-        OMP_NUM_THREADS='1',
-        MKL_NUM_THREADS='1',
-        PYTHONWARNINGS='ignore',
-        CUDA_VISIBLE_DEVICES='')
     return subprocess.run([sys.executable, TOOL] + list(map(str, args)),
                           cwd=REPO,
-                          env=env,
+                          env=tool_env(),
                           stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE,
                           text=True,

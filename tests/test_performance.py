@@ -5,7 +5,6 @@ ONNX export; and the side-by-side benchmark reports what it measured.
 No timing is asserted: speed is measured by
 ``tools/analysis_tools/compare_speed.py`` (README, Performance)."""
 import copy
-import importlib.util
 import io
 import json
 import os.path as osp
@@ -18,18 +17,14 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mmepsa.models import EPSANet
 from mmepsa.testing import RefEPSANet, randomize_
 from mmepsa.utils import deploy_model
+from test_tools import load_tool
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY = dict(
     stem_channels=16, base_channels=16, conv_groups=(1, 2, 2, 4), se_ratio=4)
 
 
 def load_compare_speed():
-    path = osp.join(REPO, 'tools', 'analysis_tools', 'compare_speed.py')
-    spec = importlib.util.spec_from_file_location('compare_speed', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('analysis_tools/compare_speed.py')
 
 
 def original_and_ours(depth_layers=(3, 4, 6, 3), **kwargs):
