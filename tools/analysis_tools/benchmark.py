@@ -2,7 +2,8 @@
 """Inference speed (images/s) of EPSANet or of a detector, on random inputs.
 
 Warm-up runs are discarded, then the median time over ``--runs`` timed runs
-is reported (CUDA is synchronised around every run). Examples::
+is reported (CUDA is synchronised around every run), with the machine it
+ran on. The logic is in :mod:`mmepsa.utils.benchmark`. Examples::
 
     # backbones alone, 224x224, batch 32, on GPU
     python tools/analysis_tools/benchmark.py --arch epsanet50 epsanet101 \\
@@ -10,12 +11,14 @@ is reported (CUDA is synchronised around every run). Examples::
     # a detector from its config (full predict: backbone, neck, head, NMS)
     python tools/analysis_tools/benchmark.py CONFIG --shape 800 1333 \\
         --device cpu --runs 5
+
+For the side-by-side comparison with the authors' formulation and mmdet's
+ResNet (time, memory, differences), see ``compare_speed.py``.
 """
 import argparse
 import os.path as osp
 import statistics
 import sys
-import time
 
 import torch
 from mmengine.config import DictAction
@@ -57,68 +60,15 @@ def parse_args(argv=None):
         action=DictAction,
         help='override settings of the config, key=value')
     args = parser.parse_args(argv)
-    if args.shape is None:
-        args.shape = [800, 1333] if args.config else [224]
-    if len(args.shape) == 1:
-        args.shape = args.shape * 2
-    if len(args.shape) != 2:
-        parser.error('--shape takes H or H W')
+    from mmepsa.utils.benchmark import parse_hw
+    try:
+        args.shape = parse_hw(args.shape,
+                              [800, 1333] if args.config else [224])
+    except ValueError as e:
+        parser.error(str(e))
     if args.runs < 1 or args.warmup < 0 or args.batch_size < 1:
         parser.error('--runs and --batch-size must be >= 1, --warmup >= 0')
     return args
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
-def time_model(fn, device: torch.device, warmup: int, runs: int) -> list:
-    """Seconds per call of ``fn()``, one value per timed run."""
-    times = []
-    with torch.no_grad():
-        for i in range(warmup + runs):
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    return times
-
-
-def backbone_runner(arch: str, args, device: torch.device):
-    from mmepsa.models import EPSANet
-    model = EPSANet(depth=ARCHS[arch]).to(device).eval()
-    h, w = args.shape
-    x = torch.rand(args.batch_size, 3, h, w, device=device)
-    return lambda: model(x)
-
-
-def detector_runner(args, device: torch.device):
-    from mmengine.config import Config
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import init_default_scope
-
-    from mmdet.registry import MODELS
-    from mmdet.structures import DetDataSample
-
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model = MODELS.build(cfg.model)
-    model = revert_sync_batchnorm(model).to(device).eval()
-    h, w = args.shape
-    meta = dict(
-        img_shape=(h, w),
-        ori_shape=(h, w),
-        pad_shape=(h, w),
-        batch_input_shape=(h, w),
-        scale_factor=(1.0, 1.0))
-    samples = [DetDataSample(metainfo=meta) for _ in range(args.batch_size)]
-    x = torch.rand(args.batch_size, 3, h, w, device=device)
-    return lambda: model(x, samples, mode='predict')
 
 
 def main(argv=None):
@@ -129,34 +79,39 @@ def main(argv=None):
     if device.type == 'cuda' and not torch.cuda.is_available():
         sys.exit('error: --device cuda but CUDA is not available')
 
-    import mmepsa  # noqa: F401  (registers EPSANet)
+    from mmepsa.models import EPSANet
+    from mmepsa.utils.benchmark import (build_detector, describe_machine,
+                                        detector_inputs, machine_info,
+                                        time_runs)
 
+    h, w = args.shape
     if args.config is not None:
-        jobs = [(osp.splitext(osp.basename(args.config))[0],
-                 detector_runner(args, device))]
+        model = build_detector(args.config, args.cfg_options, device)
+        x, samples = detector_inputs((h, w), args.batch_size, device)
+        jobs = {
+            osp.splitext(osp.basename(args.config))[0]:
+            lambda: model(x, samples, mode='predict')
+        }
     else:
-        jobs = [(f'{arch} backbone', backbone_runner(arch, args, device))
-                for arch in args.arch]
+        x = torch.rand(args.batch_size, 3, h, w, device=device)
+        jobs = {}
+        for arch in args.arch:
+            backbone = EPSANet(depth=ARCHS[arch]).to(device).eval()
+            jobs[f'{arch} backbone'] = lambda m=backbone: m(x)
 
     rows = []
-    for name, fn in jobs:
-        if args.fp16:
-            plain_fn = fn
-
-            def fn(plain_fn=plain_fn):
-                with torch.autocast(device.type, dtype=torch.float16):
-                    return plain_fn()
-
-        times = time_model(fn, device, args.warmup, args.runs)
+    for name, fn in jobs.items():
+        with torch.autocast(
+                device.type, dtype=torch.float16, enabled=args.fp16):
+            times = time_runs(fn, device, args.warmup, args.runs)
         median = statistics.median(times)
         rows.append((name, median, args.batch_size / median))
 
-    h, w = args.shape
     header = (f'{"model":<32} {"input":>14} {"batch":>5} {"device":>8} '
               f'{"ms/batch":>10} {"img/s":>9}')
     print(f'median of {args.runs} runs after {args.warmup} warm-up runs'
-          f'{" (fp16)" if args.fp16 else ""}, torch {torch.__version__}, '
-          f'{torch.get_num_threads()} CPU threads')
+          f'{" (fp16)" if args.fp16 else ""}, '
+          f'{describe_machine(machine_info(device))}')
     print(header)
     print('-' * len(header))
     for name, median, ips in rows:

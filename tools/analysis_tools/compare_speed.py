@@ -30,52 +30,28 @@ median, min and max, the speed-up over ``original``, the time ratio to
 ``resnet``, the peak memory of one step (a fresh subprocess per model: RSS
 high-water mark on CPU, ``torch.cuda.max_memory_allocated`` on GPU) and the
 largest relative difference to ``original`` (outputs; gradients for training)
-are reported. Also measured: a whole Mask R-CNN train step with each backbone
-formulation, and the peak memory of a backbone train step with and without
-``with_cp``. Writes ``benchmark.json``, ``benchmark.md`` and ``benchmark.png``
-to ``--out-dir``. Example (the README's command)::
+are reported, with the machine (CPU model and ISA flags, threads, GPU,
+library versions). Also measured: a whole Mask R-CNN train step with each
+backbone formulation, and the peak memory of a backbone train step with and
+without ``with_cp``. Writes ``benchmark.json``, ``benchmark.md`` and
+``benchmark.png`` to ``--out-dir``. The logic is in
+:mod:`mmepsa.utils.compare_speed`, its model list in
+``mmepsa.utils.compare_speed.BACKBONES``. Example (the README's command)::
 
     python tools/analysis_tools/compare_speed.py --out-dir work_dirs/benchmark
 """
 import argparse
-import copy
-import datetime
-import json
-import os
 import os.path as osp
-import platform
-import statistics
-import subprocess
-import sys
-import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn as nn
-
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
-BACKBONES = ('original', 'mmepsa', 'mmepsa-deploy', 'mmepsa-compiled',
-             'resnet', 'resnet-cl', 'resnet-compiled')
-INFERENCE_ONLY = ('mmepsa-deploy', 'mmepsa-compiled', 'resnet-compiled')
-DETECTORS = ('original', 'mmepsa', 'resnet')
-MASK_RCNN = {
-    'epsanet': 'configs/mask_rcnn/mask-rcnn_epsanet50-s_fpn_1x_coco.py',
-    'resnet': 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
-}
-MIB = 1024 * 1024
 
 
-def parse_shape(text: str) -> Tuple[int, int, int, int]:
-    """``8x224x224`` or ``1x800x1216`` -> (N, 3, H, W)."""
+def _size(text: str):
+    from mmepsa.utils.benchmark import parse_nchw
     try:
-        n, h, w = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f'size must be NxHxW (e.g. 8x224x224), got {text!r}')
-    if min(n, h, w) < 1:
-        raise argparse.ArgumentTypeError(f'size must be positive: {text!r}')
-    return n, 3, h, w
+        return parse_nchw(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def parse_args(argv=None):
@@ -85,10 +61,10 @@ def parse_args(argv=None):
     parser.add_argument('--depth', type=int, choices=(50, 101), default=50)
     parser.add_argument(
         '--sizes',
-        type=parse_shape,
+        type=_size,
         nargs='+',
-        default=[parse_shape('8x224x224'),
-                 parse_shape('1x800x1216')],
+        default=[_size('8x224x224'),
+                 _size('1x800x1216')],
         help='backbone input sizes NxHxW')
     parser.add_argument(
         '--modes',
@@ -97,8 +73,8 @@ def parse_args(argv=None):
         default=['inference', 'train'])
     parser.add_argument(
         '--detector-size',
-        type=parse_shape,
-        default=parse_shape('1x800x1216'),
+        type=_size,
+        default=_size('1x800x1216'),
         help='input of the Mask R-CNN train step')
     parser.add_argument(
         '--no-detector',
@@ -106,8 +82,8 @@ def parse_args(argv=None):
         help='skip the Mask R-CNN train step')
     parser.add_argument(
         '--cp-size',
-        type=parse_shape,
-        default=parse_shape('2x800x1216'),
+        type=_size,
+        default=_size('2x800x1216'),
         help='input of the with_cp memory comparison')
     parser.add_argument(
         '--no-cp', action='store_true', help='skip the with_cp comparison')
@@ -143,7 +119,6 @@ def parse_args(argv=None):
         '--out-dir',
         default=osp.join('work_dirs', 'benchmark'),
         help='where benchmark.json/.md/.png go')
-    parser.add_argument('--measure-memory', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.runs < 1 or args.warmup < 0:
         parser.error('--runs must be >= 1 and --warmup >= 0')
@@ -161,599 +136,12 @@ def parse_args(argv=None):
     return args
 
 
-# --------------------------------------------------------------- models ---
-
-
-class ChannelsLast(nn.Module):
-    """Feeds a backbone channels-last input and returns contiguous outputs
-    (what EPSANet does inside, applied from outside to mmdet's ResNet)."""
-
-    def __init__(self, backbone: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-
-    def forward(self, x):
-        outs = self.backbone(x.contiguous(memory_format=torch.channels_last))
-        return tuple(o.contiguous() for o in outs)
-
-
-class Stages(nn.Module):
-    """The original classifier's four stage outputs as a backbone."""
-
-    def __init__(self, ref: nn.Module) -> None:
-        super().__init__()
-        self.ref = ref
-
-    def forward(self, x):
-        return tuple(self.ref.stages(x))
-
-
-def build_backbone(name: str,
-                   depth: int,
-                   seed: int,
-                   train: bool,
-                   with_cp: bool = False) -> nn.Module:
-    """One of :data:`BACKBONES`; the EPSANets get the same random weights.
-    ``with_cp`` applies to ``mmepsa`` only."""
-    from mmdet.models.backbones import ResNet
-    from mmepsa.models import EPSANet
-    from mmepsa.testing import RefEPSANet, randomize_
-    from mmepsa.utils import deploy_model
-
-    if train and name in INFERENCE_ONLY:
-        raise ValueError(f'{name} is inference only')
-    if name.startswith('resnet'):
-        torch.manual_seed(seed)
-        model = ResNet(depth, norm_eval=False)  # torch's default init
-        model = ChannelsLast(model) if name == 'resnet-cl' else model
-        if name == 'resnet-compiled':
-            model = deploy_model(model, compile=True)
-    else:
-        ref = randomize_(RefEPSANet(STAGE_BLOCKS[depth]), seed)
-        if name == 'original':
-            model = Stages(ref)
-        else:
-            model = EPSANet(
-                depth, norm_eval=False, with_cp=with_cp, init_cfg=None)
-            model.load_state_dict({
-                k: v
-                for k, v in ref.state_dict().items()
-                if not k.startswith('fc.')
-            })
-            if name in ('mmepsa-deploy', 'mmepsa-compiled'):
-                model = deploy_model(
-                    model, compile=name == 'mmepsa-compiled')
-    if name not in INFERENCE_ONLY:
-        model.train(train)
-    return model
-
-
-def to_original_psa(detector: nn.Module) -> nn.Module:
-    """Give a detector with an EPSANet backbone the authors' PSA formulation
-    (same weights) and NCHW execution: everything else stays identical."""
-    from mmepsa.models import PSAModule
-    from mmepsa.testing import RefPSA
-
-    backbone = detector.backbone
-    backbone.channels_last = False
-    for block_name, block in list(backbone.named_modules()):
-        psa = getattr(block, 'conv2', None)
-        if not isinstance(psa, PSAModule):
-            continue
-        conv = psa.conv_1
-        ref = RefPSA(
-            conv.in_channels,
-            psa.split_channels * 4,
-            kernels=[getattr(psa, f'conv_{i}').kernel_size[0]
-                     for i in range(1, 5)],
-            groups=[getattr(psa, f'conv_{i}').groups for i in range(1, 5)],
-            stride=conv.stride[0],
-            reduction=conv.out_channels // psa.se.fc1.out_channels)
-        ref.load_state_dict(psa.state_dict())
-        block.conv2 = ref.to(conv.weight.device)
-    return detector
-
-
-def build_detector(name: str, seed: int, device: torch.device):
-    """Mask R-CNN from mmepsa's COCO config (or mmdet's R-50 one), random
-    weights, ready for ``loss`` mode."""
-    from mmengine.config import Config
-    from mmengine.hub import get_config
-    from mmengine.registry import DefaultScope
-
-    import mmepsa  # noqa: F401  (registers EPSANet)
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-
-    register_all_modules(init_default_scope=False)
-    path = MASK_RCNN['resnet' if name == 'resnet' else 'epsanet']
-    cfg = get_config(path) if '::' in path else Config.fromfile(
-        osp.join(REPO, path))
-    torch.manual_seed(seed)
-    with DefaultScope.overwrite_default_scope('mmdet'):
-        model = MODELS.build(cfg.model)  # torch's default initialisation
-    if name == 'original':
-        to_original_psa(model)
-    return model.to(device).train()
-
-
-def detector_batch(model: nn.Module, shape: Sequence[int],
-                   device: torch.device) -> dict:
-    """A preprocessed batch with boxes and masks (mmdet's demo inputs)."""
-    from mmdet.testing import demo_mm_inputs
-    n, c, h, w = shape
-    torch.manual_seed(0)
-    data = demo_mm_inputs(
-        batch_size=n,
-        image_shapes=[(c, h, w)] * n,
-        num_items=[5] * n,
-        num_classes=80,
-        with_mask=True,
-        device=str(device))
-    return model.data_preprocessor(data, True)
-
-
-# -------------------------------------------------------------- running ---
-
-
-def autocast(device: torch.device, precision: str):
-    return torch.autocast(
-        device.type, dtype=torch.float16, enabled=precision == 'amp')
-
-
-def backbone_step(model: nn.Module, x: torch.Tensor, train: bool,
-                  precision: str) -> Callable:
-    """A closure running one inference pass or one training step: forward,
-    then backward of ``sum(mean(out * w))`` with fixed random ``w`` per
-    output. (A plain mean would be a poor test: behind train-mode BN its
-    gradient is zero analytically, leaving only rounding noise.)"""
-    projections = []
-
-    def run():
-        if not train:
-            with torch.no_grad(), autocast(x.device, precision):
-                return model(x)
-        model.zero_grad(set_to_none=True)
-        with autocast(x.device, precision):
-            outs = model(x)
-        if not projections:
-            g = torch.Generator().manual_seed(0)
-            projections.extend(
-                torch.randn(o.shape, generator=g).to(o.device) for o in outs)
-        sum((o.float() * w).mean()
-            for o, w in zip(outs, projections)).backward()
-        return outs
-
-    return run
-
-
-def detector_step(model: nn.Module, batch: dict, precision: str,
-                  device: torch.device) -> Callable:
-
-    def run():
-        model.zero_grad(set_to_none=True)
-        with autocast(device, precision):
-            losses = model(**batch, mode='loss')
-        loss, _ = model.parse_losses(losses)
-        loss.backward()
-        return loss
-
-    return run
-
-
-def sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
-def time_interleaved(steps: Dict[str, Callable], device: torch.device,
-                     warmup: int, runs: int) -> Dict[str, List[float]]:
-    """Seconds per call of each step, the steps taking turns."""
-    times = {name: [] for name in steps}
-    for i in range(warmup + runs):
-        for name, step in steps.items():
-            sync(device)
-            start = time.perf_counter()
-            step()
-            sync(device)
-            if i >= warmup:
-                times[name].append(time.perf_counter() - start)
-    return times
-
-
-def max_rel_diff(a: Sequence[torch.Tensor],
-                 b: Sequence[torch.Tensor]) -> float:
-    """max |a - b| / max |b| over pairs of tensors (worst pair)."""
-    worst = 0.0
-    for x, y in zip(a, b):
-        x, y = x.detach().float(), y.detach().float()
-        worst = max(worst,
-                    ((x - y).abs().max() / y.abs().max().clamp_min(1e-12))
-                    .item())
-    return worst
-
-
-def epsanet_grads(model: nn.Module) -> Dict[str, torch.Tensor]:
-    """Gradients by the original's parameter names (``ref.`` prefix off)."""
-    return {
-        n[len('ref.'):] if n.startswith('ref.') else n: p.grad
-        for n, p in model.named_parameters() if p.grad is not None
-    }
-
-
-def rel_l2(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
-    """|a - b| / |b| over all tensors flattened together."""
-    a = torch.cat([t.detach().double().flatten() for t in a])
-    b = torch.cat([t.detach().double().flatten() for t in b])
-    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
-
-
-def differences(models: Dict[str, nn.Module], x: torch.Tensor, train: bool,
-                precision: str) -> Dict[str, dict]:
-    """Largest relative differences of mmepsa's outputs (and gradients) to
-    the original formulation's, same weights and input, on fresh copies.
-
-    Inference is compared as run. A training step is compared in float64:
-    in float32, batch-statistics BN amplifies rounding so much that the
-    original differs from itself run channels-last (same arithmetic, another
-    summation order) by ~1e-4 in outputs and ~1e-2 in gradients; that noise
-    floor is reported as well, so fp32 figures can be read against it.
-    """
-    names = [n for n in ('mmepsa', 'mmepsa-deploy', 'mmepsa-compiled')
-             if n in models]
-    dtype = torch.float64 if train else None
-    first_call = {}
-
-    def run(model, inp, name=None):
-        if not train:  # eval mode changes no state: no copy needed
-            start = time.perf_counter()
-            outs = backbone_step(model, inp, train, precision)()
-            if name is not None:
-                first_call[name] = time.perf_counter() - start
-            return outs, None
-        model = copy.deepcopy(model)
-        if dtype is not None:
-            model, inp = model.to(dtype), inp.to(dtype)
-        outs = backbone_step(model, inp, train, precision)()
-        return outs, epsanet_grads(model)
-
-    ref_out, ref_grads = run(models['original'], x)
-    diffs = {}
-    for name in names:
-        out, grads = run(models[name], x, name)
-        diffs[name] = dict(outputs=max_rel_diff(out, ref_out))
-        if name in first_call:  # includes compilation, if any
-            diffs[name]['first_call_s'] = first_call[name]
-        if train:
-            if set(grads) != set(ref_grads):
-                raise RuntimeError(f'{name}: gradients differ in parameters '
-                                   f'{sorted(set(grads) ^ set(ref_grads))}')
-            keys = sorted(grads)
-            diffs[name]['gradients'] = max_rel_diff(
-                [grads[k] for k in keys], [ref_grads[k] for k in keys])
-        diffs[name]['dtype'] = 'float64' if train else 'as run'
-    # the fp32 noise floor: the original against itself, channels-last input
-    dtype = None
-    a_out, a_grads = run(models['original'], x)
-    b_out, b_grads = run(models['original'],
-                         x.contiguous(memory_format=torch.channels_last))
-    floor = dict(outputs=max_rel_diff(b_out, a_out))
-    if train:
-        keys = sorted(a_grads)
-        floor['gradients'] = max_rel_diff([b_grads[k] for k in keys],
-                                          [a_grads[k] for k in keys])
-        floor['gradients_rel_l2'] = rel_l2([b_grads[k] for k in keys],
-                                           [a_grads[k] for k in keys])
-    diffs['noise floor'] = floor
-    return diffs
-
-
-# --------------------------------------------------------------- memory ---
-
-
-def _status_kib(field: str) -> int:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise RuntimeError(f'{field} not in /proc/self/status')
-
-
-def measure_memory_here(spec: dict) -> float:
-    """Peak memory (MiB) one step adds to a steady state, in this process.
-
-    CPU: the resident-set high-water mark (reset through
-    ``/proc/self/clear_refs`` after a warm-up step) minus the resident set
-    before the step; glibc is told (by the parent) to return every large
-    block to the OS, so freed memory is not reused invisibly. CUDA:
-    ``torch.cuda.max_memory_allocated`` minus the allocation before the step.
-    """
-    device = torch.device(spec['device'])
-    shape = spec['shape']
-    if spec['kind'] == 'detector':
-        model = build_detector(spec['model'], 0, device)
-        step = detector_step(model, detector_batch(model, shape, device),
-                             spec['precision'], device)
-    else:
-        train = spec['mode'] == 'train'
-        model = build_backbone(spec['model'], spec['depth'], 0, train,
-                               spec.get('with_cp', False)).to(device)
-        x = torch.randn(*shape, device=device)
-        step = backbone_step(model, x, train, spec['precision'])
-    step()  # warm-up: lazy buffers, oneDNN primitives
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        step()
-        torch.cuda.synchronize(device)
-        return (torch.cuda.max_memory_allocated(device) - before) / MIB
-    with open('/proc/self/clear_refs', 'w') as f:
-        f.write('5')  # reset VmHWM to the current RSS
-    before = _status_kib('VmRSS')
-    step()
-    return (_status_kib('VmHWM') - before) / 1024
-
-
-def measure_memory(spec: dict, threads: Optional[int]) -> Optional[float]:
-    """:func:`measure_memory_here` in a fresh interpreter; None if it
-    failed (its error is printed)."""
-    env = dict(os.environ)
-    env['MALLOC_MMAP_THRESHOLD_'] = '65536'  # large blocks back to the OS
-    cmd = [sys.executable, osp.abspath(__file__), '--measure-memory',
-           json.dumps(spec)]
-    if threads:
-        cmd += ['--threads', str(threads)]
-    proc = subprocess.run(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
-    for line in proc.stdout.splitlines()[::-1]:
-        if line.startswith('{"peak_mib"'):
-            return json.loads(line)['peak_mib']
-    print(f'memory measurement failed for {spec}:\n{proc.stderr[-2000:]}',
-          file=sys.stderr)
-    return None
-
-
-# ------------------------------------------------------------- the runs ---
-
-
-def summarise(times: List[float]) -> dict:
-    return dict(
-        median_ms=statistics.median(times) * 1000,
-        min_ms=min(times) * 1000,
-        max_ms=max(times) * 1000,
-        runs_ms=[t * 1000 for t in times])
-
-
-def backbone_case(args, device: torch.device, shape, mode: str,
-                  precision: str) -> dict:
-    train = mode == 'train'
-    names = [
-        n for n in BACKBONES
-        if not (train and n in INFERENCE_ONLY) and not (
-            args.no_compile and n.endswith('-compiled'))
-    ]
-    models = {
-        n: build_backbone(n, args.depth, args.seed, train).to(device)
-        for n in names
-    }
-    torch.manual_seed(args.seed)
-    x = torch.randn(*shape, device=device)
-    steps = {n: backbone_step(m, x, train, precision)
-             for n, m in models.items()}
-
-    diffs = differences(models, x, train, precision)
-    for n in steps:  # compile what differences() did not run, untimed
-        if n.endswith('-compiled') and n not in diffs:
-            start = time.perf_counter()
-            steps[n]()
-            diffs[n] = dict(first_call_s=time.perf_counter() - start)
-    times = time_interleaved(steps, device, args.warmup, args.runs)
-    rows = {n: summarise(t) for n, t in times.items()}
-    for n, row in rows.items():
-        row['speedup_vs_original'] = (
-            rows['original']['median_ms'] / row['median_ms'])
-        row['time_vs_resnet'] = row['median_ms'] / rows['resnet']['median_ms']
-        row.update(diffs.get(n, {}))
-    del models, steps
-    if not args.no_memory:
-        for n in rows:
-            if n.endswith('-compiled'):
-                continue  # a compile per subprocess: not worth it
-            rows[n]['peak_mib'] = measure_memory(
-                dict(kind='backbone', model=n, depth=args.depth,
-                     shape=list(shape), mode=mode, precision=precision,
-                     device=str(device)), args.threads)
-    return dict(kind='backbone', shape=list(shape), mode=mode,
-                precision=precision, models=rows,
-                noise_floor=diffs.pop('noise floor'))
-
-
-def detector_case(args, device: torch.device, precision: str) -> dict:
-    shape = args.detector_size
-    models = {n: build_detector(n, args.seed, device) for n in DETECTORS}
-    steps = {}
-    for n, model in models.items():
-        steps[n] = detector_step(model, detector_batch(model, shape, device),
-                                 precision, device)
-    times = time_interleaved(steps, device, args.warmup, args.runs)
-    rows = {n: summarise(t) for n, t in times.items()}
-    for n, row in rows.items():
-        row['speedup_vs_original'] = (
-            rows['original']['median_ms'] / row['median_ms'])
-        row['time_vs_resnet'] = row['median_ms'] / rows['resnet']['median_ms']
-    del models, steps
-    if not args.no_memory:
-        for n in rows:
-            rows[n]['peak_mib'] = measure_memory(
-                dict(kind='detector', model=n, shape=list(shape),
-                     precision=precision, device=str(device)), args.threads)
-    return dict(kind='mask-rcnn', shape=list(shape), mode='train',
-                precision=precision, models=rows)
-
-
-def with_cp_case(args, device: torch.device) -> dict:
-    peaks = {}
-    for with_cp in (False, True):
-        peaks[with_cp] = measure_memory(
-            dict(kind='backbone', model='mmepsa', depth=args.depth,
-                 shape=list(args.cp_size), mode='train', precision='fp32',
-                 device=str(device), with_cp=with_cp), args.threads)
-    saving = None
-    if peaks[False] and peaks[True] is not None:
-        saving = 1 - peaks[True] / peaks[False]
-    return dict(shape=list(args.cp_size), peak_mib_without_cp=peaks[False],
-                peak_mib_with_cp=peaks[True], saving=saving)
-
-
-# -------------------------------------------------------------- reports ---
-
-
-def fmt_shape(shape: Sequence[int]) -> str:
-    return f'{shape[0]}x{shape[1]}x{shape[2]}x{shape[3]}'
-
-
-def markdown(result: dict) -> str:
-    env = result['environment']
-    lines = [
-        f"Measured {env['date']} on {env['machine']}; torch {env['torch']}, "
-        f"{env['threads']} threads, device {env['device']}; median of "
-        f"{env['runs']} timed runs after {env['warmup']} warm-up runs, "
-        'models interleaved run by run. Speed-up = time of `original` / '
-        'time; ResNet ratio = time / time of mmdet `resnet`.', '',
-        '| case | model | median ms | min-max ms | speed-up vs original | '
-        'time / ResNet | peak MiB | max rel. diff vs original |',
-        '| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |'
-    ]
-    for case in result['cases']:
-        label = (f"{case['kind']} {case['mode']} {fmt_shape(case['shape'])}"
-                 f" {case['precision']}")
-        for name, row in case['models'].items():
-            peak = row.get('peak_mib')
-            if name.endswith('-compiled') and 'first_call_s' in row:
-                name += f" (compiling: {row['first_call_s']:.0f} s)"
-            diff = '-'
-            if 'outputs' in row:
-                diff = f"outputs {row['outputs']:.1e}"
-                if 'gradients' in row:
-                    diff += f", grads {row['gradients']:.1e}"
-                if row.get('dtype') == 'float64':
-                    diff += ' (float64)'
-            lines.append(
-                f"| {label} | {name} | {row['median_ms']:.1f} | "
-                f"{row['min_ms']:.1f}-{row['max_ms']:.1f} | "
-                f"{row['speedup_vs_original']:.2f}x | "
-                f"{row['time_vs_resnet']:.2f} | "
-                f"{'-' if peak is None else f'{peak:.0f}'} | {diff} |")
-        floor = case.get('noise_floor')
-        if floor:
-            grads = (f", grads {floor['gradients']:.1e} (rel. L2 "
-                     f"{floor['gradients_rel_l2']:.1e})"
-                     if 'gradients' in floor else '')
-            lines.append(
-                f"| {label} | *fp32 noise floor*: original vs itself "
-                f"channels-last | | | | | | outputs "
-                f"{floor['outputs']:.1e}{grads} |")
-    cp = result.get('with_cp')
-    if cp:
-        lines += [
-            '', f"with_cp, mmepsa backbone train step at "
-            f"{fmt_shape(cp['shape'])}: peak "
-            f"{cp['peak_mib_without_cp']:.0f} MiB without, "
-            f"{cp['peak_mib_with_cp']:.0f} MiB with checkpointing "
-            f"({cp['saving']:.0%} less)."
-            if cp['saving'] is not None else 'with_cp: measurement failed'
-        ]
-    return '\n'.join(lines) + '\n'
-
-
-def bar_chart(result: dict, path: str) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    cases = result['cases']
-    names = list(dict.fromkeys(n for c in cases for n in c['models']))
-    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(cases)), 4))
-    width = 0.8 / len(names)
-    for j, name in enumerate(names):
-        xs, ys = [], []
-        for i, case in enumerate(cases):
-            if name in case['models']:
-                xs.append(i + (j - (len(names) - 1) / 2) * width)
-                ys.append(case['models'][name]['speedup_vs_original'])
-        ax.bar(xs, ys, width, label=name)
-    ax.axhline(1.0, color='grey', linewidth=0.8)
-    ax.set_xticks(range(len(cases)))
-    ax.set_xticklabels([
-        f"{c['kind']}\n{c['mode']} {fmt_shape(c['shape'])}\n{c['precision']}"
-        for c in cases
-    ], fontsize=7)
-    ax.set_ylabel('speed-up vs original formulation (x)')
-    env = result['environment']
-    ax.set_title(f"{env['device']}, torch {env['torch']}, "
-                 f"{env['threads']} threads, median of {env['runs']}",
-                 fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def environment(args, device: torch.device) -> dict:
-    if device.type == 'cuda':
-        machine = torch.cuda.get_device_name(device)
-    else:
-        machine = f'{platform.machine()} CPU, {os.cpu_count()} cores'
-    return dict(
-        date=datetime.date.today().isoformat(),
-        machine=machine,
-        device=str(device),
-        torch=torch.__version__,
-        threads=torch.get_num_threads(),
-        runs=args.runs,
-        warmup=args.warmup,
-        depth=args.depth,
-        command=' '.join([osp.relpath(sys.argv[0], REPO)] + sys.argv[1:]))
-
-
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.measure_memory:
-        spec = json.loads(args.measure_memory)
-        print(json.dumps(dict(peak_mib=measure_memory_here(spec))))
-        return {}
-    import mmepsa  # noqa: F401  (registers EPSANet)
-    device = torch.device(args.device)
-    result = dict(environment=environment(args, device), cases=[])
-    for precision in args.precisions:
-        for shape in args.sizes:
-            for mode in args.modes:
-                print(f'{mode} {fmt_shape(shape)} {precision}...', flush=True)
-                result['cases'].append(
-                    backbone_case(args, device, shape, mode, precision))
-        if not args.no_detector:
-            print(f'Mask R-CNN train step {fmt_shape(args.detector_size)} '
-                  f'{precision}...', flush=True)
-            result['cases'].append(detector_case(args, device, precision))
-    if not args.no_cp:
-        print(f'with_cp memory {fmt_shape(args.cp_size)}...', flush=True)
-        result['with_cp'] = with_cp_case(args, device)
-
-    os.makedirs(args.out_dir, exist_ok=True)
-    with open(osp.join(args.out_dir, 'benchmark.json'), 'w') as f:
-        json.dump(result, f, indent=1)
-    table = markdown(result)
-    with open(osp.join(args.out_dir, 'benchmark.md'), 'w') as f:
-        f.write(table)
-    bar_chart(result, osp.join(args.out_dir, 'benchmark.png'))
-    print(table)
-    print(f'written: {args.out_dir}/benchmark.json, benchmark.md, '
-          'benchmark.png')
-    return result
+    from mmepsa.utils.compare_speed import compare_speed
+    return compare_speed(args)
 
 
 if __name__ == '__main__':

@@ -19,9 +19,9 @@ without post-processing such as NMS), as in mmdet's get_flops.py.
 import argparse
 import os.path as osp
 import sys
+from functools import partial
 
 import torch
-import torch.nn as nn
 from mmengine.config import DictAction
 
 ARCHS = {'epsanet50': 50, 'epsanet101': 101}
@@ -68,61 +68,13 @@ def parse_args(argv=None):
         action=DictAction,
         help='override settings of the config, key=value')
     args = parser.parse_args(argv)
-    if args.shape is None:
-        args.shape = [800, 1333] if args.config else [224]
-    if len(args.shape) == 1:
-        args.shape = args.shape * 2
-    if len(args.shape) != 2:
-        parser.error('--shape takes H or H W')
+    from mmepsa.utils.benchmark import parse_hw
+    try:
+        args.shape = parse_hw(args.shape,
+                              [800, 1333] if args.config else [224])
+    except ValueError as e:
+        parser.error(str(e))
     return args
-
-
-class EPSANetClassifier(nn.Module):
-    """Backbone + global average pooling + linear head, as in the paper."""
-
-    def __init__(self, depth: int, num_classes: int = 1000) -> None:
-        super().__init__()
-        from mmepsa.models import EPSANet
-        self.backbone = EPSANet(depth=depth, out_indices=(3, ))
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(self.backbone.feat_dim, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.avgpool(self.backbone(x)[-1])
-        return self.fc(x.flatten(1))
-
-
-def build_detector(args):
-    """The detector of ``args.config`` with a forward on a random image."""
-    from functools import partial
-
-    from mmengine.config import Config
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import init_default_scope
-    from mmengine.structures import InstanceData
-
-    from mmdet.registry import MODELS
-    from mmdet.structures import DetDataSample
-
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model = MODELS.build(cfg.model)
-    model = revert_sync_batchnorm(model).eval()
-    h, w = args.shape
-    sample = DetDataSample(
-        metainfo=dict(
-            img_shape=(h, w),
-            ori_shape=(h, w),
-            pad_shape=(h, w),
-            batch_input_shape=(h, w),
-            scale_factor=(1.0, 1.0)))
-    sample.gt_instances = InstanceData()
-    inputs = torch.rand(1, 3, h, w)
-    model.forward = partial(model.forward, data_samples=[sample],
-                            mode='tensor')
-    return model, inputs
 
 
 def main(argv=None):
@@ -130,7 +82,6 @@ def main(argv=None):
     if args.config is not None and not osp.isfile(args.config):
         sys.exit(f'error: config file not found: {args.config}')
 
-    import mmepsa  # noqa: F401  (registers EPSANet)
     from mmengine.analysis import get_model_complexity_info
     from mmengine.logging import MMLogger
 
@@ -138,12 +89,19 @@ def main(argv=None):
     # batch_norm...); keep the output to the figures.
     MMLogger.get_current_instance().setLevel('ERROR')
 
+    from mmepsa.models import EPSANet
+    from mmepsa.utils.benchmark import (EPSANetClassifier, build_detector,
+                                        detector_inputs)
+
     h, w = args.shape
     if args.config is not None:
-        model, inputs = build_detector(args)
+        # mode='tensor': backbone, neck and head, no post-processing
+        model = build_detector(args.config, args.cfg_options)
+        inputs, samples = detector_inputs((h, w))
+        model.forward = partial(
+            model.forward, data_samples=samples, mode='tensor')
         name = osp.splitext(osp.basename(args.config))[0]
     else:
-        from mmepsa.models import EPSANet
         depth = ARCHS[args.arch]
         if args.mode == 'classifier':
             model = EPSANetClassifier(depth, args.num_classes)
