@@ -1,0 +1,282 @@
+# Copyright (c) mmepsa contributors. All rights reserved.
+"""The demo ("main job") behind ``tools/run_demo.py``: train a demo config
+from scratch on the synthetic shapes dataset (generated if missing), evaluate
+it, draw the loss curves (:func:`mmepsa.visualization.plot_curves`) and the
+predictions on a val image, and write a summary.
+
+Example:
+    >>> from mmepsa.apis import load_demo_config, run_demo
+    >>> cfg = load_demo_config('configs/demo/'
+    ...                        'mask-rcnn_epsanet50-s_fpn_demo-shapes.py',
+    ...                        epochs=1)  # doctest: +SKIP
+    >>> summary = run_demo(cfg)  # doctest: +SKIP
+"""
+import json
+import math
+import os.path as osp
+import time
+from typing import Optional
+
+from mmengine.config import Config
+
+#: The metrics the summary prints, when the run has them.
+SUMMARY_METRICS = ('coco/bbox_mAP_50', 'coco/bbox_mAP', 'coco/segm_mAP_50',
+                   'coco/segm_mAP')
+
+
+class DemoDiverged(FloatingPointError):
+    """Training produced a non-finite loss."""
+
+
+class DemoDataError(ValueError):
+    """The demo dataset could not be generated."""
+
+
+def load_demo_config(config: str,
+                     work_dir: Optional[str] = None,
+                     data_root: Optional[str] = None,
+                     epochs: Optional[int] = None,
+                     cfg_options: Optional[dict] = None,
+                     img_size: Optional[int] = None) -> Config:
+    """The demo config with the overrides of ``tools/run_demo.py``.
+
+    Raises:
+        FileNotFoundError: no such config.
+        ValueError: the config cannot be loaded, or ``epochs < 1``, or
+            ``img_size < 32``.
+    """
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'config not found: {config}')
+    try:
+        cfg = Config.fromfile(config)
+    except Exception as e:  # noqa: BLE001 - report any config error plainly
+        raise ValueError(f'could not load config {config}: '
+                         f'{type(e).__name__}: {e}') from e
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if epochs is not None:
+        if epochs < 1:
+            raise ValueError(f'--epochs must be >= 1, got {epochs}')
+        set_epochs(cfg, epochs)
+    if work_dir:
+        cfg.work_dir = work_dir
+    # a name of its own, so that runs in one process don't share one
+    # visualizer (and its save_dir)
+    if cfg.get('visualizer') is not None:
+        cfg.visualizer.pop('name', None)
+    cfg.setdefault('work_dir', osp.join(
+        'work_dirs', osp.splitext(osp.basename(config))[0]))
+    if data_root:
+        set_data_root(cfg, data_root)
+    if img_size is not None:
+        if img_size < 32:
+            raise ValueError(f'--img-size must be >= 32, got {img_size}')
+        set_img_size(cfg, img_size)
+    return cfg
+
+
+def set_img_size(cfg, size):
+    """Generate ``size`` px images and resize to ``(size, size)``."""
+    if cfg.get('demo_data') is not None:
+        cfg.demo_data.img_size = size
+    cfg.img_scale = (size, size)
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        if cfg.get(key) is None:
+            continue
+        for t in cfg[key].dataset.get('pipeline', []):
+            if t.get('type') == 'Resize':
+                t['scale'] = (size, size)
+
+
+def set_epochs(cfg, epochs):
+    """Set the number of epochs; evaluation stays after the last one and
+    epoch-based lr schedulers are stretched to the new length."""
+    old = cfg.train_cfg.get('max_epochs')
+    cfg.train_cfg.max_epochs = epochs
+    cfg.train_cfg.val_interval = epochs
+    for sched in cfg.get('param_scheduler', None) or []:
+        if not sched.get('by_epoch', True):
+            continue
+        if sched.get('end') == old:
+            sched['end'] = epochs
+        if 'T_max' in sched:
+            sched['T_max'] = epochs
+        if 'milestones' in sched and old:
+            sched['milestones'] = [
+                max(1, round(m * epochs / old)) for m in sched['milestones']
+            ]
+
+
+def set_data_root(cfg, data_root):
+    data_root = data_root.rstrip('/') + '/'
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        if cfg.get(key) is not None:
+            cfg[key].dataset.data_root = data_root
+    for key in ('val_evaluator', 'test_evaluator'):
+        ev = cfg.get(key)
+        if ev is not None and 'ann_file' in ev:
+            ev.ann_file = osp.join(data_root, 'annotations',
+                                   osp.basename(ev.ann_file))
+    cfg.data_root = data_root
+
+
+def ensure_data(cfg):
+    from mmepsa.datasets.demo_data import make_demo_dataset
+    data_root = cfg.train_dataloader.dataset.data_root
+    params = dict(cfg.get('demo_data', {}) or {})
+    make_demo_dataset(data_root, **params)
+
+
+def ensure_data(cfg: Config) -> str:
+    """Generate the config's demo dataset (parameters: ``cfg.demo_data``)
+    unless it is there; returns its root."""
+    from mmepsa.datasets.demo_data import make_demo_dataset
+    data_root = cfg.train_dataloader.dataset.data_root
+    params = dict(cfg.get('demo_data', {}) or {})
+    return make_demo_dataset(data_root, **params)
+
+
+def draw_predictions(runner, index, out_png, score_thr=0.3):
+    """Predict on val image ``index`` with the trained model and draw the
+    ground truth (left) and the predictions (right) with mmdet's
+    DetLocalVisualizer."""
+    import copy
+
+    import mmcv
+    import torch
+    from mmdet.registry import VISUALIZERS
+    from mmengine.dataset import Compose, pseudo_collate
+
+    dataset = runner.val_dataloader.dataset
+    index = min(max(index, 0), len(dataset) - 1)
+    info = dataset.get_data_info(index)
+    model = runner.model
+    model.eval()
+    with torch.no_grad():
+        result = model.test_step(pseudo_collate([dataset[index]]))[0]
+    # ground truth in the original image's coordinates, as predictions are
+    with_mask = any(
+        t.get('with_mask', False) for t in runner.cfg.val_dataloader.dataset
+        .pipeline if t.get('type') == 'LoadAnnotations')
+    gt = Compose([
+        dict(type='LoadImageFromFile'),
+        dict(type='LoadAnnotations', with_bbox=True,
+             with_mask=with_mask),
+        dict(type='PackDetInputs')
+    ])(copy.deepcopy(info))['data_samples']
+    gt_instances = gt.gt_instances
+    if hasattr(gt_instances.bboxes, 'tensor'):  # the visualizer wants tensors
+        gt_instances.bboxes = gt_instances.bboxes.tensor
+    result.gt_instances = gt_instances
+    vis = VISUALIZERS.build(
+        dict(type='DetLocalVisualizer', name=f'demo_pred_{time.time_ns()}'))
+    vis.dataset_meta = dataset.metainfo
+    image = mmcv.imconvert(mmcv.imread(info['img_path']), 'bgr', 'rgb')
+    vis.add_datasample(
+        'prediction', image, result, draw_gt=True, draw_pred=True,
+        show=False, pred_score_thr=score_thr, out_file=out_png)
+    return out_png, info['img_path']
+
+
+def run_demo(cfg: Config, vis_image: int = 0) -> dict:
+    """Generate the data, train, evaluate, plot; returns the summary (also
+    written to ``<work_dir>/demo_summary.json``).
+
+    Raises:
+        DemoDataError: the dataset could not be generated.
+        DemoDiverged: a non-finite loss; training stopped there (its
+            checkpoints and logs are in the work dir).
+    """
+    from mmengine.hooks import Hook
+    from mmengine.runner import Runner
+
+    from mmepsa.visualization import plot_curves
+
+    try:
+        ensure_data(cfg)
+    except (OSError, ValueError, TypeError) as e:
+        raise DemoDataError(f'could not generate the demo data: {e}') from e
+    final_metrics = {}
+    val_time = {'start': None, 'seconds': 0.0}
+
+    class _DemoHook(Hook):
+        """Records the val metrics and stops at the first non-finite loss
+        (so that a diverged run ends at once, with its checkpoints)."""
+        priority = 'LOWEST'
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None,
+                             outputs=None):
+            loss = (outputs or {}).get('loss')
+            if loss is not None and not math.isfinite(float(loss)):
+                raise DemoDiverged(f'non-finite loss {float(loss)} at '
+                                   f'iteration {runner.iter}')
+
+        def before_val_epoch(self, runner):
+            val_time['start'] = time.time()
+
+        def after_val_epoch(self, runner, metrics=None):
+            final_metrics.update(metrics or {})
+            val_time['seconds'] += time.time() - val_time['start']
+
+    runner = Runner.from_cfg(cfg)
+    runner.register_hook(_DemoHook())
+    t0 = time.time()
+    runner.train()
+    metrics = final_metrics
+    if not metrics:  # no evaluation during training: evaluate now
+        metrics = runner.val() or {}
+    total_s = time.time() - t0
+    val_s = val_time['seconds']
+    train_s = total_s - val_s
+
+    work_dir = osp.abspath(cfg.work_dir)
+    log_dir = runner.log_dir
+    outputs = {}
+    try:
+        outputs['loss curve'] = plot_curves(
+            log_dir, osp.join(work_dir, 'loss_curve.png'),
+            title='EPSANet demo: training losses and mAP')['out_png']
+    except Exception as e:  # noqa: BLE001 - plotting must not lose the run
+        print(f'run_demo: warning: could not plot the losses: {e}')
+    try:
+        outputs['predictions'], _ = draw_predictions(
+            runner, vis_image, osp.join(work_dir, 'predictions.png'))
+    except Exception as e:  # noqa: BLE001
+        print(f'run_demo: warning: could not draw predictions: {e}')
+    ckpt = osp.join(work_dir, 'last_checkpoint')
+    if osp.isfile(ckpt):
+        with open(ckpt) as f:
+            outputs['checkpoint'] = f.read().strip()
+    outputs['log'] = osp.join(log_dir, osp.basename(log_dir) + '.log')
+    summary = dict(
+        config=cfg.filename,
+        train_seconds=round(train_s, 1),
+        eval_seconds=round(val_s, 1),
+        iterations=runner.iter,
+        metrics={k: (round(float(v), 4) if isinstance(v, (int, float)) else v)
+                 for k, v in metrics.items()},
+        outputs={k: v for k, v in outputs.items() if v})
+    with open(osp.join(work_dir, 'demo_summary.json'), 'w') as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
+def format_summary(summary: dict, work_dir: str) -> str:
+    """The summary block the demo prints at the end."""
+    train_s, iters = summary['train_seconds'], summary['iterations']
+    lines = [
+        '', '=' * 60, 'EPSANet demo finished',
+        f"  config:      {summary['config']}",
+        f'  trained:     {iters} iterations in {train_s / 60:.1f} min '
+        f'({train_s / max(iters, 1):.2f} s/iter); evaluated in '
+        f"{summary['eval_seconds']:.0f} s"
+    ]
+    for key in SUMMARY_METRICS:
+        if key in summary['metrics']:
+            lines.append(f"  {key:18s} {float(summary['metrics'][key]):.3f}")
+    for k, v in summary['outputs'].items():
+        lines.append(f'  {k + ":":13s}{v}')
+    path = osp.join(osp.abspath(work_dir), 'demo_summary.json')
+    lines.append(f'  summary:     {path}')
+    lines.append('=' * 60)
+    return '\n'.join(lines)
