@@ -32,7 +32,7 @@ import os.path as osp
 import shutil
 import sys
 import tempfile
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -211,22 +211,29 @@ def _params(num_train, num_val, img_size, max_objects, obj_size,
         seed=int(seed))
 
 
-def _is_complete(root: str, params: Dict) -> bool:
+def dataset_is_complete(root: str, params: Dict,
+                        files: Sequence[str]) -> bool:
+    """Whether ``root`` holds a finished dataset made with ``params``: its
+    parameter file (written last, by :func:`swap_into_place`'s caller)
+    matches ``params`` and every one of ``files`` (relative to ``root``)
+    exists. Shared by the demo generators."""
     try:
         with open(osp.join(root, _META_FILE)) as f:
             if json.load(f) != params:
                 return False
     except (OSError, ValueError):
         return False
+    return all(osp.isfile(osp.join(root, name)) for name in files)
+
+
+def _is_complete(root: str, params: Dict) -> bool:
+    files = []
     for split in _SPLITS:
         num = params[f'num_{split}']
-        if not osp.isfile(
-                osp.join(root, 'annotations', f'instances_{split}.json')):
-            return False
-        if num and not osp.isfile(
-                osp.join(root, split, f'{num - 1:06d}.jpg')):
-            return False
-    return True
+        files.append(osp.join('annotations', f'instances_{split}.json'))
+        if num:
+            files.append(osp.join(split, f'{num - 1:06d}.jpg'))
+    return dataset_is_complete(root, params, files)
 
 
 def swap_into_place(tmp: str, root: str) -> None:

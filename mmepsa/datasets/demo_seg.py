@@ -50,8 +50,8 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from .demo_data import (DEMO_CLASSES, DEMO_PALETTE, make_demo_dataset,
-                        swap_into_place)
+from .demo_data import (DEMO_CLASSES, DEMO_PALETTE, dataset_is_complete,
+                        make_demo_dataset, swap_into_place)
 
 __all__ = [
     'make_demo_seg_dataset', 'polygons_to_label_map', 'evaluate_untrained',
@@ -132,19 +132,12 @@ def _params(num_train, num_val, img_size, max_objects, seed) -> Dict:
 
 
 def _is_complete(root: str, params: Dict) -> bool:
-    try:
-        with open(osp.join(root, _META_FILE)) as f:
-            if json.load(f) != params:
-                return False
-    except (OSError, ValueError):
-        return False
+    files = []
     for split in _SPLITS:
         last = f"{params[f'num_{split}'] - 1:06d}"
-        if not (osp.isfile(osp.join(root, 'img_dir', split, last + '.jpg'))
-                and osp.isfile(
-                    osp.join(root, 'ann_dir', split, last + '.png'))):
-            return False
-    return True
+        files += [osp.join('img_dir', split, last + '.jpg'),
+                  osp.join('ann_dir', split, last + '.png')]
+    return dataset_is_complete(root, params, files)
 
 
 def make_demo_seg_dataset(root: str = 'data/demo_shapes_seg',
