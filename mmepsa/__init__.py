@@ -36,6 +36,7 @@ from .utils import allow_mmengine_checkpoint_types  # noqa: E402
 
 allow_mmengine_checkpoint_types()
 
+from .engine import EpochSeedHook  # noqa: E402,F401  (in mmengine's HOOKS)
 from .models import EPSANet  # noqa: E402,F401
 
 __all__ = ['__version__', 'version_info', 'EPSANet']

@@ -2,7 +2,6 @@
 from .checkpoint import (allow_mmengine_checkpoint_types,
                          mmengine_checkpoint_types)
 from .deploy import deploy_model
-from .resume import EpochSeedHook  # noqa: F401  (registers it in HOOKS)
 
 __all__ = [
     'allow_mmengine_checkpoint_types', 'mmengine_checkpoint_types',
