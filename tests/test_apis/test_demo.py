@@ -1,55 +1,34 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
-"""The demo configs train and evaluate through mmengine's Runner.
-
-A tiny generated dataset (8 train / 4 val images of 64 px) and one epoch
-(2 iterations of batch 4) keep this fast; the full-size backbone is kept.
-"""
-import importlib.util
-import json
+"""mmepsa.apis.demo (what tools/run_demo.py calls): the demo configs train
+and evaluate through mmengine's Runner, on a tiny generated dataset."""
 import math
 import os.path as osp
 
 import pytest
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-MASK_RCNN = osp.join(REPO, 'configs', 'demo',
-                     'mask-rcnn_epsanet50-s_fpn_demo-shapes.py')
-RETINANET = osp.join(REPO, 'configs', 'demo',
-                     'retinanet_epsanet50-s_fpn_demo-shapes.py')
-TINY = ['demo_data.num_train=8', 'demo_data.num_val=4']
-# an (almost) untrained model scores below the usual 0.05 threshold, and
-# CocoMetric returns no metrics at all for empty results
-KEEP_ALL = {
-    MASK_RCNN: ['model.test_cfg.rcnn.score_thr=0'],
-    RETINANET: ['model.test_cfg.score_thr=0'],
-}
-
-
-def _run_demo():
-    spec = importlib.util.spec_from_file_location(
-        'run_demo', osp.join(REPO, 'tools', 'run_demo.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _tiny_args(config, tmp_path):
-    return [
-        '--config', config, '--work-dir',
-        str(tmp_path / 'work'), '--data-root',
-        str(tmp_path / 'data'), '--epochs', '1', '--img-size', '64',
-        '--cfg-options', *TINY, *KEEP_ALL[config]
-    ]
+from mmepsa.apis.demo import (ensure_data, format_summary, load_demo_config,
+                              set_epochs)
+from tests.utils import DEMO_RETINANET
 
 
 def test_retinanet_runner(tmp_path):
     from mmengine.runner import Runner
-    run_demo = _run_demo()
-    cfg = run_demo.load_config(
-        run_demo.parse_args(_tiny_args(RETINANET, tmp_path)))
+    # what tests.utils.tiny_demo_args gives tools/run_demo.py
+    cfg = load_demo_config(
+        DEMO_RETINANET,
+        work_dir=str(tmp_path / 'work'),
+        data_root=str(tmp_path / 'data'),
+        epochs=1,
+        img_size=64,
+        cfg_options={
+            'demo_data.num_train': 8,
+            'demo_data.num_val': 4,
+            'model.test_cfg.score_thr': 0
+        })
     assert cfg.model.backbone.type == 'EPSANet'
     assert cfg.model.bbox_head.num_classes == 3
-    run_demo.ensure_data(cfg)
+    assert cfg.img_scale == (64, 64)
+    ensure_data(cfg)
     runner = Runner.from_cfg(cfg)
     runner.train()
     loss = runner.message_hub.get_scalar('train/loss').current()
@@ -60,33 +39,30 @@ def test_retinanet_runner(tmp_path):
     assert osp.isfile(osp.join(cfg.work_dir, 'epoch_1.pth'))
 
 
-def test_mask_rcnn_run_demo(tmp_path, capsys):
-    run_demo = _run_demo()
-    assert run_demo.main(_tiny_args(MASK_RCNN, tmp_path)) == 0
-    work = tmp_path / 'work'
-    with open(work / 'demo_summary.json') as f:
-        summary = json.load(f)
-    metrics = summary['metrics']
-    for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP',
-                'coco/segm_mAP_50'):
-        assert key in metrics and 0 <= metrics[key] <= 1
-    assert summary['iterations'] == 2
-    outputs = summary['outputs']
-    for key in ('loss curve', 'predictions', 'checkpoint', 'log'):
-        assert osp.isfile(outputs[key]), key
-    assert outputs['checkpoint'].endswith('epoch_1.pth')
-    assert 'EPSANet demo finished' in capsys.readouterr().out
-    with open(work / outputs['log'].split(str(work) + '/')[-1]) as f:
-        assert 'Epoch(train)' in f.read()
+def test_load_demo_config_bad_input(tmp_path):
+    with pytest.raises(FileNotFoundError, match='config not found'):
+        load_demo_config(str(tmp_path / 'nope.py'))
+    with pytest.raises(ValueError, match=r'--epochs must be >= 1, got 0'):
+        load_demo_config(DEMO_RETINANET, epochs=0)
+    with pytest.raises(ValueError, match=r'--img-size must be >= 32, got 8'):
+        load_demo_config(DEMO_RETINANET, img_size=8)
 
 
-def test_run_demo_bad_input(tmp_path, capsys):
-    run_demo = _run_demo()
-    with pytest.raises(SystemExit) as e:
-        run_demo.main(['--config', str(tmp_path / 'nope.py')])
-    assert e.value.code == 1
-    assert 'config not found' in capsys.readouterr().err
-    with pytest.raises(SystemExit) as e:
-        run_demo.main(['--config', MASK_RCNN, '--epochs', '0'])
-    assert e.value.code == 1
-    assert not (tmp_path / 'work').exists()
+def test_set_epochs_stretches_the_schedule():
+    cfg = load_demo_config(DEMO_RETINANET)
+    set_epochs(cfg, 3)
+    assert cfg.train_cfg.max_epochs == cfg.train_cfg.val_interval == 3
+    cosine = cfg.param_scheduler[1]
+    assert cosine.end == cosine.T_max == 3
+    assert cfg.param_scheduler[0].end == 50  # iteration-based: unchanged
+
+
+def test_format_summary():
+    text = format_summary(
+        dict(config='c.py', train_seconds=120.0, eval_seconds=3.0,
+             iterations=60, metrics={'coco/bbox_mAP_50': 0.5},
+             outputs={'log': 'x.log'}), 'work')
+    assert 'EPSANet demo finished' in text
+    assert '60 iterations in 2.0 min (2.00 s/iter)' in text
+    assert 'coco/bbox_mAP_50   0.500' in text
+    assert osp.join(osp.abspath('work'), 'demo_summary.json') in text

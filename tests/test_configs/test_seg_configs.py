@@ -29,8 +29,7 @@ from mmengine.structures import PixelData  # noqa: E402
 import mmepsa  # noqa: E402,F401
 from mmepsa.datasets import demo_seg  # noqa: E402
 from mmepsa.models import EPSANet  # noqa: E402
-
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from tests.utils import REPO  # noqa: E402
 SEG_CONFIGS = sorted(
     osp.relpath(p, REPO) for folder in ('upernet', 'sem_fpn', 'pspnet')
     for p in glob.glob(osp.join(REPO, 'configs', folder, '*.py')))

@@ -9,7 +9,7 @@ The config is the RetinaNet demo config
 seconds: the same epoch-based schedule shape (linear warm-up, then cosine by
 epoch), AdamW with gradient clipping, a checkpoint every epoch (keeping 2),
 shuffled data with ``RandomFlip``, BN learning from scratch; on the tiny
-EPSANet and 4-image set of ``test_tools``, with a fixed seed and
+EPSANet and 4-image set of ``tests/utils.py``, with a fixed seed and
 ``deterministic=True``, and a validation after every epoch (the demo
 validates at the end only) so that validation's random draws between epochs
 are covered too.
@@ -28,14 +28,15 @@ import torch
 
 from mmepsa.utils.resume import (CheckpointError, check_checkpoint,
                                  check_resume_checkpoint)
-from test_tools import PYTHON, REPO, TOOLS, make_tiny_project, tool_env
+from tests.utils import (PYTHON, REPO, TOOLS, make_tiny_project, run_tool,
+                         tool_env)
 
 MAX_EPOCHS = 3
 ITERS = 4  # 4 images, batch 1
 HANG_AT = (2, 2)  # killed after iteration 2 of epoch 2 (1-based, as logged)
 
 FAULTS_CONFIG = """
-# The RetinaNet demo config shrunk (see tests/test_faults.py).
+# The RetinaNet demo config shrunk (see tests/test_engine/test_resume.py).
 _base_ = './retinanet_epsanet_tiny.py'
 custom_imports = dict(
     imports=['mmepsa', 'faults_test_hooks'], allow_failed_imports=False)
@@ -103,27 +104,15 @@ COMPUTED = ('lr', 'grad_norm', 'loss', 'loss_cls', 'loss_bbox')
 
 
 def _env(tmp):
-    env = tool_env()
-    env['PYTHONPATH'] = os.pathsep.join(
-        p for p in (tmp, REPO, env.get('PYTHONPATH')) if p)
+    """The tool environment with ``tmp`` (the hooks module) importable."""
+    env = tool_env(tmp)
     env.pop('MMEPSA_HANG_AT', None)
     return env
 
 
 def _train(tmp, config, work_dir, *extra, check=True):
-    proc = subprocess.run(
-        [PYTHON, osp.join(TOOLS, 'train.py'), config, '--work-dir', work_dir,
-         *extra],
-        cwd=REPO,
-        env=_env(tmp),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=300)
-    if check and proc.returncode != 0:
-        pytest.fail(f'train.py {" ".join(extra)} exited with '
-                    f'{proc.returncode}:\n{proc.stdout[-6000:]}')
-    return proc
+    return run_tool('train.py', config, '--work-dir', work_dir, *extra,
+                    env=_env(tmp), check=check)
 
 
 def _logs(work_dir):

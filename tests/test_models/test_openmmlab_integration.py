@@ -4,8 +4,6 @@ mmdet's own base configs, an mmpretrain training step, and mmengine
 checkpoint save/resume under torch's safe ``weights_only`` loading."""
 import os
 import pickle
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,9 +13,9 @@ from mmengine.registry import DefaultScope
 
 import mmepsa  # noqa: F401  (registers EPSANet, allow-lists mmengine types)
 from mmepsa.models import REGISTERED_IN, EPSANet
-
-TINY = dict(
-    stem_channels=16, base_channels=16, conv_groups=(1, 2, 2, 4), se_ratio=4)
+from tests.utils import PYTHON
+from tests.utils import TINY_BACKBONE as TINY
+from tests.utils import run
 
 
 def test_registered_in_every_installed_codebase():
@@ -206,9 +204,7 @@ def test_mmengine_checkpoint_needs_the_allow_list(tmp_path):
     runner.train()
     code = ('import torch, sys\n'
             f'torch.load({str(tmp_path / "epoch_1.pth")!r})\n')
-    proc = subprocess.run([sys.executable, '-c', code],
-                          capture_output=True,
-                          text=True)
+    proc = run([PYTHON, '-c', code], check=False, merge_stderr=False)
     assert proc.returncode != 0
     assert 'weights_only' in proc.stderr.lower() or \
         'Weights only load failed' in proc.stderr
@@ -278,9 +274,7 @@ def test_checkpoint_loads_in_a_fresh_process(tmp_path):
     code = ('import torch, mmepsa\n'
             f'ckpt = torch.load({str(tmp_path / "epoch_1.pth")!r})\n'
             "print(ckpt['message_hub']['log_scalars']['train/loss'].mean())\n")
-    proc = subprocess.run([sys.executable, '-c', code],
-                          capture_output=True,
-                          text=True)
+    proc = run([PYTHON, '-c', code], check=False, merge_stderr=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert float(proc.stdout.strip().splitlines()[-1]) > 0
 
@@ -297,9 +291,7 @@ def test_optional_codebases_may_be_missing(blocked):
             'from mmdet.registry import MODELS\n'
             "assert MODELS.get('EPSANet') is mmepsa.EPSANet\n"
             'print(sorted(REGISTERED_IN))\n')
-    proc = subprocess.run([sys.executable, '-c', code],
-                          capture_output=True,
-                          text=True)
+    proc = run([PYTHON, '-c', code], check=False, merge_stderr=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     expected = sorted({'mmdet', 'mmpretrain', 'mmseg'} - set(blocked))
     assert proc.stdout.strip().splitlines()[-1] == repr(expected)

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from test_tools import PYTHON, REPO, TOOLS, make_tiny_project, tool_env
+from tests.utils import (PYTHON, REPO, TOOLS, make_tiny_project, run,
+                         tool_env)
 
 MAX_EPOCHS = 2
 NUM_VAL = 3  # 3 images on 2 processes: the sampler pads rank 1 with one
@@ -81,23 +82,15 @@ def _free_port() -> int:
 
 
 def _env(tmp, **extra):
-    env = tool_env()
-    env['PYTHONPATH'] = os.pathsep.join(
-        p for p in (tmp, REPO, env.get('PYTHONPATH')) if p)
-    # the scripts run $PYTHON (default: python on PATH)
+    """The tool environment with ``tmp`` (the hooks module) importable, the
+    scripts' $PYTHON (default: python on PATH) and a free port."""
+    env = tool_env(tmp, PYTHON=PYTHON, PORT=str(_free_port()), **extra)
     env['PATH'] = osp.dirname(PYTHON) + os.pathsep + env.get('PATH', '')
-    env.update(PYTHON=PYTHON, PORT=str(_free_port()), **extra)
     return env
 
 
-def _run(cmd, env, timeout=300):
-    proc = subprocess.run(
-        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, timeout=timeout)
-    assert proc.returncode == 0, \
-        f'{" ".join(cmd)} exited with {proc.returncode}:\n' \
-        f'{proc.stdout[-6000:]}'
-    return proc.stdout
+def _run(cmd, env):
+    return run(cmd, env=env).stdout
 
 
 def _metrics(stdout):
@@ -319,9 +312,8 @@ def test_slurm_scripts_srun_command(tmp_path, script, positional, tool):
                PYTHON='python3')
     extra = ['--cfg-options', 'model.backbone.depth=101',
              'model.backbone.out_indices=(1, 2, 3)']
-    subprocess.run(['bash', osp.join(TOOLS, script), 'gpu', 'epsa',
-                    *positional, *extra], env=env, check=True,
-                   capture_output=True)
+    run(['bash', osp.join(TOOLS, script), 'gpu', 'epsa', *positional,
+         *extra], env=env)
     args = record.read_text().splitlines()
     tool_args = ([positional[0], f'--work-dir={positional[1]}']
                  if tool == 'train.py' else positional)

@@ -15,15 +15,12 @@ use whatever this environment needs and say which.
 import glob
 import os
 import os.path as osp
-import subprocess
 import sys
 
 import pytest
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from test_tools import make_tiny_project, tool_env  # noqa: E402
+from tests.utils import REPO, make_tiny_project, run, tool_env
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 BIN = osp.dirname(sys.executable)
 MIM = osp.join(BIN, 'mim')
 
@@ -37,13 +34,8 @@ _LOCATE = ('import warnings; warnings.simplefilter("ignore"); '
 
 def _mim_root(env: dict) -> str:
     """Where mim, started with ``env``, believes mmepsa is installed."""
-    proc = subprocess.run([sys.executable, '-c', _LOCATE],
-                          cwd='/',
-                          env=env,
-                          stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE,
-                          text=True,
-                          check=True)
+    proc = run([sys.executable, '-c', _LOCATE], env=env, cwd='/',
+               merge_stderr=False)
     return proc.stdout.strip().splitlines()[-1]
 
 
@@ -70,15 +62,8 @@ def mim_env():
     return dict(env=env, root=root, how='PYTHONPATH=<repo> (PEP 660)')
 
 
-def _mim(args, env, cwd, timeout=300):
-    proc = subprocess.run([MIM] + args,
-                          cwd=cwd,
-                          env=env,
-                          stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT,
-                          text=True,
-                          timeout=timeout)
-    return proc
+def _mim(args, env, cwd):
+    return run([MIM] + args, env=env, cwd=cwd, check=False)
 
 
 def test_mim_train_and_test(mim_env, tmp_path):

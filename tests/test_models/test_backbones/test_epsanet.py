@@ -2,31 +2,19 @@
 """EPSANet backbone: shapes, ResNet-family options, bad arguments, parity
 with the authors' formulation, checkpoint loading, params and FLOPs."""
 import copy
+import pathlib
 
 import pytest
 import torch
 import torch.nn as nn
 from mmengine.analysis import get_model_complexity_info
 from torch.nn.modules import GroupNorm
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmepsa.models import EPSABlock, EPSANet, PSAModule
 from mmepsa.testing import RefEPSANet, RefPSA, randomize_
-
-# A narrow EPSANet (16-channel first stage, fewer groups, SE squeeze 4)
-# keeps the tests fast where the full width is not the point.
-TINY = dict(
-    stem_channels=16, base_channels=16, conv_groups=(1, 2, 2, 4), se_ratio=4)
-
-
-def check_norm_state(modules, train_state: bool) -> bool:
-    """Whether every norm layer in ``modules`` is in ``train_state``."""
-    for mod in modules:
-        if isinstance(mod, (_BatchNorm, GroupNorm)):
-            if mod.training != train_state:
-                return False
-    return True
-
+# A narrow EPSANet keeps the tests fast where the full width is not the point.
+from tests.utils import TINY_BACKBONE as TINY
+from tests.utils import check_norm_state
 
 @pytest.mark.parametrize('depth,blocks', [(50, (3, 4, 6, 3)),
                                           (101, (3, 4, 23, 3))])
@@ -200,44 +188,215 @@ def test_zero_init_residual(zero_init):
             assert bool((m.norm2.weight == 1).all())
 
 
-@pytest.mark.parametrize(
-    'kwargs,error,match',
-    [
-        (dict(depth=34), KeyError, r'invalid depth 34.*\[50, 101\]'),
-        (dict(variant='large'), KeyError,
-         r"invalid variant 'large'.*\['small'\]"),
-        (dict(variant='medium'), KeyError, r'invalid variant'),
-        (dict(out_indices=(4, )), ValueError,
-         r'out_indices must be a non-empty subset of \(0, 1, 2, 3\)'),
-        (dict(out_indices=()), ValueError, r'out_indices'),
-        (dict(num_stages=3, out_indices=(3, ), strides=(1, 2, 2),
-              dilations=(1, 1, 1)), ValueError, r'out_indices.*\(0, 1, 2\)'),
-        (dict(frozen_stages=5), ValueError,
-         r'frozen_stages must be in \[-1, 4\], got 5'),
-        (dict(frozen_stages=-2), ValueError, r'frozen_stages'),
-        (dict(num_stages=5), ValueError, r'num_stages must be in \[1, 4\]'),
-        (dict(strides=(1, 2, 2)), ValueError, r'strides needs one entry'),
-        (dict(dilations=(1, 1)), ValueError, r'dilations needs one entry'),
-        (dict(conv_kernels=(3, 5, 7)), ValueError,
-         r'conv_kernels must be 4 positive ints'),
-        (dict(conv_groups=(1, 4, 8, 16, 32)), ValueError,
-         r'conv_groups must be 4 positive ints'),
-        (dict(conv_groups=(1, 4, 8, 0)), ValueError, r'conv_groups'),
-        (dict(conv_groups=(1, 4, 8, 32)), ValueError,
-         r'stage 1 has 64 channels.*divisible by its conv_groups'),
-        (dict(base_channels=36), ValueError, r'stage 1 has 36 channels'),
-        (dict(base_channels=16, conv_groups=(1, 1, 1, 1)), ValueError,
-         r'4 channels per branch, fewer than se_ratio=16'),
-        (dict(style='tf'), ValueError,
-         r"invalid style 'tf', allowed: 'pytorch', 'caffe'"),
-        (dict(pretrained=1), TypeError, r'pretrained must be a str or None'),
-        (dict(pretrained='a.pth', init_cfg=dict(type='Pretrained')),
-         ValueError, r'init_cfg and pretrained'),
-    ])
-def test_bad_arguments(kwargs, error, match):
-    kwargs = dict(dict(depth=50), **kwargs)
+def tiny(**kwargs) -> dict:
+    """The narrow EPSANet's settings with ``kwargs``."""
+    return dict(TINY, **kwargs)
+
+
+def three_stages(**kwargs) -> dict:
+    return tiny(**dict(dict(num_stages=3, strides=(1, 2, 2),
+                            dilations=(1, 1, 1), out_indices=(0, 1, 2)),
+                       **kwargs))
+
+
+# Every argument of EPSANet has a bad value here; each row gives all the
+# settings (besides depth=50): the narrow EPSANet's (tiny) or the full
+# width's (full-* rows), and the message it must produce. The README's
+# "Troubleshooting" section lists the same cases.
+BAD_ARGUMENTS = [
+    pytest.param(tiny(depth='50'), KeyError,
+                 r"invalid depth '50', allowed: \[50, 101\]", id='depth'),
+    pytest.param(tiny(variant='Small'), KeyError,
+                 r"invalid variant 'Small', allowed: \['small'\] \(or give "
+                 r'conv_kernels and conv_groups explicitly\)',
+                 id='variant'),
+    pytest.param(tiny(conv_kernels=(3, 5, 7, 0)), ValueError,
+                 r'conv_kernels must be 4 positive ints, one per PSA branch, '
+                 r'got \(3, 5, 7, 0\)', id='conv_kernels-zero'),
+    pytest.param(tiny(conv_groups=(1, 2, 4, 3)), ValueError,
+                 r'stage 1 has 16 channels \(base_channels=16\); they must '
+                 r'split into 4 branches of 16/4 channels, each divisible by '
+                 r'its conv_groups \(1, 2, 4, 3\)', id='conv_groups-divide'),
+    pytest.param(tiny(base_channels=24), ValueError,
+                 r'stage 1 has 24 channels \(base_channels=24\)',
+                 id='base_channels-divide'),
+    pytest.param(tiny(num_stages=0), ValueError,
+                 r'num_stages must be in \[1, 4\], got 0', id='num_stages'),
+    pytest.param(tiny(strides=(1, 2)), ValueError,
+                 r'strides needs one entry per stage \(num_stages=4\), got '
+                 r'\(1, 2\)', id='strides-length'),
+    pytest.param(tiny(dilations=(1, 1, 2)), ValueError,
+                 r'dilations needs one entry per stage \(num_stages=4\)',
+                 id='dilations-length'),
+    pytest.param(tiny(out_indices=(-1, )), ValueError,
+                 r'out_indices must be a non-empty subset of \(0, 1, 2, 3\)',
+                 id='out_indices-negative'),
+    pytest.param(three_stages(out_indices=(1, 3)), ValueError,
+                 r'out_indices must be a non-empty subset of \(0, 1, 2\)',
+                 id='out_indices-num_stages'),
+    pytest.param(tiny(style='Pytorch'), ValueError,
+                 r"invalid style 'Pytorch', allowed: 'pytorch', 'caffe'",
+                 id='style'),
+    pytest.param(three_stages(frozen_stages=4), ValueError,
+                 r'frozen_stages must be in \[-1, 3\], got 4',
+                 id='frozen_stages-num_stages'),
+    pytest.param(tiny(se_ratio=5), ValueError,
+                 r'stage 1 has 4 channels per branch, fewer than se_ratio=5; '
+                 r'raise base_channels or lower se_ratio', id='se_ratio-big'),
+    pytest.param(tiny(channels_last='yes'), ValueError,
+                 r"channels_last must be None \(auto: on for CPU inputs\), "
+                 r"True or False, got 'yes'", id='channels_last'),
+    pytest.param(tiny(pretrained=pathlib.Path('a.pth')), TypeError,
+                 r'pretrained must be a str or None, got PosixPath',
+                 id='pretrained-type'),
+    pytest.param(tiny(pretrained='a.pth',
+                      init_cfg=[dict(type='Kaiming', layer='Conv2d')]),
+                 ValueError,
+                 r'init_cfg and pretrained cannot be specified at the same '
+                 r'time', id='init_cfg-and-pretrained'),
+    # Not checked yet: the proposed check's message is expected.
+    pytest.param(tiny(in_channels=0), ValueError,
+                 r'in_channels must be a positive int, got 0',
+                 id='in_channels-zero'),
+    pytest.param(tiny(in_channels='3'), ValueError,
+                 r"in_channels must be a positive int, got '3'",
+                 id='in_channels-str'),
+    pytest.param(tiny(stem_channels=0), ValueError,
+                 r'stem_channels must be a positive int, got 0',
+                 id='stem_channels'),
+    pytest.param(tiny(base_channels=0), ValueError,
+                 r'base_channels must be a positive int, got 0',
+                 id='base_channels-zero'),
+    pytest.param(tiny(base_channels=16.0), ValueError,
+                 r'base_channels must be a positive int, got 16\.0',
+                 id='base_channels-float'),
+    pytest.param(tiny(se_ratio=0), ValueError,
+                 r'se_ratio must be a positive int, got 0',
+                 id='se_ratio-zero'),
+    pytest.param(tiny(num_stages=2.0), ValueError,
+                 r'num_stages must be in \[1, 4\], got 2\.0',
+                 id='num_stages-float'),
+    pytest.param(tiny(strides=(1, 2, 2, 0)), ValueError,
+                 r'strides must be positive ints, got \(1, 2, 2, 0\)',
+                 id='strides-zero'),
+    pytest.param(tiny(strides=2), ValueError,
+                 r'strides needs one entry per stage \(num_stages=4\), got 2',
+                 id='strides-int'),
+    pytest.param(tiny(dilations=(1, 1, 1, 0)), ValueError,
+                 r'dilations must be positive ints, got \(1, 1, 1, 0\)',
+                 id='dilations-zero'),
+    pytest.param(tiny(out_indices=(0, 0)), ValueError,
+                 r'out_indices must be a non-empty subset of \(0, 1, 2, 3\), '
+                 r'each index once, got \(0, 0\)',
+                 id='out_indices-repeated'),
+    pytest.param(tiny(out_indices=3), ValueError,
+                 r'out_indices must be a non-empty subset of \(0, 1, 2, 3\), '
+                 r'each index once, got 3',
+                 id='out_indices-int'),
+    pytest.param(tiny(conv_kernels=(3, 5, 7, 8)), ValueError,
+                 r'conv_kernels must be odd .*got \(3, 5, 7, 8\)',
+                 id='conv_kernels-even'),
+    pytest.param(tiny(conv_groups=4), ValueError,
+                 r'conv_groups must be 4 positive ints, one per PSA branch, '
+                 r'got 4', id='conv_groups-int'),
+    pytest.param(tiny(frozen_stages=None), ValueError,
+                 r'frozen_stages must be in \[-1, 4\], got None',
+                 id='frozen_stages-none'),
+    pytest.param(tiny(norm_cfg=dict(type='BatchNorm')), KeyError,
+                 r"invalid norm_cfg type 'BatchNorm', registered: "
+                 r"\[.*'BN'.*'GN'.*'SyncBN'\]",
+                 id='norm_cfg-type'),
+    pytest.param(tiny(norm_cfg='BN'), TypeError,
+                 r"norm_cfg must be a dict with a 'type' key, got 'BN'",
+                 id='norm_cfg-str'),
+    pytest.param(tiny(norm_cfg=dict(type='GN')), ValueError,
+                 r"norm_cfg of type 'GN' needs num_groups",
+                 id='norm_cfg-GN'),
+    pytest.param(tiny(conv_cfg=dict(type='DCNv3')), KeyError,
+                 r"invalid conv_cfg type 'DCNv3', registered: "
+                 r"\[.*'Conv2d'.*\]",
+                 id='conv_cfg-type'),
+    pytest.param(tiny(norm_eval='no'), ValueError,
+                 r"norm_eval must be True or False, got 'no'",
+                 id='norm_eval'),
+    pytest.param(tiny(with_cp='no'), ValueError,
+                 r"with_cp must be True or False, got 'no'",
+                 id='with_cp'),
+    pytest.param(tiny(zero_init_residual='no'), ValueError,
+                 r"zero_init_residual must be True or False, got 'no'",
+                 id='zero_init_residual'),
+    pytest.param(tiny(init_cfg='checkpoints/epsanet50.pth'), TypeError,
+                 r'init_cfg must be None, a dict or a list of dicts',
+                 id='init_cfg-str'),
+    pytest.param(dict(depth=34), KeyError,
+                 r'invalid depth 34.*\[50, 101\]',
+                 id='full-depth'),
+    pytest.param(dict(variant='large'), KeyError,
+                 r"invalid variant 'large'.*\['small'\]",
+                 id='full-variant'),
+    pytest.param(dict(variant='medium'), KeyError,
+                 r'invalid variant',
+                 id='full-variant-2'),
+    pytest.param(dict(out_indices=(4, )), ValueError,
+                 r'out_indices must be a non-empty subset of \(0, 1, 2, 3\)',
+                 id='full-out_indices'),
+    pytest.param(dict(out_indices=()), ValueError,
+                 r'out_indices',
+                 id='full-out_indices-2'),
+    pytest.param(dict(num_stages=3, out_indices=(3, ), strides=(1, 2, 2),
+                      dilations=(1, 1, 1)), ValueError,
+                 r'out_indices.*\(0, 1, 2\)',
+                 id='full-out_indices-num_stages'),
+    pytest.param(dict(frozen_stages=5), ValueError,
+                 r'frozen_stages must be in \[-1, 4\], got 5',
+                 id='full-frozen_stages'),
+    pytest.param(dict(frozen_stages=-2), ValueError,
+                 r'frozen_stages',
+                 id='full-frozen_stages-2'),
+    pytest.param(dict(num_stages=5), ValueError,
+                 r'num_stages must be in \[1, 4\]',
+                 id='full-num_stages'),
+    pytest.param(dict(strides=(1, 2, 2)), ValueError,
+                 r'strides needs one entry',
+                 id='full-strides'),
+    pytest.param(dict(dilations=(1, 1)), ValueError,
+                 r'dilations needs one entry',
+                 id='full-dilations'),
+    pytest.param(dict(conv_kernels=(3, 5, 7)), ValueError,
+                 r'conv_kernels must be 4 positive ints',
+                 id='full-conv_kernels'),
+    pytest.param(dict(conv_groups=(1, 4, 8, 16, 32)), ValueError,
+                 r'conv_groups must be 4 positive ints',
+                 id='full-conv_groups'),
+    pytest.param(dict(conv_groups=(1, 4, 8, 0)), ValueError,
+                 r'conv_groups',
+                 id='full-conv_groups-2'),
+    pytest.param(dict(conv_groups=(1, 4, 8, 32)), ValueError,
+                 r'stage 1 has 64 channels.*divisible by its conv_groups',
+                 id='full-conv_groups-3'),
+    pytest.param(dict(base_channels=36), ValueError,
+                 r'stage 1 has 36 channels',
+                 id='full-base_channels'),
+    pytest.param(dict(base_channels=16, conv_groups=(1, 1, 1, 1)), ValueError,
+                 r'4 channels per branch, fewer than se_ratio=16',
+                 id='full-conv_groups-4'),
+    pytest.param(dict(style='tf'), ValueError,
+                 r"invalid style 'tf', allowed: 'pytorch', 'caffe'",
+                 id='full-style'),
+    pytest.param(dict(pretrained=1), TypeError,
+                 r'pretrained must be a str or None',
+                 id='full-pretrained'),
+    pytest.param(dict(pretrained='a.pth', init_cfg=dict(type='Pretrained')),
+                 ValueError,
+                 r'init_cfg and pretrained',
+                 id='full-pretrained-2'),
+]
+
+
+@pytest.mark.parametrize('settings,error,match', BAD_ARGUMENTS)
+def test_bad_arguments(settings, error, match):
     with pytest.raises(error, match=match):
-        EPSANet(**kwargs)
+        EPSANet(**dict(dict(depth=50), **settings))
 
 
 @pytest.mark.parametrize('shape', [(1, 1, 64, 64), (1, 4, 64, 64),

@@ -3,11 +3,10 @@
 last execution, training gradients, BN folding for deploy, torch.compile,
 ONNX export; and the side-by-side benchmark reports what it measured.
 No timing is asserted: speed is measured by
-``tools/analysis_tools/compare_speed.py`` (README, Performance)."""
+``tools/analysis_tools/compare_speed.py`` (README, Performance; its tests:
+test_tools/test_compare_speed.py)."""
 import copy
 import io
-import json
-import os.path as osp
 import warnings
 
 import pytest
@@ -17,15 +16,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mmepsa.models import EPSANet
 from mmepsa.testing import RefEPSANet, randomize_
 from mmepsa.utils import deploy_model
-from test_tools import load_tool
-
-TINY = dict(
-    stem_channels=16, base_channels=16, conv_groups=(1, 2, 2, 4), se_ratio=4)
-
-
-def load_compare_speed():
-    return load_tool('analysis_tools/compare_speed.py')
-
+from tests.utils import TINY_BACKBONE as TINY
 
 def original_and_ours(depth_layers=(3, 4, 6, 3), **kwargs):
     """The authors' classifier with random weights, and mmepsa's EPSANet-50
@@ -170,73 +161,3 @@ def test_onnx_export_matches_eager():
     for a, b in zip(outs, expected):
         torch.testing.assert_close(
             torch.from_numpy(a), b, rtol=1e-4, atol=1e-4)
-
-
-def test_original_psa_swap_keeps_the_detector_loss():
-    """The benchmark's 'original' Mask R-CNN (authors' PSA modules, same
-    weights) computes the same losses as mmepsa's."""
-    cs = load_compare_speed()
-    ours = cs.build_detector('mmepsa', 0, torch.device('cpu'))
-    original = cs.to_original_psa(copy.deepcopy(ours))
-    assert original.backbone.layer1[0].conv2.__class__.__name__ == 'RefPSA'
-    batch = cs.detector_batch(ours, (1, 3, 96, 128), torch.device('cpu'))
-    losses = []
-    for model in (ours, original):
-        torch.manual_seed(0)  # the RPN/RoI samplers draw at random
-        loss, _ = model.parse_losses(model(**batch, mode='loss'))
-        losses.append(loss)
-    torch.testing.assert_close(losses[0], losses[1], rtol=1e-4, atol=1e-5)
-
-
-def test_compare_speed_tool(tmp_path):
-    """The benchmark's own run on tiny sizes: every model in every case,
-    the differences it reports are small, files written. (Per-model peak
-    memory is skipped to save subprocesses; the with_cp comparison measures
-    memory through the same function.)"""
-    cs = load_compare_speed()
-    out_dir = str(tmp_path / 'bench')
-    result = cs.main([
-        '--sizes', '1x64x64', '--detector-size', '1x64x96', '--cp-size',
-        '1x128x128', '--runs', '1', '--warmup', '0', '--no-memory',
-        '--no-compile', '--out-dir', out_dir
-    ])
-    cases = {(c['kind'], c['mode']): c for c in result['cases']}
-    assert set(cases) == {('backbone', 'inference'), ('backbone', 'train'),
-                          ('mask-rcnn', 'train')}
-    compiled = {n for n in cs.BACKBONES if n.endswith('-compiled')}
-    assert set(cases['backbone', 'inference']['models']) == set(
-        cs.BACKBONES) - compiled
-    assert set(cases['backbone', 'train']['models']) == set(
-        cs.BACKBONES) - set(cs.INFERENCE_ONLY)
-    assert set(cases['mask-rcnn', 'train']['models']) == set(cs.DETECTORS)
-    inference = cases['backbone', 'inference']['models']
-    assert inference['mmepsa']['outputs'] < 1e-5
-    assert inference['mmepsa-deploy']['outputs'] < 1e-5
-    train = cases['backbone', 'train']['models']['mmepsa']
-    assert train['outputs'] < 1e-9 and train['gradients'] < 1e-6
-    for case in result['cases']:
-        for row in case['models'].values():
-            assert len(row['runs_ms']) == 1 and row['median_ms'] > 0
-            assert 'peak_mib' not in row
-        assert case['models']['original']['speedup_vs_original'] == 1.0
-    cp = result['with_cp']
-    assert 0 < cp['peak_mib_with_cp'] < cp['peak_mib_without_cp']
-    with open(osp.join(out_dir, 'benchmark.json')) as f:
-        assert json.load(f)['environment']['threads'] >= 1
-    table = open(osp.join(out_dir, 'benchmark.md')).read()
-    # 5 models and the noise-floor row
-    assert table.count('| backbone inference 1x3x64x64 fp32 |') == 6
-    assert 'with_cp' in table and 'noise floor' in table
-    assert osp.getsize(osp.join(out_dir, 'benchmark.png')) > 1000
-
-
-@pytest.mark.parametrize('argv, message', [
-    (['--sizes', '8x224'], 'size must be NxHxW'),
-    (['--runs', '0'], '--runs must be >= 1'),
-    (['--device', 'cpu', '--precisions', 'amp'], 'amp needs a CUDA'),
-])
-def test_compare_speed_bad_arguments(argv, message, capsys):
-    cs = load_compare_speed()
-    with pytest.raises(SystemExit):
-        cs.main(argv)
-    assert message in capsys.readouterr().err

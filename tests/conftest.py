@@ -1,0 +1,31 @@
+# Copyright (c) mmepsa contributors. All rights reserved.
+"""Fixtures shared by the test folders; the plain helpers behind them are in
+``tests/utils.py``."""
+import os.path as osp
+
+import pytest
+
+from tests.utils import TINY_BACKBONE, make_tiny_project, run_tool
+
+@pytest.fixture
+def tiny_backbone():
+    """Settings of a narrow EPSANet-50 (copy: safe to modify)."""
+    return dict(TINY_BACKBONE)
+
+@pytest.fixture(scope='session')
+def tiny_project(tmp_path_factory):
+    """The tiny RetinaNet config and its 4-image COCO set, written once per
+    session (read-only for the tests: write children of the config beside
+    it, never modify it)."""
+    tmp = str(tmp_path_factory.mktemp('tiny_project'))
+    return dict(tmp=tmp, config=make_tiny_project(tmp))
+
+@pytest.fixture(scope='session')
+def tiny_trained(tiny_project):
+    """The tiny config trained once by tools/train.py for 1 epoch (2
+    iterations): its work dir, for the tools that need a checkpoint."""
+    work_dir = osp.join(tiny_project['tmp'], 'work_dir')
+    run_tool('train.py', tiny_project['config'], '--work-dir', work_dir)
+    return dict(tiny_project, work_dir=work_dir)
+
+__all__ = ['PYTHON', 'TOOLS']

@@ -1,0 +1,68 @@
+# Copyright (c) mmepsa contributors. All rights reserved.
+"""tools/analysis_tools/compare_speed.py as users run it, on tiny sizes (the
+logic: mmepsa.utils.compare_speed)."""
+import json
+import os.path as osp
+
+import pytest
+
+from mmepsa.utils import compare_speed as cs
+from mmepsa.utils.benchmark import ISA_FLAGS
+from tests.utils import run_tool
+
+TOOL = 'analysis_tools/compare_speed.py'
+
+
+def test_compare_speed_tool(tmp_path):
+    """The benchmark's own run on tiny sizes: every model in every case,
+    the differences it reports are small, files written. (Per-model peak
+    memory is skipped to save subprocesses; the with_cp comparison measures
+    memory through the same function.)"""
+    out_dir = str(tmp_path / 'bench')
+    proc = run_tool(TOOL, '--sizes', '1x64x64', '--detector-size', '1x64x96',
+                    '--cp-size', '1x128x128', '--runs', '1', '--warmup', '0',
+                    '--no-memory', '--no-compile', '--out-dir', out_dir)
+    with open(osp.join(out_dir, 'benchmark.json')) as f:
+        result = json.load(f)
+    cases = {(c['kind'], c['mode']): c for c in result['cases']}
+    assert set(cases) == {('backbone', 'inference'), ('backbone', 'train'),
+                          ('mask-rcnn', 'train')}
+    compiled = {n for n in cs.BACKBONES if n.endswith('-compiled')}
+    assert set(cases['backbone', 'inference']['models']) == set(
+        cs.BACKBONES) - compiled
+    assert set(cases['backbone', 'train']['models']) == set(
+        cs.BACKBONES) - set(cs.INFERENCE_ONLY)
+    assert set(cases['mask-rcnn', 'train']['models']) == set(cs.DETECTORS)
+    inference = cases['backbone', 'inference']['models']
+    assert inference['mmepsa']['outputs'] < 1e-5
+    assert inference['mmepsa-deploy']['outputs'] < 1e-5
+    train = cases['backbone', 'train']['models']['mmepsa']
+    assert train['outputs'] < 1e-9 and train['gradients'] < 1e-6
+    for case in result['cases']:
+        for row in case['models'].values():
+            assert len(row['runs_ms']) == 1 and row['median_ms'] > 0
+            assert 'peak_mib' not in row
+        assert case['models']['original']['speedup_vs_original'] == 1.0
+    cp = result['with_cp']
+    assert 0 < cp['peak_mib_with_cp'] < cp['peak_mib_without_cp']
+    env = result['environment']
+    assert env['threads'] >= 1 and env['cpu'] and env['torch']
+    assert set(env['isa_flags']) <= set(ISA_FLAGS)
+    table = open(osp.join(out_dir, 'benchmark.md')).read()
+    assert table in proc.stdout
+    assert f"{env['threads']} threads; torch {env['torch']}, mmcv" in table
+    # 5 models and the noise-floor row
+    assert table.count('| backbone inference 1x3x64x64 fp32 |') == 6
+    assert 'with_cp' in table and 'noise floor' in table
+    assert osp.getsize(osp.join(out_dir, 'benchmark.png')) > 1000
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--sizes', '8x224'], 'size must be NxHxW'),
+    (['--sizes', '0x224x224'], 'size must be positive'),
+    (['--runs', '0'], '--runs must be >= 1'),
+    (['--device', 'cpu', '--precisions', 'amp'], 'amp needs a CUDA'),
+])
+def test_compare_speed_bad_arguments(argv, message):
+    proc = run_tool(TOOL, *argv, check=False)
+    assert proc.returncode == 2 and message in proc.stdout, proc.stdout

@@ -1,0 +1,48 @@
+# Copyright (c) mmepsa contributors. All rights reserved.
+"""Missing or damaged data, as users see it through tools/train.py: one line
+naming the file, no traceback. (Every missing path of a config:
+test_utils/test_paths.py.)"""
+import os.path as osp
+import re
+import shutil
+
+import pytest
+
+from tests.utils import child_config, run_tool
+
+
+def test_train_missing_annotation_file_is_one_line(tiny_project, tmp_path):
+    """As users see it: one line on the console, no traceback."""
+    config = child_config(
+        tiny_project, tmp_path, 'no_ann.py',
+        "train_dataloader = dict(dataset=dict(ann_file='missing.json'))")
+    proc = run_tool('train.py', config, cwd=tmp_path, check=False)
+    missing = osp.join(tiny_project['tmp'], 'data', 'missing.json')
+    assert proc.returncode == 1
+    assert proc.stdout.strip() == (
+        f'error: annotation file not found: {missing} '
+        '(train_dataloader.dataset.ann_file)')
+
+
+def test_train_corrupt_image_names_the_file(tiny_project, tmp_path):
+    root = tmp_path / 'corrupt'
+    shutil.copytree(osp.join(tiny_project['tmp'], 'data'), root / 'data')
+    bad = root / 'data' / 'images' / 'img_1.png'
+    bad.write_bytes(b'<html>not an image</html>')
+    config = child_config(
+        tiny_project, tmp_path, 'corrupt.py',
+        f"train_dataloader = dict(dataset=dict(data_root='{root}/data/'))")
+    proc = run_tool('train.py', config, '--work-dir', root / 'work_dir',
+                    check=False)
+    assert proc.returncode != 0
+    assert f'failed to load image: {bad}' in proc.stdout, proc.stdout[-3000:]
+
+
+@pytest.mark.xfail(strict=True, reason="mmcv's LoadImageFromFile re-raises "
+                   "OpenCV's error for an empty file without its name")
+def test_empty_image_file_names_the_file(tmp_path):
+    from mmcv.transforms import LoadImageFromFile
+    empty = tmp_path / 'empty.png'
+    empty.write_bytes(b'')
+    with pytest.raises(Exception, match=re.escape(str(empty))):
+        LoadImageFromFile()(dict(img_path=str(empty)))

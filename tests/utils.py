@@ -1,0 +1,241 @@
+# Copyright (c) mmepsa contributors. All rights reserved.
+"""Helpers shared by the tests (as mmdet's
+``tests/test_models/test_backbones/utils.py``): the tiny backbone settings,
+the tiny RetinaNet project the tools run on, and the one subprocess runner.
+The fixtures built from them are in ``tests/conftest.py``."""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+from typing import Optional, Sequence
+
+import numpy as np
+import pytest
+from torch.nn.modules import GroupNorm
+from torch.nn.modules.batchnorm import _BatchNorm
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TOOLS = osp.join(REPO, 'tools')
+PYTHON = sys.executable
+
+
+# A narrow EPSANet: 16 base channels split into 4 PSA branches of 4 channels,
+# so the PSA groups must divide 4 (the default (1, 4, 8, 16) needs >= 64);
+# SE squeeze 4. The tiny RetinaNet config below uses the same settings.
+TINY_BACKBONE = dict(
+    stem_channels=16, base_channels=16, conv_groups=(1, 2, 4, 4), se_ratio=4)
+
+CLASSES = ('square', 'disk')
+
+# A narrow EPSANet: 16 base channels split into 4 branches of 4 channels, so
+# the PSA groups must divide 4 (the default (1, 4, 8, 16) needs >= 64).
+TINY_CONFIG = """
+_base_ = [
+    'mmdet::_base_/models/retinanet_r50_fpn.py',
+    'mmdet::_base_/datasets/coco_detection.py',
+    'mmdet::_base_/schedules/schedule_1x.py',
+    'mmdet::_base_/default_runtime.py',
+]
+custom_imports = dict(imports=['mmepsa'], allow_failed_imports=False)
+data_root = {data_root!r}
+metainfo = dict(classes={classes!r}, palette=[(220, 20, 60), (0, 0, 142)])
+model = dict(
+    data_preprocessor=dict(pad_size_divisor=32),
+    backbone=dict(
+        _delete_=True,
+        type='EPSANet',
+        depth=50,
+        {tiny_backbone},
+        out_indices=(1, 2, 3),
+        norm_eval=False,
+        init_cfg=None),
+    neck=dict(in_channels=[128, 256, 512], out_channels=16, num_outs=3,
+              start_level=0, add_extra_convs='on_input'),
+    bbox_head=dict(
+        num_classes=2, in_channels=16, feat_channels=16, stacked_convs=1,
+        anchor_generator=dict(strides=[8, 16, 32])),
+    test_cfg=dict(score_thr=0.0, max_per_img=20))
+pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=(64, 64), keep_ratio=True),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(64, 64), keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                    'scale_factor')),
+]
+dataset = dict(
+    type='CocoDataset', data_root=data_root, metainfo=metainfo,
+    ann_file='annotations.json', data_prefix=dict(img='images/'))
+train_dataloader = dict(
+    batch_size=2, num_workers=0, persistent_workers=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    batch_sampler=None,
+    dataset=dict(dataset, pipeline=pipeline,
+                 filter_cfg=dict(filter_empty_gt=False, min_size=0)))
+val_dataloader = dict(
+    batch_size=2, num_workers=0, persistent_workers=False,
+    dataset=dict(dataset, pipeline=test_pipeline, test_mode=True))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations.json')
+test_evaluator = val_evaluator
+train_cfg = dict(max_epochs=1, val_interval=100)
+param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
+optim_wrapper = dict(optimizer=dict(lr=0.001))
+default_hooks = dict(
+    logger=dict(interval=1),
+    checkpoint=dict(interval=1))
+log_processor = dict(window_size=1)
+env_cfg = dict(cudnn_benchmark=False)
+"""
+
+
+def make_tiny_dataset(root: str, num_images: int = 4, size: int = 64):
+    """A COCO set of ``num_images`` ``size``-px images, each with a bright
+    square and a disk on a dark background."""
+    import cv2
+    os.makedirs(osp.join(root, 'images'), exist_ok=True)
+    rng = np.random.RandomState(0)
+    images, annotations = [], []
+    for i in range(num_images):
+        img = np.full((size, size, 3), 30, np.uint8)
+        x, y, s = (int(v) for v in rng.randint(4, size // 2 - 4, 3))
+        s = max(s, 10)
+        img[y:y + s, x:x + s] = (40, 200, 240)
+        cx, cy, r = size - 18, size - 18, 10
+        cv2.circle(img, (cx, cy), r, (230, 90, 20), -1)
+        name = f'img_{i}.png'
+        cv2.imwrite(osp.join(root, 'images', name), img)
+        images.append(dict(id=i, file_name=name, width=size, height=size))
+        for cat, (bx, by, bw, bh) in ((1, (x, y, s, s)),
+                                      (2, (cx - r, cy - r, 2 * r, 2 * r))):
+            annotations.append(
+                dict(
+                    id=len(annotations) + 1,
+                    image_id=i,
+                    category_id=cat,
+                    bbox=[bx, by, bw, bh],
+                    area=bw * bh,
+                    iscrowd=0))
+    categories = [
+        dict(id=i + 1, name=name) for i, name in enumerate(CLASSES)
+    ]
+    with open(osp.join(root, 'annotations.json'), 'w') as f:
+        json.dump(
+            dict(
+                images=images,
+                annotations=annotations,
+                categories=categories), f)
+
+
+def make_tiny_project(tmp: str) -> str:
+    """Write the synthetic data set and the tiny config; return its path."""
+    data_root = osp.join(tmp, 'data') + '/'
+    make_tiny_dataset(data_root)
+    config = osp.join(tmp, 'retinanet_epsanet_tiny.py')
+    with open(config, 'w') as f:
+        f.write(TINY_CONFIG.format(data_root=data_root, classes=CLASSES,
+                                  tiny_backbone=', '.join(
+                                      f'{k}={v!r}' for k, v in
+                                      TINY_BACKBONE.items())))
+    return config
+
+
+def child_config(project: dict, folder, name: str, body: str) -> str:
+    """Write ``folder/name``: a config inheriting the tiny project's config
+    (:func:`make_tiny_project`) with ``body`` added; returns its path."""
+    path = osp.join(str(folder), name)
+    with open(path, 'w') as f:
+        f.write(f'_base_ = {project["config"]!r}\n' + body)
+    return path
+
+
+def tool_env(*pythonpath: str, **extra: str) -> dict:
+    """The environment of a tool subprocess: quiet, single-threaded, no GPU;
+    ``extra`` variables set. With ``pythonpath`` folders (e.g. one holding a
+    hooks module a config imports), those, then the checkout, go first on
+    ``PYTHONPATH``."""
+    env = dict(os.environ)
+    env.update(
+        OMP_NUM_THREADS='1',
+        MKL_NUM_THREADS='1',
+        PYTHONWARNINGS='ignore',
+        MPLBACKEND='Agg')
+    # A GPU is not needed, and CPU runs must not pick one up.
+    env['CUDA_VISIBLE_DEVICES'] = ''
+    if pythonpath:
+        env['PYTHONPATH'] = os.pathsep.join(
+            p for p in (*pythonpath, REPO, env.get('PYTHONPATH')) if p)
+    env.update(extra)
+    return env
+
+
+def run(args: Sequence, env: Optional[dict] = None, cwd: Optional[str] = None,
+        timeout: int = 300, check: bool = True,
+        merge_stderr: bool = True) -> subprocess.CompletedProcess:
+    """Run ``args`` (a tool, mim, a shell script) as a user would, in
+    ``cwd`` (default: the checkout) with ``env`` (default:
+    :func:`tool_env`). With ``check``, a non-zero exit fails the test with
+    the end of the output. stderr goes into stdout unless
+    ``merge_stderr=False``."""
+    args = [str(a) for a in args]
+    proc = subprocess.run(
+        args,
+        cwd=cwd or REPO,
+        env=tool_env() if env is None else env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+        text=True,
+        timeout=timeout)
+    if check and proc.returncode != 0:
+        pytest.fail(f'{" ".join(args)} exited with {proc.returncode}:\n'
+                    f'{proc.stdout[-6000:]}{proc.stderr or ""}')
+    return proc
+
+
+def run_tool(relpath: str, *args, **kwargs) -> subprocess.CompletedProcess:
+    """``python tools/<relpath> args...``: :func:`run` of a tool script."""
+    return run([PYTHON, osp.join(TOOLS, relpath), *args], **kwargs)
+
+
+def check_norm_state(modules, train_state: bool) -> bool:
+    """Whether every norm layer in ``modules`` is in ``train_state`` (as
+    mmdet's tests/test_models/test_backbones/utils.py)."""
+    for mod in modules:
+        if isinstance(mod, (_BatchNorm, GroupNorm)):
+            if mod.training != train_state:
+                return False
+    return True
+
+
+# The demo configs, shrunk for tests: a generated dataset of 8 train / 4 val
+# images of 64 px and one epoch (2 iterations of batch 4); the full-size
+# backbone is kept.
+DEMO_MASK_RCNN = osp.join(REPO, 'configs', 'demo',
+                          'mask-rcnn_epsanet50-s_fpn_demo-shapes.py')
+DEMO_RETINANET = osp.join(REPO, 'configs', 'demo',
+                          'retinanet_epsanet50-s_fpn_demo-shapes.py')
+# an (almost) untrained model scores below the usual 0.05 threshold, and
+# CocoMetric returns no metrics at all for empty results
+_DEMO_KEEP_ALL = {
+    DEMO_MASK_RCNN: ['model.test_cfg.rcnn.score_thr=0'],
+    DEMO_RETINANET: ['model.test_cfg.score_thr=0'],
+}
+
+
+def tiny_demo_args(config: str, tmp_path) -> list:
+    """tools/run_demo.py's arguments for a 2-iteration run of ``config``
+    (one of the demo configs) in ``tmp_path``."""
+    return [
+        '--config', config, '--work-dir',
+        str(tmp_path / 'work'), '--data-root',
+        str(tmp_path / 'data'), '--epochs', '1', '--img-size', '64',
+        '--cfg-options', 'demo_data.num_train=8', 'demo_data.num_val=4',
+        *_DEMO_KEEP_ALL[config]
+    ]
