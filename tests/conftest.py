@@ -1,16 +1,23 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
 """Fixtures shared by the test folders; the plain helpers behind them are in
 ``tests/utils.py``."""
+import copy
 import os.path as osp
 
 import pytest
+from mmengine.registry import DefaultScope
 
-from tests.utils import TINY_BACKBONE, make_tiny_project, run_tool
+from tests.utils import make_tiny_project, run_tool
 
-@pytest.fixture
-def tiny_backbone():
-    """Settings of a narrow EPSANet-50 (copy: safe to modify)."""
-    return dict(TINY_BACKBONE)
+@pytest.fixture(autouse=True)
+def restore_default_scope():
+    """Tests switch mmengine's default scope (mmdet, mmpretrain, mmseg, by
+    building a Runner or calling init_default_scope); give the next test, in
+    any file, the scope it had before."""
+    saved = copy.copy(DefaultScope._instance_dict)
+    yield
+    DefaultScope._instance_dict = saved
+
 
 @pytest.fixture(scope='session')
 def tiny_project(tmp_path_factory):

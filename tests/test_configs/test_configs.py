@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 from mmengine.config import Config, ConfigDict
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import init_default_scope
 
 import mmepsa  # noqa: F401  (registers EPSANet)
 from tests.utils import REPO as ROOT
@@ -39,15 +39,6 @@ IMAGENET_CONFIGS = [c for c in ZOO_CONFIGS if c.startswith('configs/epsanet/')]
 METAFILES = sorted(
     osp.relpath(p, ROOT).replace(osp.sep, '/')
     for p in glob.glob(osp.join(CONFIG_DIR, '*', 'metafile.yml')))
-
-
-@pytest.fixture(autouse=True)
-def restore_default_scope():
-    """These tests switch mmengine's default scope (mmdet, mmpretrain);
-    give the next test, in any file, the scope it had before."""
-    saved = copy.copy(DefaultScope._instance_dict)
-    yield
-    DefaultScope._instance_dict = saved
 
 
 def load_config(rel_path: str) -> Config:
