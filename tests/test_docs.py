@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent
-while not (ROOT / 'setup.py').is_file():  # tests/ may be nested (tests/test_xxx/...)
-    ROOT = ROOT.parent
+# The repository root: the nearest folder above this file with setup.py (tests/ may be nested).
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / 'setup.py').is_file())
 
 # The repository's own top-level folders: a path starting with one of them must exist.
 REPO_ROOTS = ('configs', 'docs', 'mmepsa', 'requirements', 'tests', 'tools', '.ci')
