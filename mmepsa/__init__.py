@@ -3,8 +3,9 @@
 
 ``import mmepsa`` (or ``custom_imports=dict(imports=['mmepsa'])`` in a config)
 registers ``EPSANet`` in the ``MODELS`` registry of mmdet, mmpretrain and,
-when installed, mmseg, and lets mmengine resume from its own checkpoints
-under torch's safe ``weights_only`` loading.
+when installed, mmseg, and replaces mmengine's checkpoint loaders with safe
+ones (an allow-list unpickler, the same on every torch: docs/checkpoints.md),
+so mmengine resumes from its own checkpoints and a crafted file runs nothing.
 """
 import mmcv
 import mmengine
