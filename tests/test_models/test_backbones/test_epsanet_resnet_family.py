@@ -1,7 +1,9 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
 """EPSANet as a member of mmdet's ResNet family: deep_stem and avg_down
 (ResNetV1c/V1d), plugins, widen_factor, the refused dcn, the EPSANet (Large)
-reconstruction's counts."""
+reconstruction's counts, and the V1c segmentation configs."""
+import copy
+import os.path as osp
 
 import pytest
 import torch
@@ -9,9 +11,14 @@ import torch.nn as nn
 from mmdet.models.backbones import ResNetV1d
 from mmdet.models.backbones.resnet import Bottleneck, ResNet
 from mmengine.analysis import get_model_complexity_info
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmepsa.models import EPSABlock, EPSANet, PSAModule
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(
+    osp.abspath(__file__)))))
 
 # A narrow EPSANet (16-channel first stage, fewer groups, SE squeeze 4).
 TINY = dict(
@@ -257,3 +264,47 @@ def test_large_reconstruction_matches_the_detection_tables():
     difference = trainable(**LARGE_RECONSTRUCTED) - trainable()
     assert f'{difference / 1e6:.2f}' == '5.29'
 
+
+# ------------------------------------------- V1c (deep stem) seg configs
+
+V1C_SEG_CONFIGS = [
+    'configs/upernet/upernet_epsanet50-s-v1c_4xb4-80k_ade20k-512x512.py',
+    'configs/pspnet/pspnet_epsanet50-s-v1c-d8_4xb2-80k_cityscapes-512x1024.py',
+    'configs/sem_fpn/fpn_epsanet50-s-v1c_4xb4-160k_ade20k-512x512.py',
+]
+V1C_IMAGENET_CONFIG = 'configs/epsanet/epsanet50-s-v1c_8xb32_in1k.py'
+
+
+@pytest.fixture(scope='module')
+def v1c_classifier_backbone():
+    pytest.importorskip('mmpretrain')
+    from mmpretrain.registry import MODELS
+    cfg = Config.fromfile(osp.join(ROOT, V1C_IMAGENET_CONFIG))
+    backbone = cfg.model.backbone
+    assert backbone.deep_stem is True and backbone.avg_down is False
+    init_default_scope('mmpretrain')
+    return MODELS.build(cfg.model).backbone
+
+
+@pytest.mark.parametrize('config', V1C_SEG_CONFIGS)
+def test_v1c_seg_config(config, v1c_classifier_backbone):
+    """As mmseg's ResNetV1c: a deep stem, no avg_down; the backbone starts
+    from the ImageNet checkpoint of configs/epsanet's V1c classifier, whose
+    backbone has exactly its parameters."""
+    pytest.importorskip('mmseg')
+    from mmseg.registry import MODELS
+    cfg = Config.fromfile(osp.join(ROOT, config))
+    backbone_cfg = copy.deepcopy(cfg.model.backbone)
+    assert backbone_cfg.deep_stem is True and backbone_cfg.avg_down is False
+    assert backbone_cfg.init_cfg.checkpoint == (
+        'checkpoints/epsanet50-s-v1c_imagenet.pth')
+    backbone_cfg.init_cfg = None
+    init_default_scope('mmseg')
+    backbone = MODELS.build(backbone_cfg)
+    assert isinstance(backbone, EPSANet) and hasattr(backbone, 'stem')
+    ours = {k: v.shape for k, v in backbone.state_dict().items()}
+    theirs = {
+        k: v.shape
+        for k, v in v1c_classifier_backbone.state_dict().items()
+    }
+    assert ours == theirs
