@@ -86,9 +86,10 @@ def test_seg_config_builds_and_trains_a_step(path):
     depth = 101 if 'epsanet101' in path else 50
     assert backbone.type == 'EPSANet' and backbone.depth == depth
     assert backbone.norm_cfg.type == 'SyncBN' and not backbone.norm_eval
+    v1c = '-v1c' if '-v1c' in path else ''  # deep stem: its own checkpoint
     assert backbone.init_cfg == dict(
         type='Pretrained',
-        checkpoint=f'checkpoints/epsanet{depth}-s_imagenet.pth')
+        checkpoint=f'checkpoints/epsanet{depth}-s{v1c}_imagenet.pth')
     d8 = '-d8_' in path
     assert tuple(backbone.strides) == ((1, 2, 1, 1) if d8 else (1, 2, 2, 2))
     assert tuple(backbone.dilations) == ((1, 1, 2, 4) if d8 else

@@ -2,22 +2,26 @@
 """EPSANet: ResNet with the bottleneck's 3x3 conv replaced by a PSA module.
 
 Paper: "EPSANet: An Efficient Pyramid Squeeze Attention Block on
-Convolutional Neural Network" (arXiv 2105.14447). Parameter names follow the
-authors' code (``conv1``/``bn1``, ``layerK.i.conv2.conv_1..conv_4``,
-``conv2.se.fc1/fc2``, ``downsample.0/1``) so their checkpoints load as they
-are. The weighted branches are concatenated in the authors' order (branch 4
+Convolutional Neural Network" (arXiv 2105.14447). EPSANet is a member of
+mmdet's ResNet family: :class:`EPSABlock` subclasses mmdet's ``Bottleneck``
+and :class:`EPSANet` its ``ResNet``, as mmdet's ResNeSt and Res2Net do, so
+deep_stem, avg_down, plugins, frozen_stages and norm_eval are ResNet's.
+Parameter names follow the authors' code (``conv1``/``bn1``,
+``layerK.i.conv2.conv_1..conv_4``, ``conv2.se.fc1/fc2``, ``downsample.0/1``)
+so their checkpoints load as they are. The weighted branches are concatenated in the authors' order (branch 4
 first), which their published weights depend on.
 """
 import inspect
 import os.path as osp
-import warnings
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_conv_layer, build_norm_layer
-from mmengine.model import BaseModule, Sequential
+from mmdet.models.backbones.resnet import Bottleneck, ResNet
+from mmdet.models.layers import ResLayer
+from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
@@ -161,105 +165,106 @@ class PSAModule(BaseModule):
         return torch.cat([feats[i] * attention[i] for i in (3, 2, 1, 0)], 1)
 
 
-class EPSABlock(BaseModule):
+class EPSABlock(Bottleneck):
     """Bottleneck block of EPSANet: 1x1 conv, PSA module, 1x1 conv.
 
-    Same structure and names as mmdet's ResNet ``Bottleneck`` (``conv1``,
-    ``norm1``... ``downsample``), with ``conv2`` a :class:`PSAModule`.
-    If style is "pytorch" the stride is on the PSA convs; if it is "caffe" it
-    is on the first 1x1 conv.
+    mmdet's ResNet ``Bottleneck`` with its 3x3 ``conv2`` replaced by a
+    :class:`PSAModule`, as ResNeSt replaces it by split attention: the names
+    (``conv1``, ``norm1``... ``downsample``) and the options (style,
+    dilation, plugins, with_cp) are Bottleneck's. If style is "pytorch" the
+    stride is on the PSA convs; if it is "caffe" it is on the first 1x1 conv.
+    Deformable convs (``dcn``) are refused: there is no 3x3 conv to deform.
 
     Args:
         inplanes (int): Input channels.
-        planes (int): Width of the block; it outputs ``planes * 4`` channels.
-        stride (int): Stride of the block. Defaults to 1.
-        dilation (int): Dilation of the PSA convs. Defaults to 1.
-        downsample (nn.Module, optional): Shortcut projection.
-        style (str): "pytorch" or "caffe". Defaults to "pytorch".
+        planes (int): Base width of the block; it outputs ``planes * 4``
+            channels.
         conv_kernels (Sequence[int]): PSA kernel sizes.
         conv_groups (Sequence[int]): PSA group counts.
         se_ratio (int): SE squeeze ratio. Defaults to 16.
-        with_cp (bool): Use checkpointing to save memory. Defaults to False.
-        conv_cfg (dict, optional): Config of conv layers.
-        norm_cfg (dict): Config of norm layers. Defaults to BN.
-        init_cfg (dict, optional): Initialization config. Defaults to None.
+        widen_factor (int): Inner width ``planes * widen_factor`` (conv1's
+            output, the PSA module, conv3's input), as in Wide-ResNet; the
+            output stays ``planes * 4``. Defaults to 1.
+        **kwargs: The other arguments of mmdet's ``Bottleneck``: stride,
+            dilation, downsample, style, with_cp, conv_cfg, norm_cfg,
+            plugins, init_cfg.
+
+    Example:
+        >>> import torch
+        >>> block = EPSABlock(64, 16, conv_groups=(1, 2, 2, 4), se_ratio=4)
+        >>> block(torch.rand(1, 64, 8, 8)).shape
+        torch.Size([1, 64, 8, 8])
     """
     expansion = 4
 
     def __init__(self,
                  inplanes: int,
                  planes: int,
-                 stride: int = 1,
-                 dilation: int = 1,
-                 downsample: Optional[nn.Module] = None,
-                 style: str = 'pytorch',
                  conv_kernels: Sequence[int] = (3, 5, 7, 9),
                  conv_groups: Sequence[int] = (1, 4, 8, 16),
                  se_ratio: int = 16,
-                 with_cp: bool = False,
-                 conv_cfg: ConfigType = None,
-                 norm_cfg: dict = dict(type='BN', requires_grad=True),
-                 init_cfg: ConfigType = None) -> None:
-        super().__init__(init_cfg)
-        self.inplanes = inplanes
-        self.planes = planes
-        self.stride = stride
-        self.dilation = dilation
-        self.style = style
-        self.with_cp = with_cp
-        if style == 'pytorch':
-            conv1_stride, conv2_stride = 1, stride
-        else:
-            conv1_stride, conv2_stride = stride, 1
-
-        self.norm1_name, norm1 = build_norm_layer(norm_cfg, planes, postfix=1)
-        self.norm2_name, norm2 = build_norm_layer(norm_cfg, planes, postfix=2)
-        self.norm3_name, norm3 = build_norm_layer(
-            norm_cfg, planes * self.expansion, postfix=3)
-
-        self.conv1 = build_conv_layer(
-            conv_cfg,
-            inplanes,
-            planes,
-            kernel_size=1,
-            stride=conv1_stride,
-            bias=False)
-        self.add_module(self.norm1_name, norm1)
+                 widen_factor: int = 1,
+                 **kwargs) -> None:
+        if kwargs.get('dcn') is not None:
+            raise ValueError('EPSABlock: dcn is not supported (conv2 is a '
+                             f"PSA module), got dcn={kwargs['dcn']!r}")
+        super().__init__(inplanes, planes, **kwargs)
+        width = planes * widen_factor
+        if width != planes:
+            # Widen as mmdet's ResNeXt does: conv1, the norms after conv1 and
+            # conv2, conv3's input and the plugins after conv1/conv2.
+            self.norm1_name, norm1 = build_norm_layer(
+                self.norm_cfg, width, postfix=1)
+            self.norm2_name, norm2 = build_norm_layer(
+                self.norm_cfg, width, postfix=2)
+            self.conv1 = build_conv_layer(
+                self.conv_cfg,
+                inplanes,
+                width,
+                kernel_size=1,
+                stride=self.conv1_stride,
+                bias=False)
+            self.add_module(self.norm1_name, norm1)
+            self.add_module(self.norm2_name, norm2)
+            self.conv3 = build_conv_layer(
+                self.conv_cfg,
+                width,
+                planes * self.expansion,
+                kernel_size=1,
+                bias=False)
+            if self.with_plugins:
+                for name in (self.after_conv1_plugin_names +
+                             self.after_conv2_plugin_names):
+                    del self._modules[name]
+                self.after_conv1_plugin_names = self.make_block_plugins(
+                    width, self.after_conv1_plugins)
+                self.after_conv2_plugin_names = self.make_block_plugins(
+                    width, self.after_conv2_plugins)
+        # Bottleneck's 3x3 conv2 is replaced: same name, same place.
         self.conv2 = PSAModule(
-            planes,
-            planes,
+            width,
+            width,
             conv_kernels=conv_kernels,
             conv_groups=conv_groups,
-            stride=conv2_stride,
-            dilation=dilation,
+            stride=self.conv2_stride,
+            dilation=self.dilation,
             se_ratio=se_ratio,
-            conv_cfg=conv_cfg)
-        self.add_module(self.norm2_name, norm2)
-        self.conv3 = build_conv_layer(
-            conv_cfg, planes, planes * self.expansion, kernel_size=1,
-            bias=False)
-        self.add_module(self.norm3_name, norm3)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-
-    @property
-    def norm1(self) -> nn.Module:
-        return getattr(self, self.norm1_name)
-
-    @property
-    def norm2(self) -> nn.Module:
-        return getattr(self, self.norm2_name)
-
-    @property
-    def norm3(self) -> nn.Module:
-        return getattr(self, self.norm3_name)
+            conv_cfg=self.conv_cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Bottleneck's forward; ``with_cp`` checkpoints with
+        ``use_reentrant=False``."""
 
         def _inner_forward(x: torch.Tensor) -> torch.Tensor:
             out = self.relu(self.norm1(self.conv1(x)))
+            if self.with_plugins:
+                out = self.forward_plugin(out, self.after_conv1_plugin_names)
             out = self.relu(self.norm2(self.conv2(out)))
+            if self.with_plugins:
+                out = self.forward_plugin(out, self.after_conv2_plugin_names)
             out = self.norm3(self.conv3(out))
+            if self.with_plugins:
+                out = self.forward_plugin(out, self.after_conv3_plugin_names)
             identity = x if self.downsample is None else self.downsample(x)
             return out + identity
 
@@ -270,37 +275,29 @@ class EPSABlock(BaseModule):
         return self.relu(out)
 
 
-class EPSANet(BaseModule):
-    """EPSANet backbone, with mmdet ResNet's arguments and their meanings.
+class EPSANet(ResNet):
+    """EPSANet backbone: mmdet's ResNet built of :class:`EPSABlock`.
+
+    A member of mmdet's ResNet family (as ResNeSt and Res2Net are): the
+    stem, stages (``ResLayer``), freezing, ``norm_eval`` and the
+    ``init_cfg``/``pretrained`` logic are ResNet's, with ResNet's argument
+    names and meanings. Its own arguments come first below.
 
     Args:
         depth (int): 50 or 101.
         variant (str): PSA setting by name. Only ``'small'`` (kernels
             (3, 5, 7, 9), groups (1, 4, 8, 16)) is shipped: the authors
-            released no code for 'large', and no definition we could source
-            reproduces their 'large' figures (see the README). Pass
+            released no definition of 'large' (see the docs for a
+            reconstruction from the paper's counts). Pass
             ``conv_kernels``/``conv_groups`` for other settings.
         conv_kernels (Sequence[int], optional): The 4 PSA kernel sizes; given,
             they override ``variant``.
         conv_groups (Sequence[int], optional): The 4 PSA group counts; given,
             they override ``variant``.
-        in_channels (int): Input image channels. Defaults to 3.
-        stem_channels (int): Channels of the 7x7 stem conv. Defaults to 64.
-        base_channels (int): Width of the first stage. Defaults to 64.
-        num_stages (int): Stages used, 1 to 4. Defaults to 4.
-        strides (Sequence[int]): Stride of each stage.
-        dilations (Sequence[int]): Dilation of each stage's PSA convs.
-        out_indices (Sequence[int]): Stages whose outputs are returned.
-        style (str): "pytorch" (stride on the PSA convs) or "caffe" (stride on
-            the first 1x1 conv). Defaults to "pytorch".
-        frozen_stages (int): Stages to freeze (stop grad and eval mode);
-            -1 freezes nothing, 0 the stem, k the stem and stages 1..k.
         se_ratio (int): SE squeeze ratio. Defaults to 16.
-        conv_cfg (dict, optional): Config of conv layers.
-        norm_cfg (dict): Config of norm layers (BN, SyncBN, GN...).
-        norm_eval (bool): Keep BN layers in eval mode while training.
-            Defaults to True.
-        with_cp (bool): Checkpoint each block to save memory.
+        widen_factor (int): Inner width of each block = its base width x
+            ``widen_factor`` (conv1, PSA, conv3's input); block outputs keep
+            their width, as in Wide-ResNet. Defaults to 1.
         channels_last (bool, optional): Run the network in channels-last
             memory format (NHWC), where oneDNN's grouped 5x5/7x7/9x9
             convolutions are much faster. ``None`` (default) turns it on for
@@ -308,6 +305,34 @@ class EPSANet(BaseModule):
             try). The input is converted on entry and the returned features
             are made contiguous NCHW again, so callers see no difference;
             parameters and checkpoints are unaffected.
+        in_channels (int): Input image channels. Defaults to 3.
+        stem_channels (int): Channels of the stem. Defaults to 64.
+        base_channels (int): Base width of the first stage. Defaults to 64.
+        num_stages (int): Stages used, 1 to 4. Defaults to 4.
+        strides (Sequence[int]): Stride of each stage.
+        dilations (Sequence[int]): Dilation of each stage's PSA convs.
+        out_indices (Sequence[int]): Stages whose outputs are returned.
+        style (str): "pytorch" (stride on the PSA convs) or "caffe" (stride on
+            the first 1x1 conv). Defaults to "pytorch".
+        deep_stem (bool): Three 3x3 convs instead of the 7x7 stem conv
+            (``stem.0``...), as in ResNetV1c/V1d. Defaults to False.
+        avg_down (bool): Downsample shortcuts by a 2x2 average pool and a
+            stride-1 1x1 conv, as in ResNetV1d (their conv and norm become
+            ``downsample.1``/``.2``). Defaults to False.
+        frozen_stages (int): Stages to freeze (stop grad and eval mode);
+            -1 freezes nothing, 0 the stem, k the stem and stages 1..k.
+        conv_cfg (dict, optional): Config of conv layers.
+        norm_cfg (dict): Config of norm layers (BN, SyncBN, GN...).
+        norm_eval (bool): Keep BN layers in eval mode while training.
+            Defaults to True.
+        dcn (dict, optional): Not supported (the PSA convs are not
+            deformable): must be None.
+        stage_with_dcn (Sequence[bool]): Must be all False.
+        plugins (list[dict], optional): mmdet ResNet's plugins (e.g. a
+            ContextBlock), each ``dict(cfg=..., position=..., stages=...)``
+            with position 'after_conv1', 'after_conv2' (after the PSA
+            module) or 'after_conv3'.
+        with_cp (bool): Checkpoint each block to save memory.
         zero_init_residual (bool): Zero-init the last norm of each block.
         pretrained (str, optional): Deprecated, use ``init_cfg``.
         init_cfg (dict or list[dict], optional): Initialization config.
@@ -328,12 +353,16 @@ class EPSANet(BaseModule):
     variant_settings = {
         'small': dict(conv_kernels=(3, 5, 7, 9), conv_groups=(1, 4, 8, 16)),
     }
+    plugin_positions = ('after_conv1', 'after_conv2', 'after_conv3')
 
     def __init__(self,
                  depth: int = 50,
                  variant: str = 'small',
                  conv_kernels: Optional[Sequence[int]] = None,
                  conv_groups: Optional[Sequence[int]] = None,
+                 se_ratio: int = 16,
+                 widen_factor: int = 1,
+                 channels_last: Optional[bool] = None,
                  in_channels: int = 3,
                  stem_channels: int = 64,
                  base_channels: int = 64,
@@ -342,17 +371,98 @@ class EPSANet(BaseModule):
                  dilations: Sequence[int] = (1, 1, 1, 1),
                  out_indices: Sequence[int] = (0, 1, 2, 3),
                  style: str = 'pytorch',
+                 deep_stem: bool = False,
+                 avg_down: bool = False,
                  frozen_stages: int = -1,
-                 se_ratio: int = 16,
                  conv_cfg: ConfigType = None,
                  norm_cfg: dict = dict(type='BN', requires_grad=True),
                  norm_eval: bool = True,
+                 dcn: ConfigType = None,
+                 stage_with_dcn: Sequence[bool] = (False, False, False, False),
+                 plugins: Optional[List[dict]] = None,
                  with_cp: bool = False,
-                 channels_last: Optional[bool] = None,
                  zero_init_residual: bool = True,
                  pretrained: Optional[str] = None,
                  init_cfg: Union[dict, List[dict], None] = None) -> None:
-        super().__init__(init_cfg)
+        conv_kernels, conv_groups = self._check_args(
+            depth=depth,
+            variant=variant,
+            conv_kernels=conv_kernels,
+            conv_groups=conv_groups,
+            se_ratio=se_ratio,
+            widen_factor=widen_factor,
+            channels_last=channels_last,
+            in_channels=in_channels,
+            stem_channels=stem_channels,
+            base_channels=base_channels,
+            num_stages=num_stages,
+            strides=strides,
+            dilations=dilations,
+            out_indices=out_indices,
+            style=style,
+            deep_stem=deep_stem,
+            avg_down=avg_down,
+            frozen_stages=frozen_stages,
+            conv_cfg=conv_cfg,
+            norm_cfg=norm_cfg,
+            norm_eval=norm_eval,
+            dcn=dcn,
+            stage_with_dcn=stage_with_dcn,
+            plugins=plugins,
+            with_cp=with_cp,
+            zero_init_residual=zero_init_residual,
+            pretrained=pretrained,
+            init_cfg=init_cfg)
+        # What make_res_layer needs, set before ResNet builds the stages (as
+        # mmdet's ResNeSt does).
+        self.variant = variant
+        self.conv_kernels = conv_kernels
+        self.conv_groups = conv_groups
+        self.se_ratio = se_ratio
+        self.widen_factor = widen_factor
+        # mmdet's ResNet zero-inits the last norm of its own Bottleneck only
+        # (``block is Bottleneck``); make_res_layer does it for EPSABlock.
+        self.zero_init_blocks = (
+            zero_init_residual and init_cfg is None and pretrained is None)
+        super().__init__(
+            depth=depth,
+            in_channels=in_channels,
+            stem_channels=stem_channels,
+            base_channels=base_channels,
+            num_stages=num_stages,
+            strides=tuple(strides),
+            dilations=tuple(dilations),
+            out_indices=tuple(out_indices),
+            style=style,
+            deep_stem=deep_stem,
+            avg_down=avg_down,
+            frozen_stages=frozen_stages,
+            conv_cfg=conv_cfg,
+            norm_cfg=norm_cfg,
+            norm_eval=norm_eval,
+            stage_with_dcn=(False, ) * num_stages,
+            plugins=plugins,
+            with_cp=with_cp,
+            zero_init_residual=zero_init_residual,
+            pretrained=pretrained,
+            init_cfg=init_cfg)
+        self.in_channels = in_channels
+        self.channels_last = channels_last
+
+    def _check_args(self, *, depth, variant, conv_kernels, conv_groups,
+                    se_ratio, widen_factor, channels_last, in_channels,
+                    stem_channels, base_channels, num_stages, strides,
+                    dilations, out_indices, style, deep_stem, avg_down,
+                    frozen_stages, conv_cfg, norm_cfg, norm_eval, dcn,
+                    stage_with_dcn, plugins, with_cp, zero_init_residual,
+                    pretrained, init_cfg) -> Tuple[tuple, tuple]:
+        """Check every argument up front, so that a bad value fails with a
+        message naming it (mmdet's ResNet asserts, or fails deep inside).
+
+        Returns:
+            tuple: ``conv_kernels`` and ``conv_groups``, ``variant``'s where
+            not given.
+        """
         if depth not in self.arch_settings:
             raise KeyError(f'EPSANet: invalid depth {depth!r}, allowed: '
                            f'{sorted(self.arch_settings)}')
@@ -364,7 +474,8 @@ class EPSANet(BaseModule):
         for name, value in (('in_channels', in_channels),
                             ('stem_channels', stem_channels),
                             ('base_channels', base_channels),
-                            ('se_ratio', se_ratio)):
+                            ('se_ratio', se_ratio),
+                            ('widen_factor', widen_factor)):
             if not _is_int(value) or value < 1:
                 raise ValueError(
                     f'EPSANet: {name} must be a positive int, got {value!r}')
@@ -409,15 +520,28 @@ class EPSANet(BaseModule):
             raise ValueError(f'EPSANet: frozen_stages must be in '
                              f'[-1, {num_stages}], got {frozen_stages!r}')
         for name, value in (('norm_eval', norm_eval), ('with_cp', with_cp),
-                            ('zero_init_residual', zero_init_residual)):
+                            ('zero_init_residual', zero_init_residual),
+                            ('deep_stem', deep_stem), ('avg_down', avg_down)):
             if not isinstance(value, bool):
                 raise ValueError(
                     f'EPSANet: {name} must be True or False, got {value!r}')
+        if deep_stem and stem_channels % 2:
+            raise ValueError(
+                'EPSANet: deep_stem needs an even stem_channels (its first '
+                f'two convs have stem_channels // 2), got {stem_channels}')
         _check_layer_cfg('norm_cfg', norm_cfg,
                          (_BatchNorm, _InstanceNorm, nn.GroupNorm,
                           nn.LayerNorm))
         if conv_cfg is not None:
             _check_layer_cfg('conv_cfg', conv_cfg, (_ConvNd, ))
+        if dcn is not None or not isinstance(
+                stage_with_dcn, (list, tuple)) or any(stage_with_dcn):
+            raise ValueError(
+                'EPSANet: deformable convs are not supported (conv2 of each '
+                'block is a PSA module, not a 3x3 conv), allowed: dcn=None '
+                f'and stage_with_dcn all False, got dcn={dcn!r}, '
+                f'stage_with_dcn={stage_with_dcn!r}')
+        self._check_plugins(plugins, num_stages)
         if not (init_cfg is None or isinstance(init_cfg, dict) or
                 (isinstance(init_cfg, list)
                  and all(isinstance(c, dict) for c in init_cfg))):
@@ -426,21 +550,21 @@ class EPSANet(BaseModule):
                 "e.g. dict(type='Pretrained', checkpoint=PATH), got "
                 f'{init_cfg!r}')
         for i in range(num_stages):
-            planes = base_channels * 2**i
-            split = planes // 4
-            if planes % 4 or any(planes % g or split % g
-                                 for g in conv_groups):
+            width = base_channels * 2**i * widen_factor
+            split = width // 4
+            if width % 4 or any(width % g or split % g for g in conv_groups):
+                widen = (f', widen_factor={widen_factor}'
+                         if widen_factor != 1 else '')
                 raise ValueError(
-                    f'EPSANet: stage {i + 1} has {planes} channels '
-                    f'(base_channels={base_channels}); they must split into '
-                    f'4 branches of {planes}/4 channels, each divisible by '
-                    f'its conv_groups {conv_groups}')
+                    f'EPSANet: stage {i + 1} has {width} channels '
+                    f'(base_channels={base_channels}{widen}); they must '
+                    f'split into 4 branches of {width}/4 channels, each '
+                    f'divisible by its conv_groups {conv_groups}')
             if split < se_ratio:
                 raise ValueError(
                     f'EPSANet: stage {i + 1} has {split} channels per '
                     f'branch, fewer than se_ratio={se_ratio}; raise '
                     'base_channels or lower se_ratio')
-
         if channels_last is not None and not isinstance(channels_last, bool):
             raise ValueError('EPSANet: channels_last must be None (auto: on '
                              f'for CPU inputs), True or False, got '
@@ -448,134 +572,48 @@ class EPSANet(BaseModule):
         if init_cfg is not None and pretrained is not None:
             raise ValueError('EPSANet: init_cfg and pretrained cannot be '
                              'specified at the same time')
-        block_init_cfg = None
-        if isinstance(pretrained, str):
-            warnings.warn('DeprecationWarning: pretrained is deprecated, '
-                          'please use "init_cfg" instead')
-            self.init_cfg = dict(type='Pretrained', checkpoint=pretrained)
-        elif pretrained is not None:
+        if pretrained is not None and not isinstance(pretrained, str):
             raise TypeError('EPSANet: pretrained must be a str or None, got '
                             f'{type(pretrained).__name__}')
-        elif init_cfg is None:
-            self.init_cfg = [
-                dict(type='Kaiming', layer='Conv2d'),
-                dict(
-                    type='Constant',
-                    val=1,
-                    layer=['_BatchNorm', 'GroupNorm'])
-            ]
-            if zero_init_residual:
-                block_init_cfg = dict(
-                    type='Constant', val=0, override=dict(name='norm3'))
+        return conv_kernels, conv_groups
 
-        self.depth = depth
-        self.variant = variant
-        self.conv_kernels = conv_kernels
-        self.conv_groups = conv_groups
-        self.in_channels = in_channels
-        self.stem_channels = stem_channels
-        self.base_channels = base_channels
-        self.num_stages = num_stages
-        self.strides = tuple(strides)
-        self.dilations = tuple(dilations)
-        self.out_indices = tuple(out_indices)
-        self.style = style
-        self.frozen_stages = frozen_stages
-        self.se_ratio = se_ratio
-        self.conv_cfg = conv_cfg
-        self.norm_cfg = norm_cfg
-        self.norm_eval = norm_eval
-        self.with_cp = with_cp
-        self.channels_last = channels_last
-        self.zero_init_residual = zero_init_residual
-        self.block, stage_blocks = self.arch_settings[depth]
-        self.stage_blocks = stage_blocks[:num_stages]
+    def _check_plugins(self, plugins, num_stages: int) -> None:
+        if plugins is None:
+            return
+        example = ("e.g. [dict(cfg=dict(type='ContextBlock', ratio=1 / 16), "
+                   "position='after_conv3', stages=(False, True, True, "
+                   'True))]')
+        if not isinstance(plugins, list):
+            raise TypeError(f'EPSANet: plugins must be None or a list of '
+                            f'dicts, {example}, got {plugins!r}')
+        for plugin in plugins:
+            if not isinstance(plugin, dict) or not isinstance(
+                    plugin.get('cfg'), dict):
+                raise TypeError('EPSANet: each plugin must be a dict with a '
+                                f"'cfg' dict, {example}, got {plugin!r}")
+            if plugin.get('position') not in self.plugin_positions:
+                raise ValueError(
+                    f"EPSANet: invalid plugin position "
+                    f"{plugin.get('position')!r}, allowed: "
+                    f'{self.plugin_positions}')
+            stages = plugin.get('stages')
+            if stages is not None and (not isinstance(stages, (list, tuple))
+                                       or len(stages) != num_stages):
+                raise ValueError(
+                    'EPSANet: plugin stages needs one bool per stage '
+                    f'(num_stages={num_stages}), got {stages!r}')
 
-        self._make_stem_layer(in_channels, stem_channels)
-        self.inplanes = stem_channels
-        self.res_layers = []
-        for i, num_blocks in enumerate(self.stage_blocks):
-            planes = base_channels * 2**i
-            res_layer = self.make_res_layer(
-                inplanes=self.inplanes,
-                planes=planes,
-                num_blocks=num_blocks,
-                stride=self.strides[i],
-                dilation=self.dilations[i],
-                init_cfg=block_init_cfg)
-            self.inplanes = planes * self.block.expansion
-            layer_name = f'layer{i + 1}'
-            self.add_module(layer_name, res_layer)
-            self.res_layers.append(layer_name)
-        self.feat_dim = self.inplanes
-        self._freeze_stages()
-
-    def make_res_layer(self, inplanes: int, planes: int, num_blocks: int,
-                       stride: int, dilation: int,
-                       init_cfg: ConfigType) -> Sequential:
-        """Stack ``num_blocks`` EPSA blocks; the first one may downsample."""
-        downsample = None
-        if stride != 1 or inplanes != planes * self.block.expansion:
-            downsample = nn.Sequential(
-                build_conv_layer(
-                    self.conv_cfg,
-                    inplanes,
-                    planes * self.block.expansion,
-                    kernel_size=1,
-                    stride=stride,
-                    bias=False),
-                build_norm_layer(self.norm_cfg,
-                                 planes * self.block.expansion)[1])
-        blocks = []
-        for i in range(num_blocks):
-            blocks.append(
-                self.block(
-                    inplanes=inplanes if i == 0 else planes *
-                    self.block.expansion,
-                    planes=planes,
-                    stride=stride if i == 0 else 1,
-                    dilation=dilation,
-                    downsample=downsample if i == 0 else None,
-                    style=self.style,
-                    conv_kernels=self.conv_kernels,
-                    conv_groups=self.conv_groups,
-                    se_ratio=self.se_ratio,
-                    with_cp=self.with_cp,
-                    conv_cfg=self.conv_cfg,
-                    norm_cfg=self.norm_cfg,
-                    init_cfg=init_cfg))
-        return Sequential(*blocks)
-
-    def _make_stem_layer(self, in_channels: int, stem_channels: int) -> None:
-        self.conv1 = build_conv_layer(
-            self.conv_cfg,
-            in_channels,
-            stem_channels,
-            kernel_size=7,
-            stride=2,
-            padding=3,
-            bias=False)
-        self.norm1_name, norm1 = build_norm_layer(
-            self.norm_cfg, stem_channels, postfix=1)
-        self.add_module(self.norm1_name, norm1)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-
-    @property
-    def norm1(self) -> nn.Module:
-        return getattr(self, self.norm1_name)
-
-    def _freeze_stages(self) -> None:
-        if self.frozen_stages >= 0:
-            self.norm1.eval()
-            for m in (self.conv1, self.norm1):
-                for param in m.parameters():
-                    param.requires_grad = False
-        for i in range(1, self.frozen_stages + 1):
-            m = getattr(self, f'layer{i}')
-            m.eval()
-            for param in m.parameters():
-                param.requires_grad = False
+    def make_res_layer(self, **kwargs) -> ResLayer:
+        """Pack a stage's EPSA blocks into a ``ResLayer``."""
+        if self.zero_init_blocks:
+            kwargs['init_cfg'] = dict(
+                type='Constant', val=0, override=dict(name='norm3'))
+        return ResLayer(
+            conv_kernels=self.conv_kernels,
+            conv_groups=self.conv_groups,
+            se_ratio=self.se_ratio,
+            widen_factor=self.widen_factor,
+            **kwargs)
 
     def init_weights(self) -> None:
         """Initialize, first checking that a local ``Pretrained`` checkpoint
@@ -597,6 +635,8 @@ class EPSANet(BaseModule):
         super().init_weights()
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """ResNet's forward, after checking the input shape, in channels-last
+        memory format where ``channels_last`` says so."""
         if (x.dim() != 4 or x.shape[1] != self.in_channels
                 or 0 in x.shape[2:]):
             raise ValueError(
@@ -606,23 +646,15 @@ class EPSANet(BaseModule):
         channels_last = self.channels_last
         if channels_last is None:
             channels_last = x.device.type == 'cpu'
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        x = self.maxpool(self.relu(self.norm1(self.conv1(x))))
-        outs = []
-        for i, layer_name in enumerate(self.res_layers):
-            x = getattr(self, layer_name)(x)
-            if i in self.out_indices:
-                outs.append(x.contiguous() if channels_last else x)
-        return tuple(outs)
+        if not channels_last:
+            return super().forward(x)
+        x = x.contiguous(memory_format=torch.channels_last)
+        outs = super().forward(x)
+        # Callers get contiguous NCHW features, as from an NCHW run.
+        return tuple(out.contiguous() for out in outs)
 
     def train(self, mode: bool = True) -> 'EPSANet':
-        """Set train mode, keeping frozen stages (and BN, if ``norm_eval``)
-        in eval mode."""
+        """ResNet's train (frozen stages and, with ``norm_eval``, BN stay in
+        eval mode), returning the module as ``nn.Module.train`` does."""
         super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
         return self
