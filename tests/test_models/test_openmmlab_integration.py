@@ -5,6 +5,7 @@ checkpoint save/resume under torch's safe ``weights_only`` loading."""
 import os
 import pickle
 import re
+import shutil
 
 import pytest
 import torch
@@ -177,9 +178,24 @@ def _runner(work_dir, max_epochs, resume=False, load_from=None):
         default_scope='mmengine')
 
 
-def test_runner_save_and_resume_round_trip(tmp_path):
-    runner = _runner(tmp_path, max_epochs=1)
-    runner.train()
+@pytest.fixture(scope='module')
+def toy_run(tmp_path_factory):
+    """The toy classifier trained once by mmengine's Runner for 1 epoch."""
+    work_dir = tmp_path_factory.mktemp('toy_run')
+    _runner(work_dir, max_epochs=1).train()
+    return work_dir
+
+
+def _copy_run(toy_run, tmp_path):
+    """A copy of the toy run in ``tmp_path``, its ``last_checkpoint``
+    pointing into the copy (for tests that resume or alter it)."""
+    shutil.copytree(toy_run, tmp_path, dirs_exist_ok=True)
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_1.pth'))
+    return tmp_path
+
+
+def test_runner_save_and_resume_round_trip(toy_run, tmp_path):
+    _copy_run(toy_run, tmp_path)
     ckpt = tmp_path / 'epoch_1.pth'
     assert ckpt.exists()
     # the checkpoint holds what weights_only refuses by default
@@ -198,16 +214,14 @@ def test_runner_save_and_resume_round_trip(tmp_path):
         resumed.model.state_dict()['backbone.conv1.weight'])
 
 
-def test_mmengine_checkpoint_needs_the_allow_list(tmp_path):
+def test_mmengine_checkpoint_needs_the_allow_list(toy_run):
     """Without mmepsa's allow-list, torch's weights_only loader refuses the
     very checkpoint mmengine wrote (mmengine#1655; the default since torch
     2.6); mmepsa's loader reads it on every torch."""
     from mmepsa.utils.safe_pickle import torch_load
-    runner = _runner(tmp_path, max_epochs=1)
-    runner.train()
-    assert 'message_hub' in torch_load(str(tmp_path / 'epoch_1.pth'))
+    assert 'message_hub' in torch_load(str(toy_run / 'epoch_1.pth'))
     code = ('import torch, sys\n'
-            f'torch.load({str(tmp_path / "epoch_1.pth")!r}, '
+            f'torch.load({str(toy_run / "epoch_1.pth")!r}, '
             'weights_only=True)\n')
     proc = run([PYTHON, '-c', code], check=False, merge_stderr=False)
     assert proc.returncode != 0
@@ -267,10 +281,9 @@ def test_untrusted_checkpoint_is_refused(tmp_path):
             torch.load(escape, weights_only=True)
 
 
-def test_resume_refuses_untrusted_checkpoint(tmp_path):
+def test_resume_refuses_untrusted_checkpoint(toy_run, tmp_path):
     marker = tmp_path / 'pwned'
-    runner = _runner(tmp_path, max_epochs=1)
-    runner.train()
+    _copy_run(toy_run, tmp_path)
     ckpt = torch.load(tmp_path / 'epoch_1.pth')
     ckpt['meta']['payload'] = _CreateFile(marker)
     _save_raw(ckpt, tmp_path / 'epoch_1.pth')
@@ -280,13 +293,11 @@ def test_resume_refuses_untrusted_checkpoint(tmp_path):
     assert not marker.exists()
 
 
-def test_checkpoint_loads_in_a_fresh_process(tmp_path):
+def test_checkpoint_loads_in_a_fresh_process(toy_run):
     """A new process (as ``tools/test.py`` or ``--resume`` starts) has made
     no HistoryBuffer yet; ``import mmepsa`` alone must let it load."""
-    runner = _runner(tmp_path, max_epochs=1)
-    runner.train()
     code = ('import torch, mmepsa\n'
-            f'ckpt = torch.load({str(tmp_path / "epoch_1.pth")!r})\n'
+            f'ckpt = torch.load({str(toy_run / "epoch_1.pth")!r})\n'
             "print(ckpt['message_hub']['log_scalars']['train/loss'].mean())\n")
     proc = run([PYTHON, '-c', code], check=False, merge_stderr=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
