@@ -37,5 +37,6 @@ from .utils import allow_mmengine_checkpoint_types  # noqa: E402
 allow_mmengine_checkpoint_types()
 
 from .models import EPSANet  # noqa: E402,F401
+from . import engine  # noqa: E402,F401  (registers CPUBF16OptimWrapper)
 
 __all__ = ['__version__', 'version_info', 'EPSANet']

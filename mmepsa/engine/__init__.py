@@ -1,0 +1,4 @@
+# Copyright (c) mmepsa contributors. All rights reserved.
+from .optim import CPUBF16OptimWrapper, cpu_bf16_supported, use_amp
+
+__all__ = ['CPUBF16OptimWrapper', 'cpu_bf16_supported', 'use_amp']
