@@ -115,6 +115,10 @@ class PSAConv2d(nn.Conv2d):
     max_flops_ratio = 4
     # Smaller convs (multiply-adds) run as they are, untimed.
     min_tuned_macs = 20_000_000
+    # Timed runs per form, and the time ratio to the grouped conv under
+    # which another form is chosen.
+    timing_rounds = 3
+    min_gain = 0.95
 
     def forms(self) -> List[Form]:
         """The exact forms this conv can run in."""
@@ -185,27 +189,37 @@ class PSAConv2d(nn.Conv2d):
                 torch.is_autocast_enabled(x.device.type)
                 and torch.get_autocast_dtype(x.device.type))
 
-    def _time_form(self, form: Form, x: torch.Tensor, fmt: torch.memory_format,
-                   backward: bool) -> float:
-        """Seconds of one call (forward, and backward if gradients are
-        needed), best of two after a warm-up call, on detached copies."""
+    def _timer(self, form: Form, x: torch.Tensor, fmt: torch.memory_format,
+               backward: bool):
+        """A function that runs ``form`` once (forward, and backward if
+        gradients are needed) on detached copies and returns its seconds."""
         x = x.detach().requires_grad_(backward and x.requires_grad)
         weight = self.weight.detach().requires_grad_(
             backward and self.weight.requires_grad)
         inputs = [t for t in (x, weight) if t.requires_grad]
 
-        def step():
+        def run() -> float:
+            start = time.perf_counter()
             y = self._run_form(form, x, self._form_weight(form, weight, fmt),
                                fmt)
             if inputs:
                 torch.autograd.grad(y, inputs, torch.ones_like(y))
+            return time.perf_counter() - start
 
-        best = float('inf')
-        for i in range(3):
-            start = time.perf_counter()
-            step()
-            if i:
-                best = min(best, time.perf_counter() - start)
+        return run
+
+    def _time_forms(self, forms: List[Form], x: torch.Tensor,
+                    fmt: torch.memory_format, backward: bool) -> List[float]:
+        """Seconds of each form: the best of :attr:`timing_rounds` runs after
+        a warm-up run, the forms taking turns, so that a burst of load from
+        other processes hits them alike and the minimum sees through it."""
+        timers = [self._timer(f, x, fmt, backward) for f in forms]
+        for timer in timers:
+            timer()  # oneDNN builds its kernels on a first call
+        best = [float('inf')] * len(forms)
+        for _ in range(self.timing_rounds):
+            for i, timer in enumerate(timers):
+                best[i] = min(best[i], timer())
         return best
 
     def _choose(self, x: torch.Tensor, fmt: torch.memory_format) -> Form:
@@ -222,8 +236,11 @@ class PSAConv2d(nn.Conv2d):
                                                     self.weight.requires_grad)
             forms = self.forms()
             with torch.no_grad() if not backward else torch.enable_grad():
-                times = [self._time_form(f, x, fmt, backward) for f in forms]
-            form = forms[min(range(len(forms)), key=times.__getitem__)]
+                times = self._time_forms(forms, x, fmt, backward)
+            # another form only if clearly faster than the conv as it is
+            best = min(range(len(forms)), key=times.__getitem__)
+            form = forms[best] if times[best] < self.min_gain * times[0] \
+                else forms[0]
             _CHOICES[key] = form
         return form
 

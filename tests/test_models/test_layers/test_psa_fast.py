@@ -118,13 +118,13 @@ def test_forms_exact_in_float64():
 def test_autotune_chooses_once_per_key(monkeypatch):
     monkeypatch.setattr(PSAConv2d, 'min_tuned_macs', 0)
     timed = []
-    real = PSAConv2d._time_form
+    real = PSAConv2d._time_forms
 
-    def spy(self, form, *args):
-        timed.append(form)
-        return real(self, form, *args)
+    def spy(self, forms, *args):
+        timed.extend(forms)
+        return real(self, forms, *args)
 
-    monkeypatch.setattr(PSAConv2d, '_time_form', spy)
+    monkeypatch.setattr(PSAConv2d, '_time_forms', spy)
     conv = make_conv()
     x = torch.randn(2, 32, 16, 16).contiguous(memory_format=CL)
     with torch.no_grad():
@@ -145,6 +145,23 @@ def test_autotune_chooses_once_per_key(monkeypatch):
     assert len(autotune_choices()) == 3
     assert conv.weight.grad is not None
     assert len(timed) == 3 * len(conv.forms())
+
+
+def test_chooses_the_fastest_clearly_faster_form(monkeypatch):
+    """The fastest form wins when it beats the grouped conv by more than
+    min_gain; a near tie keeps the grouped conv."""
+    monkeypatch.setattr(PSAConv2d, 'min_tuned_macs', 0)
+    conv = make_conv()
+    x = torch.randn(1, 32, 8, 8)
+    for times, expected in (([1.0, 0.9, 0.5, 0.7, 0.8], ('regroup', 2)),
+                            ([1.0, 0.97, 1.2, 1.1, 0.99], ('grouped', 1))):
+        monkeypatch.setattr(PSAConv2d,
+                            '_time_forms',
+                            lambda self, forms, *a, times=times: times)
+        clear_autotune_choices()
+        with torch.no_grad():
+            conv(x)
+        assert list(autotune_choices().values()) == [expected]
 
 
 def test_small_convs_not_timed():
