@@ -22,10 +22,12 @@ to float rounding; gradients flow through each by autograd. The parameter is
 the plain ``weight`` (and ``bias``), so state dicts, checkpoints and
 :func:`mmcv.cnn.fuse_conv_bn` see an ordinary conv.
 
-Autotuning is on for CPU inputs and off elsewhere (not measured on GPU); the
+Autotuning is on for CPU inference and off elsewhere: in training steps
+(gradients needed) the chosen forms made the whole EPSANet-50 step slower
+than the plain convs in our measurements, and GPUs were not measured. The
 environment variable ``MMEPSA_PSA_AUTOTUNE`` overrides that (``0``: always
-the plain conv, e.g. for bitwise reproducibility; ``1``: on for every
-device), and so does :func:`set_autotune`. Under ``torch.jit`` tracing or
+the plain conv, e.g. for bitwise reproducibility; ``1``: on for training
+and every device too), and so does :func:`set_autotune`. Under ``torch.jit`` tracing or
 scripting, ``torch.compile`` and ONNX export the plain conv runs.
 """
 import math
@@ -47,7 +49,7 @@ _AUTOTUNE: Optional[bool] = None  # None: the environment variable / device
 def set_autotune(enabled: Optional[bool]) -> None:
     """Turn the autotuning of :class:`PSAConv2d` on (``True``), off
     (``False``: always the plain grouped conv) or back to the default
-    (``None``: ``MMEPSA_PSA_AUTOTUNE``, else on for CPU only). The choices
+    (``None``: ``MMEPSA_PSA_AUTOTUNE``, else on for CPU inference only). The choices
     made so far are kept (:func:`clear_autotune_choices` forgets them)."""
     global _AUTOTUNE
     if enabled is not None and not isinstance(enabled, bool):
@@ -67,7 +69,10 @@ def autotune_choices() -> Dict[tuple, Form]:
     return dict(_CHOICES)
 
 
-def _autotune_enabled(device: torch.device) -> bool:
+def _autotune_enabled(device: torch.device, backward: bool) -> bool:
+    """Explicitly on or off, else on for CPU inference: in a training step
+    (``backward``) the forms measured slower than the plain conv on the whole
+    backbone (the choices are made per conv), so it is opt-in there."""
     if _AUTOTUNE is not None:
         return _AUTOTUNE
     env = os.environ.get('MMEPSA_PSA_AUTOTUNE', '').strip()
@@ -76,7 +81,7 @@ def _autotune_enabled(device: torch.device) -> bool:
     if env:
         raise ValueError(
             f"MMEPSA_PSA_AUTOTUNE must be '0' or '1', got {env!r}")
-    return device.type == 'cpu'
+    return device.type == 'cpu' and not backward
 
 
 def _exporting() -> bool:
@@ -267,7 +272,10 @@ class PSAConv2d(nn.Conv2d):
                               self._form_weight(form, self.weight, fmt), fmt)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.dim() != 4 or _exporting() or not _autotune_enabled(x.device)):
+        backward = torch.is_grad_enabled() and (x.requires_grad
+                                                or self.weight.requires_grad)
+        if (x.dim() != 4 or _exporting()
+                or not _autotune_enabled(x.device, backward)):
             return super().forward(x)
         fmt = _memory_format(x)
         form = self._choose(x, fmt)

@@ -139,9 +139,13 @@ def test_autotune_chooses_once_per_key(monkeypatch):
     (key, form), = autotune_choices().items()
     assert form in conv.forms()
     assert CL in key and torch.float32 in key
-    # another memory format, or gradients needed: new keys, timed again
-    conv(torch.randn(2, 32, 16, 16))
+    # another memory format, or gradients needed (opt-in): new keys, timed
+    with torch.no_grad():
+        conv(torch.randn(2, 32, 16, 16))
     conv(x.requires_grad_()).sum().backward()
+    assert len(autotune_choices()) == 2  # by default not in training
+    set_autotune(True)
+    conv(x).sum().backward()
     assert len(autotune_choices()) == 3
     assert conv.weight.grad is not None
     assert len(timed) == 3 * len(conv.forms())
@@ -192,11 +196,13 @@ def test_switches(monkeypatch):
         set_autotune('on')
 
 
-def test_default_off_on_other_devices(monkeypatch):
-    assert psa_conv._autotune_enabled(torch.device('cpu'))
-    assert not psa_conv._autotune_enabled(torch.device('cuda'))
+def test_default_cpu_inference_only(monkeypatch):
+    cpu, cuda = torch.device('cpu'), torch.device('cuda')
+    assert psa_conv._autotune_enabled(cpu, backward=False)
+    assert not psa_conv._autotune_enabled(cpu, backward=True)
+    assert not psa_conv._autotune_enabled(cuda, backward=False)
     monkeypatch.setenv('MMEPSA_PSA_AUTOTUNE', '1')
-    assert psa_conv._autotune_enabled(torch.device('cuda'))
+    assert psa_conv._autotune_enabled(cuda, backward=True)
 
 
 def test_tracing_runs_the_plain_conv(monkeypatch):
