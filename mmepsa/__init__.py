@@ -44,7 +44,9 @@ from .utils import (allow_mmengine_checkpoint_types,  # noqa: E402
 allow_mmengine_checkpoint_types()
 replace_mmengine_checkpoint_loaders()
 
-from .engine import EpochSeedHook  # noqa: E402,F401  (in mmengine's HOOKS)
+# registers EpochSeedHook in mmengine's HOOKS, CPUBF16OptimWrapper in its
+# OPTIM_WRAPPERS
+from . import engine  # noqa: E402,F401
 from .models import EPSANet  # noqa: E402,F401
 
 __all__ = ['__version__', 'version_info', 'EPSANet']

@@ -98,9 +98,13 @@ def main(argv=None):
                                 osp.splitext(osp.basename(args.config))[0])
 
     # enable automatic-mixed-precision training
+    # (bfloat16 autocast on a CPU; mmengine's AmpOptimWrapper elsewhere)
     if args.amp is True:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.loss_scale = 'dynamic'
+        from mmepsa.engine import use_amp
+        try:
+            use_amp(cfg)
+        except RuntimeError as e:
+            sys.exit(f'error: {e}')
 
     # enable automatically scaling LR
     if args.auto_scale_lr:

@@ -27,6 +27,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.instancenorm import _InstanceNorm
 
+from ..layers.psa_conv import PSAConv2d, _exporting, _memory_format
+
 ConfigType = Union[dict, None]
 
 
@@ -136,19 +138,22 @@ class PSAModule(BaseModule):
                              f'{tuple(conv_kernels)}, conv_groups='
                              f'{tuple(conv_groups)}')
         self.split_channels = out_channels // 4
+        # A plain conv becomes a PSAConv2d (same parameters, the fastest of
+        # its exact forms); other conv types are built as configured.
+        plain = conv_cfg is None or conv_cfg.get('type') in ('Conv', 'Conv2d')
         for i, (kernel, groups) in enumerate(zip(conv_kernels, conv_groups)):
+            kwargs = dict(
+                kernel_size=kernel,
+                stride=stride,
+                padding=dilation * (kernel // 2),
+                dilation=dilation,
+                groups=groups,
+                bias=False)
             self.add_module(
                 f'conv_{i + 1}',
-                build_conv_layer(
-                    conv_cfg,
-                    in_channels,
-                    self.split_channels,
-                    kernel_size=kernel,
-                    stride=stride,
-                    padding=dilation * (kernel // 2),
-                    dilation=dilation,
-                    groups=groups,
-                    bias=False))
+                PSAConv2d(in_channels, self.split_channels, **kwargs)
+                if plain else build_conv_layer(
+                    conv_cfg, in_channels, self.split_channels, **kwargs))
         self.se = SEWeightModule(self.split_channels, se_ratio)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -162,7 +167,23 @@ class PSAModule(BaseModule):
         # batch axis, then a softmax across the branches, per channel.
         pooled = torch.cat([f.mean((2, 3), keepdim=True) for f in feats])
         attention = self.se(pooled).unflatten(0, (4, x.shape[0])).softmax(0)
-        return torch.cat([feats[i] * attention[i] for i in (3, 2, 1, 0)], 1)
+        if (torch.is_grad_enabled() and attention.requires_grad) or \
+                _exporting():
+            return torch.cat([feats[i] * attention[i] for i in (3, 2, 1, 0)],
+                             1)
+        # Inference: write each weighted branch straight into its slice of
+        # the output (one pass instead of a product and a concatenation).
+        first = feats[0]
+        out = torch.empty(
+            (first.shape[0], 4 * self.split_channels) + first.shape[2:],
+            dtype=torch.promote_types(first.dtype, attention.dtype),
+            device=first.device,
+            memory_format=_memory_format(first))
+        for i, j in enumerate((3, 2, 1, 0)):
+            torch.mul(feats[j], attention[j],
+                      out=out[:, i * self.split_channels:(i + 1) *
+                              self.split_channels])
+        return out
 
 
 class EPSABlock(Bottleneck):

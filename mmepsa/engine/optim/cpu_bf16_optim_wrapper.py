@@ -1,0 +1,146 @@
+# Copyright (c) mmepsa contributors. All rights reserved.
+"""Mixed-precision training on CPU: bfloat16 autocast.
+
+mmengine's ``AmpOptimWrapper`` asserts a CUDA, NPU or MLU device, so
+``tools/train.py --amp`` cannot train on a CPU. On a CPU with native
+bfloat16 arithmetic (AVX512-BF16 or AMX), :class:`CPUBF16OptimWrapper` runs
+the forward pass and the loss under ``torch.autocast('cpu',
+dtype=torch.bfloat16)``; the parameters, their gradients and the optimizer
+state stay float32. bfloat16 has float32's exponent range, so no loss scaler
+is needed. Configs can name it::
+
+    optim_wrapper = dict(type='CPUBF16OptimWrapper', optimizer=...)
+"""
+from contextlib import contextmanager
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+from mmengine.model import is_model_wrapper
+from mmengine.optim import OptimWrapper
+from mmengine.registry import OPTIM_WRAPPERS
+
+_CPU_FLAGS = ('avx512_bf16', 'amx_bf16')
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX),
+    as oneDNN reports it, else from the flags in ``/proc/cpuinfo``."""
+    check = getattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', None)
+    if check is not None and torch.backends.mkldnn.is_available():
+        try:
+            return bool(check())
+        except RuntimeError:  # pragma: no cover - torch without oneDNN
+            pass
+    try:
+        with open('/proc/cpuinfo') as f:
+            flags = f.read().split()
+    except OSError:  # pragma: no cover - not Linux
+        return False
+    return any(flag in flags for flag in _CPU_FLAGS)
+
+
+def _to_float(outputs):
+    """bfloat16 tensors in (nested tuples, lists, dicts of) ``outputs``
+    back to float32."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float() if outputs.dtype == torch.bfloat16 else outputs
+    if isinstance(outputs, (tuple, list)):
+        return type(outputs)(_to_float(o) for o in outputs)
+    if isinstance(outputs, dict):
+        return {k: _to_float(v) for k, v in outputs.items()}
+    return outputs
+
+
+def _enter_autocast(module, args):
+    ctx = torch.autocast('cpu', dtype=torch.bfloat16)
+    ctx.__enter__()
+    module.__dict__.setdefault('_bf16_autocast', []).append(ctx)
+
+
+def _exit_autocast(module, args, outputs):
+    stack = module.__dict__.get('_bf16_autocast')
+    if stack:
+        stack.pop().__exit__(None, None, None)
+    return _to_float(outputs)
+
+
+@OPTIM_WRAPPERS.register_module()
+class CPUBF16OptimWrapper(OptimWrapper):
+    """:class:`mmengine.optim.OptimWrapper` whose ``optim_context`` (the
+    forward pass and the loss, in mmengine's ``train_step``) runs under CPU
+    bfloat16 autocast.
+
+    mmcv's CPU ops (NMS, RoIAlign...) take float32 only, so by default the
+    autocast covers the model's ``backbone`` and ``neck`` (the convolutional
+    bulk of a detector or segmentor), whose outputs go back to float32 for
+    the heads; a model with neither runs its whole forward under autocast.
+
+    Args:
+        *args, **kwargs: As :class:`~mmengine.optim.OptimWrapper`'s.
+        autocast_modules (Sequence[str], optional): Names of the model's
+            submodules that run under autocast; ``None`` or empty: the whole
+            forward. Defaults to ``('backbone', 'neck')``.
+
+    Raises:
+        RuntimeError: the CPU has no native bfloat16 arithmetic (training
+            would run, many times slower than float32).
+    """
+
+    def __init__(self,
+                 *args,
+                 autocast_modules: Optional[Sequence[str]] = ('backbone',
+                                                              'neck'),
+                 **kwargs) -> None:
+        if not cpu_bf16_supported():
+            raise RuntimeError(
+                'CPUBF16OptimWrapper (--amp on CPU): this CPU has no native '
+                'bfloat16 arithmetic (no avx512_bf16 or amx_bf16 flag in '
+                '/proc/cpuinfo), so bfloat16 training would be slower than '
+                'float32. Train without --amp.')
+        super().__init__(*args, **kwargs)
+        self.autocast_modules = tuple(autocast_modules or ())
+
+    @contextmanager
+    def optim_context(self, model: nn.Module):
+        module = model.module if is_model_wrapper(model) else model
+        targets = [
+            getattr(module, name) for name in self.autocast_modules
+            if isinstance(getattr(module, name, None), nn.Module)
+        ]
+        with super().optim_context(model):
+            if not targets:
+                with torch.autocast('cpu', dtype=torch.bfloat16):
+                    yield
+                return
+            handles = []
+            for target in targets:
+                handles.append(
+                    target.register_forward_pre_hook(_enter_autocast))
+                handles.append(
+                    target.register_forward_hook(_exit_autocast,
+                                                 always_call=True))
+            try:
+                yield
+            finally:
+                for handle in handles:
+                    handle.remove()
+
+
+def use_amp(cfg) -> None:
+    """What ``tools/train.py --amp`` does to ``cfg``: mmengine's
+    ``AmpOptimWrapper`` with a dynamic loss scale where a CUDA, NPU, MLU or
+    MUSA device is there, else :class:`CPUBF16OptimWrapper` (which raises
+    when the CPU lacks bfloat16)."""
+    from mmengine.device import get_device
+    if get_device() != 'cpu':
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+        return
+    if not cpu_bf16_supported():
+        raise RuntimeError(
+            '--amp on CPU needs native bfloat16 arithmetic (avx512_bf16 or '
+            'amx_bf16 in /proc/cpuinfo); this CPU has neither. Train '
+            'without --amp.')
+    cfg.optim_wrapper.type = 'CPUBF16OptimWrapper'
+    cfg.optim_wrapper.pop('loss_scale', None)

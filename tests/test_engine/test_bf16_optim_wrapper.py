@@ -1,0 +1,155 @@
+# Copyright (c) mmepsa contributors. All rights reserved.
+"""CPUBF16OptimWrapper: bfloat16 autocast on CPU for the backbone and neck
+(or the whole forward), float32 parameters, a registered name, a state dict
+round trip, and a clear error on a CPU without bfloat16; --amp selects it on
+a CPU."""
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.model import BaseModel
+from mmengine.registry import OPTIM_WRAPPERS
+
+import mmepsa  # noqa: F401  (registers the wrapper)
+from mmepsa.engine import CPUBF16OptimWrapper, use_amp
+from mmepsa.engine.optim import cpu_bf16_optim_wrapper as wrapper_module
+
+needs_bf16 = pytest.mark.skipif(not wrapper_module.cpu_bf16_supported(),
+                                reason='this CPU has no native bfloat16')
+
+
+class Recorder(nn.Module):
+    """A conv that records the autocast state its forward ran under."""
+
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, padding=1)
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append((torch.is_autocast_enabled('cpu'),
+                          torch.get_autocast_dtype('cpu'), x.dtype))
+        return self.conv(x)
+
+
+class Detectorish(BaseModel):
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = Recorder(3, 8)
+        self.neck = Recorder(8, 8)
+        self.head = Recorder(8, 1)
+
+    def forward(self, inputs, data_samples=None, mode='loss'):
+        out = self.head(self.neck(self.backbone(inputs)))
+        return dict(loss=(out.float() - 1).pow(2).mean())
+
+
+class Plain(BaseModel):
+
+    def __init__(self):
+        super().__init__()
+        self.body = Recorder(3, 1)
+
+    def forward(self, inputs, data_samples=None, mode='loss'):
+        return dict(loss=(self.body(inputs).float() - 1).pow(2).mean())
+
+
+def build(model, **kwargs):
+    return OPTIM_WRAPPERS.build(
+        dict(type='CPUBF16OptimWrapper',
+             optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
+             **kwargs))
+
+
+@needs_bf16
+def test_trains_under_bf16_autocast_backbone_and_neck():
+    torch.manual_seed(0)
+    model = Detectorish()
+    wrapper = build(model)
+    assert type(wrapper) is CPUBF16OptimWrapper
+    data = dict(inputs=torch.rand(2, 3, 8, 8))
+    losses = [model.train_step(data, wrapper)['loss'].item() for _ in range(5)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < losses[0]
+    bf16 = (True, torch.bfloat16)
+    assert all(s[:2] == bf16 for s in model.backbone.seen)
+    assert all(s[:2] == bf16 for s in model.neck.seen)
+    # the head runs outside autocast, on float32 features
+    assert all(not s[0] and s[2] == torch.float32 for s in model.head.seen)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    with wrapper.optim_context(model):  # mmengine zeroes grads after step
+        loss = model(**data)['loss']
+    loss.backward()
+    assert all(p.grad.dtype == torch.float32 for p in model.parameters())
+    # outside the training step nothing is autocast, no hooks are left
+    assert not torch.is_autocast_enabled('cpu')
+    assert not model.backbone._forward_hooks
+    assert not model.backbone._forward_pre_hooks
+
+
+@needs_bf16
+def test_whole_forward_when_no_backbone():
+    model = Plain()
+    wrapper = build(model, autocast_modules=None)
+    model.train_step(dict(inputs=torch.rand(2, 3, 8, 8)), wrapper)
+    assert model.body.seen == [(True, torch.bfloat16, torch.float32)]
+    model2 = Plain()  # default names, none present: whole forward too
+    model2.train_step(dict(inputs=torch.rand(2, 3, 8, 8)), build(model2))
+    assert model2.body.seen[0][:2] == (True, torch.bfloat16)
+
+
+@needs_bf16
+def test_state_dict_round_trip():
+    torch.manual_seed(0)
+    model = Detectorish()
+    wrapper = build(model)
+    data = dict(inputs=torch.rand(2, 3, 8, 8))
+    model.train_step(data, wrapper)
+    state = wrapper.state_dict()
+    other = build(model)
+    other.load_state_dict(state)
+    assert other.state_dict()['param_groups'] == state['param_groups']
+    assert other.get_lr() == wrapper.get_lr()
+
+
+def test_cpu_without_bf16_says_so(monkeypatch):
+    monkeypatch.setattr(wrapper_module, 'cpu_bf16_supported', lambda: False)
+    with pytest.raises(RuntimeError, match='no native bfloat16'):
+        build(Plain())
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper')))
+    monkeypatch.setattr('mmengine.device.get_device', lambda: 'cpu')
+    with pytest.raises(RuntimeError, match='--amp on CPU needs native'):
+        use_amp(cfg)
+
+
+def test_use_amp_picks_the_wrapper(monkeypatch):
+    monkeypatch.setattr(wrapper_module, 'cpu_bf16_supported', lambda: True)
+    monkeypatch.setattr('mmengine.device.get_device', lambda: 'cpu')
+    cfg = Config(
+        dict(optim_wrapper=dict(type='OptimWrapper', loss_scale='dynamic')))
+    use_amp(cfg)
+    assert cfg.optim_wrapper.type == 'CPUBF16OptimWrapper'
+    assert 'loss_scale' not in cfg.optim_wrapper
+    monkeypatch.setattr('mmengine.device.get_device', lambda: 'cuda')
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper')))
+    use_amp(cfg)
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.loss_scale == 'dynamic'
+
+
+def test_detection_from_cpuinfo(monkeypatch, tmp_path):
+    """Without oneDNN's answer, the /proc/cpuinfo flags decide."""
+    monkeypatch.setattr(torch.backends.mkldnn, 'is_available', lambda: False)
+    real_open = open
+
+    def fake_open(flags):
+        path = tmp_path / 'cpuinfo'
+        path.write_text(f'flags\t: fpu sse2 {flags}\n')
+        return lambda name, *a, **k: real_open(
+            path if name == '/proc/cpuinfo' else name, *a, **k)
+
+    monkeypatch.setattr('builtins.open', fake_open('avx512f amx_bf16'))
+    assert wrapper_module.cpu_bf16_supported()
+    monkeypatch.setattr('builtins.open', fake_open('avx512f avx2'))
+    assert not wrapper_module.cpu_bf16_supported()
