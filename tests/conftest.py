@@ -35,4 +35,3 @@ def tiny_trained(tiny_project):
     run_tool('train.py', tiny_project['config'], '--work-dir', work_dir)
     return dict(tiny_project, work_dir=work_dir)
 
-__all__ = ['PYTHON', 'TOOLS']

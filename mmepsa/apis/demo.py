@@ -120,13 +120,6 @@ def set_data_root(cfg, data_root):
     cfg.data_root = data_root
 
 
-def ensure_data(cfg):
-    from mmepsa.datasets.demo_data import make_demo_dataset
-    data_root = cfg.train_dataloader.dataset.data_root
-    params = dict(cfg.get('demo_data', {}) or {})
-    make_demo_dataset(data_root, **params)
-
-
 def ensure_data(cfg: Config) -> str:
     """Generate the config's demo dataset (parameters: ``cfg.demo_data``)
     unless it is there; returns its root."""

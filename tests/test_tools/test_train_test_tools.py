@@ -198,7 +198,6 @@ def _fake_original_checkpoint(path: str, depth: int = 50):
 
 
 def test_converter_round_trip(tmp_path):
-    import mmepsa  # noqa: F401
     from mmepsa.models import EPSANet
     src = str(tmp_path / 'epsanet50.pth.tar')
     dst = str(tmp_path / 'out' / 'epsanet50_backbone.pth')
