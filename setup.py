@@ -120,6 +120,10 @@ if __name__ == '__main__':
         license='Apache License 2.0',
         classifiers=[
             'License :: OSI Approved :: Apache Software License',
+            'Programming Language :: Python :: 3',
+            'Programming Language :: Python :: 3.8',
+            'Programming Language :: Python :: 3.9',
+            'Programming Language :: Python :: 3.10',
             'Programming Language :: Python :: 3.11',
         ],
         install_requires=parse_requirements('mminstall.txt'),

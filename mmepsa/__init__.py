@@ -3,17 +3,21 @@
 
 ``import mmepsa`` (or ``custom_imports=dict(imports=['mmepsa'])`` in a config)
 registers ``EPSANet`` in the ``MODELS`` registry of mmdet, mmpretrain and,
-when installed, mmseg, and lets mmengine resume from its own checkpoints
-under torch's safe ``weights_only`` loading.
+when installed, mmseg, and replaces mmengine's checkpoint loaders with safe
+ones (an allow-list unpickler, the same on every torch: docs/checkpoints.md),
+so mmengine resumes from its own checkpoints and a crafted file runs nothing.
 """
 import mmcv
 import mmengine
+import torch
 from mmengine.utils import digit_version
 
 from .version import __version__, version_info
 
-# Supported ranges, as mmdet checks its own (upper bounds exclusive).
+# Supported ranges, as mmdet checks its own (upper bounds exclusive; torch
+# has none: the newest release is tested, see docs/compatibility.md).
 _SUPPORTED = {
+    'torch': (torch.__version__, '2.0.0', None),
     'mmcv': (mmcv.__version__, '2.0.0', '2.2.0'),
     'mmengine': (mmengine.__version__, '0.10.0', '1.0.0'),
 }
@@ -25,16 +29,20 @@ except ImportError as e:  # pragma: no cover - mmdet is a requirement
 _SUPPORTED['mmdet'] = (mmdet.__version__, '3.0.0', '3.4.0')
 
 for _name, (_found, _low, _high) in _SUPPORTED.items():
-    if not (digit_version(_low) <= digit_version(_found) <
-            digit_version(_high)):
+    _version = digit_version(_found)
+    if _version < digit_version(_low) or (
+            _high is not None and _version >= digit_version(_high)):
+        _range = f'>={_low}' + (f',<{_high}' if _high else '')
         raise ImportError(
             f'{_name}=={_found} is installed but mmepsa supports '
-            f'{_name}>={_low},<{_high}. Please install a version in that '
-            'range (the README pins the tested stack).')
+            f'{_name}{_range}. Please install a version in that range '
+            '(docs/compatibility.md lists the tested stacks).')
 
-from .utils import allow_mmengine_checkpoint_types  # noqa: E402
+from .utils import (allow_mmengine_checkpoint_types,  # noqa: E402
+                    replace_mmengine_checkpoint_loaders)
 
 allow_mmengine_checkpoint_types()
+replace_mmengine_checkpoint_loaders()
 
 from .models import EPSANet  # noqa: E402,F401
 

@@ -469,10 +469,10 @@ def _load_with(loader: str, path: str) -> None:
      r'reading zip archive'),
     ('legacy-truncated', RuntimeError,
      r'cannot load checkpoint {}: RuntimeError: unexpected EOF'),
-    ('empty', RuntimeError, r'cannot load checkpoint {}: EOFError: \(the '
+    ('empty', RuntimeError, r'cannot load checkpoint {}: EOFError: Ran out of input \(the '
      r'file is truncated, or not a PyTorch checkpoint\)'),
     ('html', pickle.UnpicklingError, r'refused to load checkpoint {}: '
-     r'.*or the file is damaged.*Unsupported operand'),
+     r'.*or it is damaged.*invalid load key'),
 ])
 def test_damaged_checkpoint_names_the_file(good_checkpoint, tmp_path, loader,
                                            how, error, match):
@@ -678,7 +678,7 @@ def _crafted(path: pathlib.Path, marker: pathlib.Path,
     return str(path)
 
 
-REFUSED = r'refused to load checkpoint {}: torch\.load\(weights_only=True\)'
+REFUSED = r'refused to load checkpoint {}: it holds objects other than tensors'
 
 
 @pytest.mark.parametrize('loader', ['load_checkpoint', 'init_cfg'])

@@ -4,6 +4,7 @@ mmdet's own base configs, an mmpretrain training step, and mmengine
 checkpoint save/resume under torch's safe ``weights_only`` loading."""
 import os
 import pickle
+import re
 import subprocess
 import sys
 
@@ -200,12 +201,16 @@ def test_runner_save_and_resume_round_trip(tmp_path):
 
 
 def test_mmengine_checkpoint_needs_the_allow_list(tmp_path):
-    """Without mmepsa's allow-list, torch's default loader refuses the very
-    checkpoint mmengine wrote (mmengine#1655); with it, it loads."""
+    """Without mmepsa's allow-list, torch's weights_only loader refuses the
+    very checkpoint mmengine wrote (mmengine#1655; the default since torch
+    2.6); mmepsa's loader reads it on every torch."""
+    from mmepsa.utils.safe_pickle import torch_load
     runner = _runner(tmp_path, max_epochs=1)
     runner.train()
+    assert 'message_hub' in torch_load(str(tmp_path / 'epoch_1.pth'))
     code = ('import torch, sys\n'
-            f'torch.load({str(tmp_path / "epoch_1.pth")!r})\n')
+            f'torch.load({str(tmp_path / "epoch_1.pth")!r}, '
+            'weights_only=True)\n')
     proc = subprocess.run([sys.executable, '-c', code],
                           capture_output=True,
                           text=True)
@@ -239,11 +244,14 @@ def _save_raw(obj, path):
 
 def test_untrusted_checkpoint_is_refused(tmp_path):
     from mmengine.runner import load_checkpoint
+
+    from mmepsa.utils.safe_pickle import torch_load
     marker = tmp_path / 'pwned'
     evil = tmp_path / 'evil.pth'
     _save_raw({'state_dict': {'conv1.weight': _CreateFile(marker)}}, evil)
     model = EPSANet(50, **TINY)
-    with pytest.raises(pickle.UnpicklingError, match='(?i)weights.only'):
+    with pytest.raises(pickle.UnpicklingError,
+                       match=f'refused to load checkpoint {re.escape(str(evil))}'):
         load_checkpoint(model, str(evil))
     with pytest.raises(pickle.UnpicklingError):
         EPSANet(50, **TINY, init_cfg=dict(
@@ -254,7 +262,12 @@ def test_untrusted_checkpoint_is_refused(tmp_path):
     _save_raw({'meta': _GetattrEscape()}, escape)
     with pytest.raises(pickle.UnpicklingError,
                        match=r"refused getattr\(.*'__init__'\)"):
-        torch.load(escape)
+        torch_load(str(escape))
+    if hasattr(torch.serialization, 'add_safe_globals'):  # torch >= 2.4
+        # torch's own loader, with the types import mmepsa added to its list
+        with pytest.raises(pickle.UnpicklingError,
+                           match=r"refused getattr\(.*'__init__'\)"):
+            torch.load(escape, weights_only=True)
 
 
 def test_resume_refuses_untrusted_checkpoint(tmp_path):

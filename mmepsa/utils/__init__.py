@@ -1,10 +1,12 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
 from .checkpoint import (allow_mmengine_checkpoint_types,
-                         mmengine_checkpoint_types)
+                         mmengine_checkpoint_types,
+                         replace_mmengine_checkpoint_loaders)
 from .deploy import deploy_model
 from .resume import EpochSeedHook  # noqa: F401  (registers it in HOOKS)
 
 __all__ = [
     'allow_mmengine_checkpoint_types', 'mmengine_checkpoint_types',
+    'replace_mmengine_checkpoint_loaders',
     'deploy_model'
 ]

@@ -1,92 +1,63 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
-"""Safe loading of mmengine's own checkpoints under ``weights_only``.
+"""Safe loading of checkpoints, with the same guarantees on every torch.
 
-mmengine 0.10.7 calls ``torch.load`` without ``weights_only``; since torch
-2.6 that means ``weights_only=True``, which refuses the message-hub state
-that mmengine writes into every checkpoint (``HistoryBuffer`` holding numpy
-arrays and scalars), so ``--resume`` fails (mmengine#1655). Instead of
-turning the safe loader off, :func:`allow_mmengine_checkpoint_types` adds
-exactly those data-only types to torch's allow-list. A pickle that would run
-code (``os.system``, ``eval``, any other callable) is still refused.
+mmengine 0.10.7 calls ``torch.load`` without ``weights_only``: on torch
+>= 2.6 that means torch's ``weights_only`` loader, which refuses the
+message-hub state mmengine writes into every checkpoint (``HistoryBuffer``
+holding numpy arrays and scalars), so ``--resume`` fails (mmengine#1655); on
+older torch it means an unrestricted pickle, which runs whatever a crafted
+file asks for. torch < 2.4 has no way to extend ``weights_only``'s
+allow-list at all.
 
-:func:`register_safe_checkpoint_loaders` replaces mmengine's loaders for
-local files and ``http(s)://`` URLs (what ``load_checkpoint``,
+:func:`replace_mmengine_checkpoint_loaders` therefore replaces mmengine's
+loaders for local files and ``http(s)://`` URLs (what ``load_checkpoint``,
 ``init_cfg=dict(type='Pretrained')``, ``load_from`` and ``resume`` use) with
-ones that pass ``weights_only=True`` explicitly (an environment variable
-cannot turn it off, and ``torch.hub`` defaults to ``False``) and whose errors
-name the file: a missing, truncated, damaged or refused checkpoint says
-which one it is.
+:func:`load_from_local` and :func:`load_from_http`, which unpickle through
+:mod:`mmepsa.utils.safe_pickle`: one allow-list (torch's tensors plus
+mmengine's data-only types), the same on torch 2.0 and on the newest torch,
+that no environment variable turns off; their errors name the file when it
+is missing, truncated, damaged or refused.
+
+:func:`allow_mmengine_checkpoint_types` also adds mmengine's types to
+torch's own ``weights_only`` allow-list where torch has one (>= 2.4), so
+code that calls ``torch.load(path, weights_only=True)`` itself can read
+mmengine checkpoints too.
 """
 import os
 import os.path as osp
 import pickle
-from typing import Callable, List, Optional
+from typing import List, Optional
 from urllib.parse import urlparse
 
-import numpy as np
 import torch
 
-
-def _numpy_reconstruct():
-    """numpy's array-unpickling helpers, wherever this numpy keeps them."""
-    try:  # numpy >= 2
-        from numpy._core import multiarray
-    except ImportError:  # numpy 1.x
-        from numpy.core import multiarray
-    return [multiarray._reconstruct, multiarray.scalar]
+from . import safe_pickle
+from .safe_pickle import history_buffer_getattr
 
 
 def mmengine_checkpoint_types() -> List[type]:
     """The non-tensor types found in checkpoints that mmengine's Runner saves:
     ``HistoryBuffer`` and the numpy arrays, scalars and dtypes it holds."""
     from mmengine.logging import HistoryBuffer
-    dtype_classes = [
-        type(np.dtype(t)) for t in (np.bool_, np.int8, np.int16, np.int32,
-                                    np.int64, np.uint8, np.uint16, np.uint32,
-                                    np.uint64, np.float16, np.float32,
-                                    np.float64)
-    ]
-    return [HistoryBuffer, np.ndarray, np.dtype, *dtype_classes,
-            *_numpy_reconstruct()]
+    # numpy 1.x and 2.x module names lead to the same objects: list each once
+    numpy_types = {id(o): o for o in safe_pickle._numpy_globals().values()}
+    return [HistoryBuffer, *numpy_types.values()]
 
 
-#: HistoryBuffer's built-in statistics methods.
-DEFAULT_STATISTICS = ('min', 'max', 'current', 'mean')
-
-
-def history_buffer_getattr(obj: type, name: str) -> Callable:
-    """``getattr`` restricted to HistoryBuffer's statistics methods.
-
-    A pickled ``HistoryBuffer`` refers to its statistics methods (``min``,
-    ``max``, ``current``, ``mean`` and registered ones) as
-    ``getattr(HistoryBuffer, name)``. The plain builtin would let a crafted
-    pickle reach any attribute of any allow-listed object, so this stand-in
-    answers only for those methods and refuses everything else.
-    """
-    from mmengine.logging import HistoryBuffer
-
-    # mmengine fills _statistics_methods only when the first HistoryBuffer is
-    # made, so a fresh process has it empty: allow the defaults explicitly.
-    allowed = set(DEFAULT_STATISTICS) | set(HistoryBuffer._statistics_methods)
-    if obj is HistoryBuffer and name in allowed:
-        return getattr(HistoryBuffer, name)
-    raise pickle.UnpicklingError(
-        f'refused getattr({obj!r}, {name!r}) while loading a checkpoint: '
-        'only HistoryBuffer statistics methods may be referenced')
-
-
-def allow_mmengine_checkpoint_types() -> None:
-    """Add :func:`mmengine_checkpoint_types` to ``torch.load``'s
-    ``weights_only`` allow-list, and :func:`history_buffer_getattr` in place
-    of the builtin ``getattr``; ``weights_only`` itself stays on. Then
-    :func:`register_safe_checkpoint_loaders` (``import mmepsa`` calls this
-    function, and so sets up both)."""
-    torch.serialization.add_safe_globals([
+def allow_mmengine_checkpoint_types() -> bool:
+    """Add :func:`mmengine_checkpoint_types` to ``torch.load``'s own
+    ``weights_only`` allow-list, with :func:`history_buffer_getattr` in
+    place of the builtin ``getattr``, where torch has such a list (>= 2.4).
+    Returns whether it did. mmepsa's own loaders do not depend on it."""
+    add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
+    if add_safe_globals is None:
+        return False
+    add_safe_globals([
         *mmengine_checkpoint_types(),
         (history_buffer_getattr, 'builtins.getattr'),
         (history_buffer_getattr, '__builtin__.getattr'),
     ])
-    register_safe_checkpoint_loaders()
+    return True
 
 
 def _load_error(source: str, error: Exception) -> Exception:
@@ -94,12 +65,11 @@ def _load_error(source: str, error: Exception) -> Exception:
     message, led by the file (or URL) it came from."""
     if isinstance(error, pickle.UnpicklingError):
         return pickle.UnpicklingError(
-            f'refused to load checkpoint {source}: torch.load(weights_only='
-            'True) found objects other than tensors and the training state '
-            'mmengine saves (loading them could run code, so nothing in the '
-            'file was run), or the file is damaged. If it is yours, load it '
-            'in a trusted session and save only its state_dict. torch says: '
-            f'{error}')
+            f'refused to load checkpoint {source}: it holds objects other '
+            'than tensors and the training state mmengine saves (loading '
+            'them could run code, so nothing in the file was run), or it is '
+            'damaged. If it is yours, load it in a trusted session and save '
+            f'only its state_dict. The unpickler says: {error}')
     reason = f'{type(error).__name__}: {error}'.strip()
     if isinstance(error, (EOFError, KeyError)):
         # torch.load's errors on a truncated legacy-format file, or on a file
@@ -109,12 +79,12 @@ def _load_error(source: str, error: Exception) -> Exception:
 
 
 def load_from_local(filename: str, map_location=None):
-    """mmengine's loader for local checkpoint files, safe and explicit.
+    """mmengine's loader for local checkpoint files, made safe.
 
-    As mmengine's own ``load_from_local``, but ``torch.load`` is called with
-    ``weights_only=True`` explicitly (so ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``
-    cannot turn it off), and a missing, truncated, damaged or refused file
-    fails with its path in the message.
+    As mmengine's own ``load_from_local``, but the file is unpickled through
+    :mod:`mmepsa.utils.safe_pickle` (on every torch version, whatever
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says), and a missing, truncated,
+    damaged or refused file fails with its path in the message.
     """
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
@@ -122,8 +92,7 @@ def load_from_local(filename: str, map_location=None):
             f'checkpoint {filename} not found (resolved to '
             f'{osp.abspath(filename)})')
     try:
-        return torch.load(
-            filename, map_location=map_location, weights_only=True)
+        return safe_pickle.torch_load(filename, map_location=map_location)
     except OSError:  # e.g. permission denied: names the file already
         raise
     except Exception as e:
@@ -134,44 +103,50 @@ def load_from_http(filename: str,
                    map_location=None,
                    model_dir: Optional[str] = None,
                    progress: bool = os.isatty(0)):
-    """mmengine's loader for ``http://``/``https://`` checkpoints, with
-    ``weights_only=True`` (``torch.hub.load_state_dict_from_url``, which
-    mmengine calls, defaults to ``weights_only=False``).
+    """mmengine's loader for ``http://``/``https://`` checkpoints, made safe
+    (``torch.hub.load_state_dict_from_url``, which mmengine calls, unpickles
+    without restriction by default).
 
-    As mmengine's: in a distributed run rank 0 downloads first; the file is
-    cached in ``model_dir`` (default ``<torch hub dir>/checkpoints``).
+    As mmengine's: the file is cached in ``model_dir`` (default
+    ``<torch hub dir>/checkpoints``) and not downloaded again; in a
+    distributed run rank 0 downloads while the others wait. The cached file
+    is loaded as :func:`load_from_local` loads.
     """
     from mmengine.dist import get_dist_info
 
-    def load():
+    cache = model_dir or osp.join(torch.hub.get_dir(), 'checkpoints')
+    cached = osp.join(cache, osp.basename(urlparse(filename).path))
+    source = f'{filename} (cached as {cached})'
+
+    def download() -> None:
+        if osp.isfile(cached):
+            return
+        os.makedirs(cache, exist_ok=True)
         try:
-            return torch.hub.load_state_dict_from_url(
-                filename,
-                model_dir=model_dir,
-                map_location=map_location,
-                progress=progress,
-                weights_only=True)
+            torch.hub.download_url_to_file(filename, cached, progress=progress)
         except Exception as e:
-            cache = model_dir or osp.join(torch.hub.get_dir(), 'checkpoints')
-            name = osp.basename(urlparse(filename).path)
-            raise _load_error(
-                f'{filename} (cached as {osp.join(cache, name)})', e) from e
+            raise RuntimeError(
+                f'cannot download checkpoint {source}: '
+                f'{type(e).__name__}: {e}') from e
 
     rank, world_size = get_dist_info()
     if rank == 0:
-        checkpoint = load()
+        download()
     if world_size > 1:
         torch.distributed.barrier()
-        if rank > 0:
-            checkpoint = load()
-    return checkpoint
+    try:
+        return safe_pickle.torch_load(cached, map_location=map_location)
+    except OSError:
+        raise
+    except Exception as e:
+        raise _load_error(source, e) from e
 
 
-def register_safe_checkpoint_loaders() -> None:
+def replace_mmengine_checkpoint_loaders() -> None:
     """Make mmengine load local and ``http(s)://`` checkpoints with
     :func:`load_from_local` and :func:`load_from_http` (used by
     ``load_checkpoint``, ``init_cfg=dict(type='Pretrained')``, ``load_from``
-    and ``resume``)."""
+    and ``resume``). ``import mmepsa`` calls it."""
     from mmengine.runner import CheckpointLoader
     CheckpointLoader.register_scheme('', load_from_local, force=True)
     CheckpointLoader.register_scheme(('http://', 'https://'),
