@@ -5,6 +5,7 @@ ONNX export; and the side-by-side benchmark reports what it measured.
 No timing is asserted: speed is measured by
 ``tools/analysis_tools/compare_speed.py`` (README, Performance)."""
 import copy
+import inspect
 import io
 import json
 import os.path as osp
@@ -151,7 +152,9 @@ def test_onnx_export_matches_eager():
         torch.onnx.export(
             model, (torch.randn(1, 3, 64, 64), ),
             f,
-            dynamo=False,
+            # the TorchScript exporter (torch 2.1 has only it, no `dynamo`)
+            **({'dynamo': False} if 'dynamo' in inspect.signature(
+                torch.onnx.export).parameters else {}),
             opset_version=17,
             input_names=['input'],
             output_names=[f'stage{i + 1}' for i in range(4)],
