@@ -5,13 +5,30 @@ DEMO_ARGS ?=
 SEG_DEMO_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: setup test demo seg-demo benchmark clean-venv
+.PHONY: setup test demo seg-demo benchmark clean-venv setup-compat test-compat setup-newest test-newest
 
 setup:
 	bash tools/setup_env.sh
 
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# The classic stack CI also tests (docs/compatibility.md): torch 2.1.2,
+# torchvision 0.16.2, mmcv 2.1.0 with ops, in .venv-torch21.
+setup-compat:
+	bash tools/setup_env.sh .venv-torch21 requirements/torch21.txt
+
+test-compat: setup-compat
+	.venv-torch21/bin/python -m pytest tests $(PYTEST_ARGS)
+
+# The newest torch on the registry, mmcv built from source (not in CI; the
+# result is recorded in docs/compatibility.md). PIP_CONFIG_FILE=/dev/null: no
+# pip configuration file may cap torch's version.
+setup-newest:
+	PIP_CONFIG_FILE=/dev/null bash tools/setup_env.sh .venv-torch-newest requirements/torch-newest.txt
+
+test-newest: setup-newest
+	.venv-torch-newest/bin/python -m pytest tests $(PYTEST_ARGS)
 
 demo: setup
 	$(PY) tools/run_demo.py $(DEMO_ARGS)

@@ -6,7 +6,8 @@
 #   2. installs a matching wheel from a wheelhouse: $MMEPSA_WHEELHOUSE, then
 #      ./.wheelhouse/torch-<torch version>/ (where step 3 keeps its builds), then
 #      ../shared/wheels/torch-<torch version>/;
-#   3. else builds one from the registry's source archive: MMCV_WITH_OPS=1,
+#   3. else installs the build requirements (setuptools<82, wheel, ninja) and
+#      builds a wheel from the registry's source archive: MMCV_WITH_OPS=1,
 #      --no-build-isolation, -std=c++20 in place of the -std=c++17 that mmcv
 #      2.1.0's setup.py hard-codes (torch >= 2.10 headers need C++20), CUDA ops
 #      when nvcc and a GPU are present (FORCE_CUDA=1), CPU ops otherwise. About
@@ -68,12 +69,17 @@ done
 echo "[install_mmcv] building mmcv $MMCV_VERSION from source for torch $TORCH_VERSION (CUDA ops: $WANT_CUDA); this takes ~11 min on 2 cores"
 BUILD_DIR=$(mktemp -d)
 trap 'rm -rf "$BUILD_DIR"' EXIT
-"$PY" -m pip download --no-deps --no-binary :all: -d "$BUILD_DIR" "mmcv==$MMCV_VERSION"
+# The build requirements first, and no build isolation even for the download:
+# pip prepares the source archive's metadata by running mmcv's setup.py, which
+# imports pkg_resources (gone in setuptools 82). In an isolated build
+# environment (what pip uses when `wheel` is missing) it would get the newest
+# setuptools and die there.
+"$PY" -m pip install "setuptools>=77,<82" wheel ninja
+"$PY" -m pip download --no-deps --no-binary :all: --no-build-isolation -d "$BUILD_DIR" "mmcv==$MMCV_VERSION"
 tar -xzf "$BUILD_DIR"/mmcv-"$MMCV_VERSION".tar.gz -C "$BUILD_DIR"
 SRC="$BUILD_DIR/mmcv-$MMCV_VERSION"
 grep -q -- '-std=c++17' "$SRC/setup.py" || { echo "[install_mmcv] mmcv's setup.py has no -std=c++17 to replace; refusing to guess" >&2; exit 1; }
 sed -i 's/-std=c++17/-std=c++20/g' "$SRC/setup.py"
-"$PY" -m pip install "setuptools>=77,<82" wheel ninja
 mkdir -p "$OWN_HOUSE"
 export MMCV_WITH_OPS=1
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}

@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# Make (or bring up to date) the project's environment in ./.venv.
+# Make (or bring up to date) one of the project's environments.
 #
-# Idempotent: a stamp records a hash of the requirement files, setup.py and
-# the Python in use; when nothing changed and the stack imports, it returns in
+# Usage: tools/setup_env.sh [VENV [STACK]]
+#   VENV   the environment's folder (default: .venv)
+#   STACK  the file that pins the torch pair and the build tools (default:
+#          requirements/build.txt, the pinned stack); it is installed first
+#          and constrains every later step. requirements/torch21.txt is the
+#          classic stack CI also tests (make test-compat),
+#          requirements/torch-newest.txt the newest torch (make test-newest).
+#
+# Idempotent: a stamp in VENV records a hash of the requirement files, setup.py
+# and these scripts; when nothing changed and the stack imports, it returns in
 # seconds. Steps: venv -> torch pair
 # -> OpenMMLab stack, tests and optional extras -> mmcv with ops
 # (tools/install_mmcv.sh) -> mmepsa in editable mode.
@@ -12,14 +20,16 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
-VENV=.venv
+VENV=${1:-.venv}
+STACK=${2:-requirements/build.txt}
+[ -f "$STACK" ] || { echo "[setup] no such stack file: $STACK" >&2; exit 1; }
 PY=$VENV/bin/python
 STAMP=$VENV/.mmepsa-stamp
 
-want=$(cat requirements/*.txt setup.py tools/install_mmcv.sh tools/setup_env.sh | sha256sum | cut -d' ' -f1)
+want=$( (echo "$STACK"; cat requirements/*.txt setup.py tools/install_mmcv.sh tools/setup_env.sh) | sha256sum | cut -d' ' -f1)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] &&
     "$PY" -c 'import mmepsa, mmcv.ops, mmpretrain, mmseg, mim' >/dev/null 2>&1; then
-    echo "[setup] .venv is up to date"
+    echo "[setup] $VENV is up to date"
     exit 0
 fi
 
@@ -32,12 +42,12 @@ pip_install() { "$PY" -m pip install --disable-pip-version-check "$@" 2>&1 | gre
 # pip's output is filtered above; this checks that each step really succeeded.
 check() { "$PY" -c "$1" || { echo "[setup] failed: $2" >&2; exit 1; }; }
 
-echo "[setup] torch pair and build tools"
-pip_install -r requirements/build.txt
-check 'import torch, torchvision' 'torch==2.14.1 / torchvision==0.29.1 install'
+echo "[setup] torch pair and build tools ($STACK)"
+pip_install -r "$STACK"
+check 'import torch, torchvision' "the torch pair of $STACK"
 
 echo "[setup] OpenMMLab stack, tests, optional extras"
-pip_install -c requirements/build.txt -r requirements/runtime.txt -r requirements/tests.txt -r requirements/optional.txt -r requirements/mim.txt
+pip_install -c "$STACK" -r requirements/runtime.txt -r requirements/tests.txt -r requirements/optional.txt -r requirements/mim.txt
 pip_install --no-deps -r requirements/mim_nodeps.txt
 check 'import mmengine, pycocotools, pytest, onnxruntime, mim' 'the OpenMMLab stack install'
 

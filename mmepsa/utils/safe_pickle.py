@@ -16,6 +16,7 @@ documentation; it is the same on torch 2.0 (whose ``weights_only`` loader
 has no way to extend its allow-list) and on the newest torch, and no
 environment variable changes it.
 """
+import codecs
 import io
 import os
 import pickle
@@ -85,6 +86,9 @@ def allowed_globals() -> Dict[str, Any]:
     from torch._weights_only_unpickler import _get_allowed_globals
 
     allowed = dict(_get_allowed_globals())
+    # bytes in a protocol-2 pickle (torch.save's default), e.g. inside a
+    # numpy array; torch 2.1's list lacks it (later ones have it)
+    allowed['_codecs.encode'] = codecs.encode
     allowed.update(_numpy_globals())
     allowed['mmengine.logging.history_buffer.HistoryBuffer'] = HistoryBuffer
     allowed['builtins.getattr'] = history_buffer_getattr

@@ -6,6 +6,7 @@ No timing is asserted: speed is measured by
 ``tools/analysis_tools/compare_speed.py`` (README, Performance; its tests:
 test_tools/test_compare_speed.py)."""
 import copy
+import inspect
 import io
 import warnings
 
@@ -142,7 +143,9 @@ def test_onnx_export_matches_eager():
         torch.onnx.export(
             model, (torch.randn(1, 3, 64, 64), ),
             f,
-            dynamo=False,
+            # the TorchScript exporter (torch 2.1 has only it, no `dynamo`)
+            **({'dynamo': False} if 'dynamo' in inspect.signature(
+                torch.onnx.export).parameters else {}),
             opset_version=17,
             input_names=['input'],
             output_names=[f'stage{i + 1}' for i in range(4)],

@@ -1,0 +1,34 @@
+# Copyright (c) mmepsa contributors. All rights reserved.
+"""What differs between the torch versions of the supported range
+(docs/compatibility.md) and broke on one of them."""
+import io
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from mmepsa.utils import safe_pickle
+
+
+def test_numpy_arrays_and_bytes_load_through_safe_pickle():
+    """torch.save pickles with protocol 2, where bytes (and so every numpy
+    array) are written as ``_codecs.encode(...)``; torch 2.1's own
+    allow-list lacks it, so mmengine checkpoints with numpy state in their
+    message hub were refused there."""
+    state = dict(
+        weight=torch.arange(4.),
+        meta=dict(array=np.arange(3, dtype=np.int64), raw=b'\x00\xffab'))
+    f = io.BytesIO()
+    torch.save(state, f)  # protocol 2, as mmengine's Runner saves
+    f.seek(0)
+    loaded = safe_pickle.torch_load(f)
+    assert torch.equal(loaded['weight'], state['weight'])
+    np.testing.assert_array_equal(loaded['meta']['array'],
+                                  state['meta']['array'])
+    assert loaded['meta']['raw'] == b'\x00\xffab'
+
+
+def test_codecs_encode_is_the_only_codecs_global():
+    with pytest.raises(pickle.UnpicklingError, match='_codecs.decode'):
+        safe_pickle.loads(b'c_codecs\ndecode\n.')
