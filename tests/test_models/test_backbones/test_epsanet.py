@@ -16,6 +16,8 @@ from mmepsa.testing import RefEPSANet, RefPSA, randomize_
 from tests.utils import TINY_BACKBONE as TINY
 from tests.utils import check_norm_state
 
+CONTEXT_BLOCK = dict(type='ContextBlock', ratio=1. / 4)
+
 @pytest.mark.parametrize('depth,blocks', [(50, (3, 4, 6, 3)),
                                           (101, (3, 4, 23, 3))])
 def test_full_width_shapes_on_odd_input(depth, blocks):
@@ -390,6 +392,38 @@ BAD_ARGUMENTS = [
                  ValueError,
                  r'init_cfg and pretrained',
                  id='full-pretrained-2'),
+    # the ResNet-family arguments (deep_stem, avg_down, plugins, widen_factor, dcn)
+    pytest.param(tiny(dcn=dict(type='DCNv2', deform_groups=1),
+          stage_with_dcn=(False, True, True, True)), ValueError, r'deformable convs are not supported .*allowed: dcn=None and '
+     r'stage_with_dcn all False, got dcn=\{',
+                 id='dcn'),
+    pytest.param(tiny(stage_with_dcn=(False, False, True, True)), ValueError, r'deformable convs are not supported',
+                 id='stage_with_dcn'),
+    pytest.param(tiny(widen_factor=0), ValueError, r'widen_factor must be a positive int, got 0',
+                 id='widen_factor-zero'),
+    pytest.param(tiny(widen_factor=1.5), ValueError, r'widen_factor must be a positive int, got 1\.5',
+                 id='widen_factor-float'),
+    pytest.param(tiny(widen_factor=2, conv_groups=(1, 2, 4, 16)), ValueError, r'stage 1 has 32 channels \(base_channels=16, widen_factor=2\); they '
+     r'must split into 4 branches of 32/4 channels, each divisible by its '
+     r'conv_groups \(1, 2, 4, 16\)',
+                 id='widen_factor-groups'),
+    pytest.param(tiny(deep_stem='yes'), ValueError, r"deep_stem must be True or False, got 'yes'",
+                 id='deep_stem-flag'),
+    pytest.param(tiny(avg_down=1), ValueError, r'avg_down must be True or False, got 1',
+                 id='avg_down-flag'),
+    pytest.param(tiny(deep_stem=True, stem_channels=15), ValueError, r'deep_stem needs an even stem_channels .*got 15',
+                 id='deep_stem-odd-stem'),
+    pytest.param(tiny(plugins=dict(cfg=CONTEXT_BLOCK, position='after_conv3')), TypeError, r'plugins must be None or a list of dicts',
+                 id='plugins-not-list'),
+    pytest.param(tiny(plugins=[dict(type='ContextBlock')]), TypeError, r"each plugin must be a dict with a 'cfg' dict",
+                 id='plugin-no-cfg'),
+    pytest.param(tiny(plugins=[dict(cfg=CONTEXT_BLOCK, position='after_conv4')]), ValueError, r"invalid plugin position 'after_conv4', allowed: "
+     r"\('after_conv1', 'after_conv2', 'after_conv3'\)",
+                 id='plugin-position'),
+    pytest.param(tiny(plugins=[dict(cfg=CONTEXT_BLOCK, position='after_conv3',
+                        stages=(True, True))]), ValueError, r'plugin stages needs one bool per stage \(num_stages=4\), got '
+     r'\(True, True\)',
+                 id='plugin-stages'),
 ]
 
 

@@ -176,43 +176,6 @@ def test_pretrained_is_deprecated_for_init_cfg():
                                   checkpoint='epsanet50.pth')
 
 
-@pytest.mark.parametrize('kwargs,error,match', [
-    (dict(dcn=dict(type='DCNv2', deform_groups=1),
-          stage_with_dcn=(False, True, True, True)), ValueError,
-     r'deformable convs are not supported .*allowed: dcn=None and '
-     r'stage_with_dcn all False, got dcn=\{'),
-    (dict(stage_with_dcn=(False, False, True, True)), ValueError,
-     r'deformable convs are not supported'),
-    (dict(widen_factor=0), ValueError,
-     r'widen_factor must be a positive int, got 0'),
-    (dict(widen_factor=1.5), ValueError,
-     r'widen_factor must be a positive int, got 1\.5'),
-    (dict(widen_factor=2, conv_groups=(1, 2, 4, 16)), ValueError,
-     r'stage 1 has 32 channels \(base_channels=16, widen_factor=2\); they '
-     r'must split into 4 branches of 32/4 channels, each divisible by its '
-     r'conv_groups \(1, 2, 4, 16\)'),
-    (dict(deep_stem='yes'), ValueError,
-     r"deep_stem must be True or False, got 'yes'"),
-    (dict(avg_down=1), ValueError, r'avg_down must be True or False, got 1'),
-    (dict(deep_stem=True, stem_channels=15), ValueError,
-     r'deep_stem needs an even stem_channels .*got 15'),
-    (dict(plugins=dict(cfg=CONTEXT_BLOCK, position='after_conv3')),
-     TypeError, r'plugins must be None or a list of dicts'),
-    (dict(plugins=[dict(type='ContextBlock')]), TypeError,
-     r"each plugin must be a dict with a 'cfg' dict"),
-    (dict(plugins=[dict(cfg=CONTEXT_BLOCK, position='after_conv4')]),
-     ValueError, r"invalid plugin position 'after_conv4', allowed: "
-     r"\('after_conv1', 'after_conv2', 'after_conv3'\)"),
-    (dict(plugins=[dict(cfg=CONTEXT_BLOCK, position='after_conv3',
-                        stages=(True, True))]), ValueError,
-     r'plugin stages needs one bool per stage \(num_stages=4\), got '
-     r'\(True, True\)'),
-])
-def test_bad_family_arguments(kwargs, error, match):
-    with pytest.raises(error, match=match):
-        EPSANet(**dict(dict(TINY, depth=50), **kwargs))
-
-
 def test_block_refuses_dcn():
     with pytest.raises(ValueError, match=r'EPSABlock: dcn is not supported'):
         EPSABlock(64, 16, dcn=dict(type='DCNv2', deform_groups=1))
