@@ -129,10 +129,47 @@ def ensure_data(cfg: Config) -> str:
     return make_demo_dataset(data_root, **params)
 
 
+#: predictions.png draws each image at least this many pixels on its longer
+#: side, so that mmdet's labels (their font size follows the image size) do
+#: not cover small objects and each other.
+DRAW_SIZE = 960
+
+
+def upscale_for_drawing(image, data_sample, min_size: int = DRAW_SIZE):
+    """Scale ``image`` (H x W x 3) and the boxes and masks of
+    ``data_sample``'s ``gt_instances``/``pred_instances`` by the integer
+    factor that brings the longer side to at least ``min_size``; returns the
+    image and the factor (1 for an image that is large enough)."""
+    import mmcv
+    import torch
+    import torch.nn.functional as F
+
+    factor = max(1, math.ceil(min_size / max(image.shape[:2])))
+    if factor == 1:
+        return image, 1
+    image = mmcv.imrescale(image, factor, interpolation='bilinear')
+    for key in ('gt_instances', 'pred_instances'):
+        instances = data_sample.get(key)
+        if instances is None:
+            continue
+        if 'bboxes' in instances:
+            instances.bboxes = instances.bboxes * factor
+        if 'masks' in instances:
+            masks = instances.masks
+            if isinstance(masks, torch.Tensor):
+                instances.masks = F.interpolate(
+                    masks[None].float(), scale_factor=factor,
+                    mode='nearest')[0] > 0.5
+            else:  # mmdet's BitmapMasks / PolygonMasks
+                instances.masks = masks.rescale(factor)
+    return image, factor
+
+
 def draw_predictions(runner, index, out_png, score_thr=0.3):
     """Predict on val image ``index`` with the trained model and draw the
     ground truth (left) and the predictions (right) with mmdet's
-    DetLocalVisualizer."""
+    DetLocalVisualizer, scaled up to :data:`DRAW_SIZE` pixels so that
+    every label can be read."""
     import copy
 
     import mmcv
@@ -165,6 +202,7 @@ def draw_predictions(runner, index, out_png, score_thr=0.3):
         dict(type='DetLocalVisualizer', name=f'demo_pred_{time.time_ns()}'))
     vis.dataset_meta = dataset.metainfo
     image = mmcv.imconvert(mmcv.imread(info['img_path']), 'bgr', 'rgb')
+    image, _ = upscale_for_drawing(image, result)
     vis.add_datasample(
         'prediction', image, result, draw_gt=True, draw_pred=True,
         show=False, pred_score_thr=score_thr, out_file=out_png)

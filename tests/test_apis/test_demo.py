@@ -66,3 +66,39 @@ def test_format_summary():
     assert '60 iterations in 2.0 min (2.00 s/iter)' in text
     assert 'coco/bbox_mAP_50   0.500' in text
     assert osp.join(osp.abspath('work'), 'demo_summary.json') in text
+
+
+def test_predictions_are_drawn_large_enough_to_read():
+    """A 160-px demo image is drawn 6x larger, its boxes and masks with it
+    (tensor masks as predicted, BitmapMasks as loaded)."""
+    import numpy as np
+    import torch
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+
+    from mmepsa.apis.demo import DRAW_SIZE, upscale_for_drawing
+
+    image = np.zeros((160, 120, 3), np.uint8)
+    sample = DetDataSample()
+    masks = np.zeros((1, 160, 120), np.uint8)
+    masks[0, 10:20, 30:50] = 1
+    sample.gt_instances = InstanceData(
+        bboxes=torch.tensor([[30., 10., 50., 20.]]),
+        masks=BitmapMasks(masks, 160, 120))
+    sample.pred_instances = InstanceData(
+        bboxes=torch.tensor([[30., 10., 50., 20.]]),
+        masks=torch.from_numpy(masks.astype(bool)),
+        scores=torch.tensor([0.9]))
+    big, factor = upscale_for_drawing(image, sample)
+    assert factor == 6 and big.shape == (960, 720, 3)
+    assert max(big.shape[:2]) >= DRAW_SIZE
+    for instances in (sample.gt_instances, sample.pred_instances):
+        assert instances.bboxes.tolist() == [[180., 60., 300., 120.]]
+    assert sample.gt_instances.masks.height == 960
+    pred = sample.pred_instances.masks
+    assert pred.shape == (1, 960, 720) and pred.dtype == torch.bool
+    assert pred.sum().item() == 10 * 20 * 36
+    # an image that is large enough is left as it is
+    large = np.zeros((1000, 600, 3), np.uint8)
+    assert upscale_for_drawing(large, DetDataSample())[1] == 1

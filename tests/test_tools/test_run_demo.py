@@ -5,6 +5,8 @@ test_apis/test_demo.py.)"""
 import json
 import os.path as osp
 
+import mmcv
+
 from tests.utils import DEMO_MASK_RCNN, run_tool, tiny_demo_args
 
 
@@ -22,6 +24,9 @@ def test_mask_rcnn_run_demo(tmp_path):
     for key in ('loss curve', 'predictions', 'checkpoint', 'log'):
         assert osp.isfile(outputs[key]), key
     assert outputs['checkpoint'].endswith('epoch_1.pth')
+    # ground truth and predictions side by side, each drawn >= 960 px tall
+    height, width = mmcv.imread(outputs['predictions']).shape[:2]
+    assert height >= 960 and width >= 2 * 960
     assert 'EPSANet demo finished' in proc.stdout
     with open(work / outputs['log'].split(str(work) + '/')[-1]) as f:
         assert 'Epoch(train)' in f.read()
