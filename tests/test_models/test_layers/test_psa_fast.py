@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from mmepsa.models import EPSANet, PSAModule
@@ -266,9 +267,11 @@ def test_psa_module_inference_output_is_the_training_formulation():
 def backbone_pair(**kwargs):
     ref = randomize_(RefEPSANet((2, 1, 1, 1)))
     ours = EPSANet(50, norm_eval=False, init_cfg=None, **kwargs)
-    ours.layer1 = ours.layer1[:2]
-    for i in (2, 3, 4):
-        setattr(ours, f'layer{i}', getattr(ours, f'layer{i}')[:1])
+    # the reference's depths (2, 1, 1, 1): keep the first blocks of each
+    # stage (ResLayer cannot be sliced: it is built from block arguments)
+    for i, blocks in zip((1, 2, 3, 4), (2, 1, 1, 1)):
+        layer = getattr(ours, f'layer{i}')
+        setattr(ours, f'layer{i}', nn.Sequential(*list(layer)[:blocks]))
     ours.load_state_dict({
         k: v
         for k, v in ref.state_dict().items() if not k.startswith('fc.')
