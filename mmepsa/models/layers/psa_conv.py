@@ -84,12 +84,36 @@ def _autotune_enabled(device: torch.device, backward: bool) -> bool:
     return device.type == 'cpu' and not backward
 
 
+def _compiling() -> bool:
+    """``torch.compiler.is_compiling()`` (torch >= 2.3), else dynamo's."""
+    is_compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling',
+                           None)
+    if is_compiling is None:  # torch 2.0 - 2.2
+        from torch import _dynamo
+        is_compiling = _dynamo.is_compiling
+    return is_compiling()
+
+
+def _autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The autocast dtype in force on ``device_type``, or None."""
+    if hasattr(torch, 'get_autocast_dtype'):  # torch >= 2.4
+        if torch.is_autocast_enabled(device_type):
+            return torch.get_autocast_dtype(device_type)
+        return None
+    if device_type == 'cpu':
+        enabled, dtype = (torch.is_autocast_cpu_enabled(),
+                          torch.get_autocast_cpu_dtype())
+    else:
+        enabled, dtype = (torch.is_autocast_enabled(),
+                          torch.get_autocast_gpu_dtype())
+    return dtype if enabled else None
+
+
 def _exporting() -> bool:
     """Tracing, scripting, compiling or exporting: run the plain conv."""
     if torch.jit.is_scripting() or torch.jit.is_tracing():
         return True
-    compiler = getattr(torch, 'compiler', None)
-    if compiler is not None and compiler.is_compiling():
+    if _compiling():
         return True
     return torch.onnx.is_in_onnx_export()
 
@@ -191,8 +215,7 @@ class PSAConv2d(nn.Conv2d):
                 self.bias is not None, c, _size_bucket(n * h * w),
                 _size_bucket(h), _size_bucket(w), x.dtype, x.device.type, fmt,
                 grad and x.requires_grad, grad and self.weight.requires_grad,
-                torch.is_autocast_enabled(x.device.type)
-                and torch.get_autocast_dtype(x.device.type))
+                _autocast_dtype(x.device.type))
 
     def _timer(self, form: Form, x: torch.Tensor, fmt: torch.memory_format,
                backward: bool):
