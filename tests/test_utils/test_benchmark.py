@@ -4,6 +4,7 @@ parsing, the timing loop, /proc memory, a detector from its config, the
 machine description; and the side-by-side benchmark's models
 (mmepsa.utils.compare_speed)."""
 import copy
+import mmap
 import re
 
 import numpy as np
@@ -79,11 +80,26 @@ def test_summarise_times():
     assert s['runs_ms'] == pytest.approx([3.0, 1.0, 2.0])
 
 
+def _touched_mapping(size: int) -> mmap.mmap:
+    """``size`` bytes of fresh anonymous memory, every page written: new
+    resident memory whatever the allocator holds (an array from malloc may
+    reuse pages already resident in a long test process)."""
+    mapping = mmap.mmap(-1, size)
+    np.frombuffer(mapping, np.uint8)[:] = 1
+    return mapping
+
+
 def test_read_memory_sees_a_peak():
     before = read_memory()
     assert 0 < before['rss_mib'] <= before['peak_rss_mib']
-    block = np.ones(64 * 2**20, np.uint8)  # 64 MiB, touched, freed
-    del block
+    _touched_mapping(64 * 2**20).close()  # 64 MiB, touched, freed
+    reset_peak_memory()  # the high-water mark back to the resident set
+    reset = read_memory()
+    assert reset['peak_rss_mib'] - reset['rss_mib'] < 16
+    block = _touched_mapping(64 * 2**20)  # 64 MiB, touched
+    after = read_memory()
+    assert after['peak_rss_mib'] - reset['rss_mib'] > 50
+    block.close()
     reset_peak_memory()  # the high-water mark back to the resident set
     reset = read_memory()
     assert reset['peak_rss_mib'] - reset['rss_mib'] < 16
