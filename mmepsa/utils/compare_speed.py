@@ -9,6 +9,7 @@ step is measured in a fresh interpreter (``python -m
 mmepsa.utils.compare_speed SPEC``). Every result records the machine
 (:func:`mmepsa.utils.benchmark.machine_info`) and the table says it too.
 """
+import contextlib
 import copy
 import json
 import os
@@ -181,8 +182,11 @@ def detector_batch(model: nn.Module, shape: Sequence[int],
 
 
 def autocast(device: torch.device, precision: str):
-    return torch.autocast(
-        device.type, dtype=torch.float16, enabled=precision == 'amp')
+    """float16 autocast for ``precision='amp'``, else nothing (torch 2.1
+    refuses even a disabled float16 autocast on the CPU)."""
+    if precision != 'amp':
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.float16)
 
 
 def backbone_step(model: nn.Module, x: torch.Tensor, train: bool,

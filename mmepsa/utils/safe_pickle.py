@@ -16,7 +16,9 @@ documentation; it is the same on torch 2.0 (whose ``weights_only`` loader
 has no way to extend its allow-list) and on the newest torch, and no
 environment variable changes it.
 """
+import _compat_pickle
 import codecs
+import collections
 import io
 import os
 import pickle
@@ -86,9 +88,17 @@ def allowed_globals() -> Dict[str, Any]:
     from torch._weights_only_unpickler import _get_allowed_globals
 
     allowed = dict(_get_allowed_globals())
-    # bytes in a protocol-2 pickle (torch.save's default), e.g. inside a
-    # numpy array; torch 2.1's list lacks it (later ones have it)
-    allowed['_codecs.encode'] = codecs.encode
+    # The data-only builtins of newer torch's list, which torch 2.1's lacks:
+    # codecs.encode is how a protocol-2 pickle (torch.save's default) writes
+    # bytes, e.g. inside a numpy array; mmengine's checkpoints hold Counters.
+    allowed.update({
+        '_codecs.encode': codecs.encode,
+        'builtins.bytearray': bytearray,
+        'builtins.complex': complex,
+        'builtins.set': set,
+        'collections.Counter': collections.Counter,
+        'collections.OrderedDict': collections.OrderedDict,
+    })
     allowed.update(_numpy_globals())
     allowed['mmengine.logging.history_buffer.HistoryBuffer'] = HistoryBuffer
     allowed['builtins.getattr'] = history_buffer_getattr
@@ -100,6 +110,9 @@ class Unpickler(pickle.Unpickler):
     """``pickle.Unpickler`` that resolves only :func:`allowed_globals`."""
 
     def find_class(self, module: str, name: str) -> Any:
+        # protocol 2 (torch.save's default) writes Python 2 module names
+        # (__builtin__.set); pickle's own find_class maps them, so do we
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         found = allowed_globals().get(f'{module}.{name}')
         if found is None:
             raise UnpicklingError(
@@ -121,13 +134,15 @@ def loads(data: bytes, **kwargs) -> Any:
 def torch_load(file, map_location=None) -> Any:
     """``torch.load`` through this module on any torch version.
 
-    ``TORCH_FORCE_WEIGHTS_ONLY_LOAD=1`` makes newer torch refuse any
-    ``pickle_module``; there torch's own ``weights_only`` loader is used,
-    which is at least as strict and, on torch >= 2.4, reads mmengine's types
-    once ``import mmepsa`` has added them to its allow-list."""
+    ``TORCH_FORCE_WEIGHTS_ONLY_LOAD=1`` makes torch refuse any
+    ``pickle_module``; then torch's own ``weights_only`` loader is used, as
+    the variable asks. It is at least as strict; on torch >= 2.4 it reads
+    mmengine's types too (``import mmepsa`` adds them to its allow-list), on
+    older torch it refuses checkpoints that hold them (plain state dicts
+    load)."""
     forced = os.getenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '0').lower() in (
         '1', 'y', 'yes', 'true')
-    if forced and hasattr(torch.serialization, 'add_safe_globals'):
+    if forced:
         return torch.load(file, map_location=map_location, weights_only=True)
     return torch.load(
         file,
