@@ -15,6 +15,7 @@ benchmark.py`` holds what ``tools/analysis_tools/benchmark.py`` calls):
   and ISA flags, threads, GPU, library versions), recorded with every
   result.
 """
+import contextlib
 import datetime
 import os
 import platform
@@ -70,6 +71,14 @@ def fmt_nchw(shape: Sequence[int]) -> str:
 
 
 # ---------------------------------------------------------------- timing ---
+
+
+def autocast(device: torch.device, precision: str):
+    """float16 autocast for ``precision='amp'``, else nothing (torch 2.1
+    refuses even a disabled float16 autocast on the CPU)."""
+    if precision != 'amp':
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.float16)
 
 
 def sync(device: torch.device) -> None:

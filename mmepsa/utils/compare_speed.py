@@ -9,7 +9,6 @@ step is measured in a fresh interpreter (``python -m
 mmepsa.utils.compare_speed SPEC``). Every result records the machine
 (:func:`mmepsa.utils.benchmark.machine_info`) and the table says it too.
 """
-import contextlib
 import copy
 import json
 import os
@@ -22,7 +21,7 @@ from typing import Callable, Dict, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from .benchmark import (describe_machine, fmt_nchw, machine_info,
+from .benchmark import (autocast, describe_machine, fmt_nchw, machine_info,
                         read_memory, reset_peak_memory, summarise_times,
                         time_interleaved)
 
@@ -179,14 +178,6 @@ def detector_batch(model: nn.Module, shape: Sequence[int],
 
 
 # -------------------------------------------------------------- running ---
-
-
-def autocast(device: torch.device, precision: str):
-    """float16 autocast for ``precision='amp'``, else nothing (torch 2.1
-    refuses even a disabled float16 autocast on the CPU)."""
-    if precision != 'amp':
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.float16)
 
 
 def backbone_step(model: nn.Module, x: torch.Tensor, train: bool,

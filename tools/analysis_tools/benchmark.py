@@ -80,9 +80,9 @@ def main(argv=None):
         sys.exit('error: --device cuda but CUDA is not available')
 
     from mmepsa.models import EPSANet
-    from mmepsa.utils.benchmark import (build_detector, describe_machine,
-                                        detector_inputs, machine_info,
-                                        time_runs)
+    from mmepsa.utils.benchmark import (autocast, build_detector,
+                                        describe_machine, detector_inputs,
+                                        machine_info, time_runs)
 
     h, w = args.shape
     if args.config is not None:
@@ -101,8 +101,7 @@ def main(argv=None):
 
     rows = []
     for name, fn in jobs.items():
-        with torch.autocast(
-                device.type, dtype=torch.float16, enabled=args.fp16):
+        with autocast(device, 'amp' if args.fp16 else 'fp32'):
             times = time_runs(fn, device, args.warmup, args.runs)
         median = statistics.median(times)
         rows.append((name, median, args.batch_size / median))
