@@ -1,6 +1,10 @@
 # The README's commands. `make test` and `make demo` set up .venv first (idempotent).
 PY := .venv/bin/python
 PYTEST_ARGS ?=
+# pytest-xdist workers: `auto` = one per CPU (2 on the CI machine); 0 runs
+# the suite in one process.
+TEST_WORKERS ?= auto
+PYTEST := -m pytest tests -n $(TEST_WORKERS) --dist worksteal
 DEMO_ARGS ?=
 SEG_DEMO_ARGS ?=
 BENCH_ARGS ?=
@@ -11,7 +15,7 @@ setup:
 	bash tools/setup_env.sh
 
 test: setup
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) $(PYTEST) $(PYTEST_ARGS)
 
 # The classic stack CI also tests (docs/compatibility.md): torch 2.1.2,
 # torchvision 0.16.2, mmcv 2.1.0 with ops, in .venv-torch21.
@@ -19,7 +23,7 @@ setup-compat:
 	bash tools/setup_env.sh .venv-torch21 requirements/torch21.txt
 
 test-compat: setup-compat
-	.venv-torch21/bin/python -m pytest tests $(PYTEST_ARGS)
+	.venv-torch21/bin/python $(PYTEST) $(PYTEST_ARGS)
 
 # The newest torch on the registry, mmcv built from source (not in CI; the
 # result is recorded in docs/compatibility.md). PIP_CONFIG_FILE=/dev/null: no
@@ -28,7 +32,7 @@ setup-newest:
 	PIP_CONFIG_FILE=/dev/null bash tools/setup_env.sh .venv-torch-newest requirements/torch-newest.txt
 
 test-newest: setup-newest
-	.venv-torch-newest/bin/python -m pytest tests $(PYTEST_ARGS)
+	.venv-torch-newest/bin/python $(PYTEST) $(PYTEST_ARGS)
 
 demo: setup
 	$(PY) tools/run_demo.py $(DEMO_ARGS)

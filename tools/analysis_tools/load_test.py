@@ -189,5 +189,7 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
+    summary = main()
+    # imported after main(): a bad argument fails before mmepsa is imported
     from mmepsa.utils.load_test import exit_status
-    sys.exit(exit_status(main()))
+    sys.exit(exit_status(summary))
