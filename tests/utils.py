@@ -204,6 +204,33 @@ def run_tool(relpath: str, *args, **kwargs) -> subprocess.CompletedProcess:
     return run([PYTHON, osp.join(TOOLS, relpath), *args], **kwargs)
 
 
+def assert_train_step_equal(ref, ours, x) -> int:
+    """A training step (train-mode BN) of the authors' formulation ``ref``
+    (``mmepsa.testing.RefEPSANet``) and of ``ours`` (an EPSANet with its
+    weights), both converted to float64 with ``x``: outputs equal to 1e-9,
+    every parameter's gradient to 1e-7. Float64, because in float32
+    batch-statistics BN amplifies rounding until even the original differs
+    from itself run channels-last by ~1e-2 in gradients. Returns the number
+    of gradients compared."""
+    import torch
+    ref, ours = ref.double().train(), ours.double().train()
+    x = x.double()
+    theirs, outs = ref.stages(x), ours(x)
+    g = torch.Generator().manual_seed(0)
+    weights = [torch.randn(o.shape, generator=g, dtype=o.dtype) for o in outs]
+    sum((o * w).mean() for o, w in zip(outs, weights)).backward()
+    sum((o * w).mean() for o, w in zip(theirs, weights)).backward()
+    for a, b in zip(outs, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    ref_params = dict(ref.named_parameters())
+    checked = 0
+    for name, p in ours.named_parameters():
+        torch.testing.assert_close(
+            p.grad, ref_params[name].grad, rtol=1e-7, atol=1e-10, msg=name)
+        checked += 1
+    return checked
+
+
 def check_norm_state(modules, train_state: bool) -> bool:
     """Whether every norm layer in ``modules`` is in ``train_state`` (as
     mmdet's tests/test_models/test_backbones/utils.py)."""

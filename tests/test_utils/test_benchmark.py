@@ -103,10 +103,10 @@ def test_read_memory_sees_a_peak():
     reset_peak_memory()  # the high-water mark back to the resident set
     reset = read_memory()
     assert reset['peak_rss_mib'] - reset['rss_mib'] < 16
-    block = np.ones(64 * 2**20, np.uint8)  # 64 MiB, touched
+    block = _touched_mapping(64 * 2**20)  # a second peak, seen again
     after = read_memory()
     assert after['peak_rss_mib'] - reset['rss_mib'] > 50
-    del block
+    block.close()
 
 
 def test_machine_info():

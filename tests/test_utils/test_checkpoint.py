@@ -338,3 +338,18 @@ def test_train_resume_refuses_crafted_checkpoint(tiny_project, tmp_path):
     assert re.search(REFUSED.format(re.escape(path)), proc.stdout), \
         proc.stdout[-3000:]
     assert not marker.exists()
+
+
+def test_converter_refuses_crafted_checkpoint(tmp_path):
+    """tools/model_converters/epsanet_to_mmdet.py loads its source through
+    the same unpickler, environment variables or not; nothing written."""
+    marker = tmp_path / 'pwned'
+    path = _crafted(tmp_path / 'epsanet.pth', marker)
+    dst = tmp_path / 'converted.pth'
+    proc = run_tool('model_converters/epsanet_to_mmdet.py', path, dst,
+                    env=tool_env(TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD='1'),
+                    check=False)
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert f'error: {path} could not be loaded by the safe loader' in \
+        proc.stdout and 'posix.system is not allowed' in proc.stdout
+    assert not marker.exists() and not dst.exists()

@@ -371,15 +371,9 @@ class EPSANet(ResNet):
                  zero_init_residual: bool = True,
                  pretrained: Optional[str] = None,
                  init_cfg: Union[dict, List[dict], None] = None) -> None:
-        conv_kernels, conv_groups = check_epsanet_args(
-            type(self),
+        # ResNet's own arguments, passed on as they are once checked.
+        resnet_args = dict(
             depth=depth,
-            variant=variant,
-            conv_kernels=conv_kernels,
-            conv_groups=conv_groups,
-            se_ratio=se_ratio,
-            widen_factor=widen_factor,
-            channels_last=channels_last,
             in_channels=in_channels,
             stem_channels=stem_channels,
             base_channels=base_channels,
@@ -401,6 +395,15 @@ class EPSANet(ResNet):
             zero_init_residual=zero_init_residual,
             pretrained=pretrained,
             init_cfg=init_cfg)
+        conv_kernels, conv_groups = check_epsanet_args(
+            type(self),
+            variant=variant,
+            conv_kernels=conv_kernels,
+            conv_groups=conv_groups,
+            se_ratio=se_ratio,
+            widen_factor=widen_factor,
+            channels_last=channels_last,
+            **resnet_args)
         # What make_res_layer needs, set before ResNet builds the stages (as
         # mmdet's ResNeSt does).
         self.variant = variant
@@ -412,28 +415,13 @@ class EPSANet(ResNet):
         # (``block is Bottleneck``); make_res_layer does it for EPSABlock.
         self.zero_init_blocks = (
             zero_init_residual and init_cfg is None and pretrained is None)
-        super().__init__(
-            depth=depth,
-            in_channels=in_channels,
-            stem_channels=stem_channels,
-            base_channels=base_channels,
-            num_stages=num_stages,
+        super().__init__(**dict(
+            resnet_args,
             strides=tuple(strides),
             dilations=tuple(dilations),
             out_indices=tuple(out_indices),
-            style=style,
-            deep_stem=deep_stem,
-            avg_down=avg_down,
-            frozen_stages=frozen_stages,
-            conv_cfg=conv_cfg,
-            norm_cfg=norm_cfg,
-            norm_eval=norm_eval,
-            stage_with_dcn=(False, ) * num_stages,
-            plugins=plugins,
-            with_cp=with_cp,
-            zero_init_residual=zero_init_residual,
-            pretrained=pretrained,
-            init_cfg=init_cfg)
+            # checked all False; ResNet wants one per stage
+            stage_with_dcn=(False, ) * num_stages))
         self.in_channels = in_channels
         self.channels_last = channels_last
 
