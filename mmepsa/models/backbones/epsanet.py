@@ -253,7 +253,8 @@ class EPSABlock(Bottleneck):
             if self.with_plugins:
                 out = self.forward_plugin(out, self.after_conv3_plugin_names)
             identity = x if self.downsample is None else self.downsample(x)
-            return out + identity
+            out += identity  # in place, as mmdet's Bottleneck
+            return out
 
         if self.with_cp and x.requires_grad:
             out = cp.checkpoint(_inner_forward, x, use_reentrant=False)
