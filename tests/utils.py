@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import pytest
+import torch
 from torch.nn.modules import GroupNorm
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -212,7 +213,6 @@ def assert_train_step_equal(ref, ours, x) -> int:
     batch-statistics BN amplifies rounding until even the original differs
     from itself run channels-last by ~1e-2 in gradients. Returns the number
     of gradients compared."""
-    import torch
     ref, ours = ref.double().train(), ours.double().train()
     x = x.double()
     theirs, outs = ref.stages(x), ours(x)

@@ -67,19 +67,17 @@ def parse_args(argv=None):
 def load_state_dict(path: str, unsafe: bool = False) -> OrderedDict:
     """The tensors of a checkpoint file, wherever the file keeps them."""
     from mmepsa.utils.safe_pickle import torch_load
-    try:
-        if unsafe:
-            ckpt = torch.load(path, map_location='cpu', weights_only=False)
-        else:  # the allow-list unpickler mmengine's loaders use too
+    if unsafe:
+        ckpt = torch.load(path, map_location='cpu', weights_only=False)
+    else:
+        try:  # the allow-list unpickler mmengine's loaders use too
             ckpt = torch_load(path, map_location='cpu')
-    except Exception as e:  # noqa: BLE001 - the message says what to do
-        if unsafe:
-            raise
-        raise RuntimeError(
-            f'{path} could not be loaded by the safe loader, which admits '
-            'tensors, containers, numpy and mmengine types only '
-            f'(mmepsa.utils.safe_pickle): {type(e).__name__}: {e}. If you '
-            'trust the file, rerun with --unsafe-load.') from e
+        except Exception as e:  # noqa: BLE001 - the message says what to do
+            raise RuntimeError(
+                f'{path} could not be loaded by the safe loader, which '
+                'admits tensors, containers, numpy and mmengine types only '
+                f'(mmepsa.utils.safe_pickle): {type(e).__name__}: {e}. If '
+                'you trust the file, rerun with --unsafe-load.') from e
     if isinstance(ckpt, dict):
         for key in STATE_DICT_KEYS:
             if key in ckpt and isinstance(ckpt[key], dict):
