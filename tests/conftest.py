@@ -2,16 +2,14 @@
 """Fixtures shared by the test folders; the plain helpers behind them are in
 ``tests/utils.py``."""
 import copy
-import json
 import os
 import os.path as osp
 
 import pytest
 import torch
-from filelock import FileLock
 from mmengine.registry import DefaultScope
 
-from tests.utils import make_tiny_project, run_tool
+from tests.utils import make_tiny_project, once_per_session, run_tool
 
 if os.environ.get('PYTEST_XDIST_WORKER'):
     # `make test` runs pytest-xdist's workers, one per core: each computes
@@ -28,23 +26,6 @@ def restore_default_scope():
     saved = copy.copy(DefaultScope._instance_dict)
     yield
     DefaultScope._instance_dict = saved
-
-
-def once_per_session(tmp_path_factory, name: str, make) -> dict:
-    """``make(folder)`` run once for the whole session, whichever xdist
-    worker asks first (the others wait on a lock, then read its result):
-    the folder and the dict ``make`` returned (JSON-able)."""
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get('PYTEST_XDIST_WORKER'):
-        root = root.parent  # shared by the workers of this session
-    folder = root / name
-    result_file = root / f'{name}.json'
-    with FileLock(str(root / f'{name}.lock')):
-        if not result_file.exists():
-            folder.mkdir(exist_ok=True)
-            result = make(str(folder))
-            result_file.write_text(json.dumps(result))
-        return json.loads(result_file.read_text())
 
 
 @pytest.fixture(scope='session')

@@ -3,16 +3,22 @@
 ``tests/test_models/test_backbones/utils.py``): the tiny backbone settings,
 the tiny RetinaNet project the tools run on, and the one subprocess runner.
 The fixtures built from them are in ``tests/conftest.py``."""
+import atexit
 import json
 import os
 import os.path as osp
+import select
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from typing import Optional, Sequence
 
 import numpy as np
 import pytest
 import torch
+from filelock import FileLock
 from torch.nn.modules import GroupNorm
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -97,6 +103,23 @@ env_cfg = dict(cudnn_benchmark=False)
 """
 
 
+def once_per_session(tmp_path_factory, name: str, make) -> dict:
+    """``make(folder)`` run once for the whole session, whichever xdist
+    worker asks first (the others wait on a lock, then read its result):
+    the folder and the dict ``make`` returned (JSON-able)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get('PYTEST_XDIST_WORKER'):
+        root = root.parent  # shared by the workers of this session
+    folder = root / name
+    result_file = root / f'{name}.json'
+    with FileLock(str(root / f'{name}.lock')):
+        if not result_file.exists():
+            folder.mkdir(exist_ok=True)
+            result = make(str(folder))
+            result_file.write_text(json.dumps(result))
+        return json.loads(result_file.read_text())
+
+
 def make_tiny_dataset(root: str, num_images: int = 4, size: int = 64):
     """A COCO set of ``num_images`` ``size``-px images, each with a bright
     square and a disk on a dark background."""
@@ -177,27 +200,197 @@ def tool_env(*pythonpath: str, **extra: str) -> dict:
     return env
 
 
+# Variables read when an interpreter starts or imports the stack (thread
+# pools, CUDA, torch's loading defaults, Python's own): a run whose
+# environment differs from the warm launcher's in one of these starts a
+# fresh interpreter. PYTHONPATH is applied by the launcher's child.
+_IMPORT_TIME_VARIABLES = ('TORCH', 'PYTORCH', 'OMP_', 'MKL', 'KMP_',
+                          'OPENBLAS', 'NUMEXPR', 'CUDA', 'LD_', 'MPL',
+                          'PYTHON', 'MMEPSA_TEST_FRESH')
+
+
+class WarmLauncher:
+    """Client of ``tests/warm_launcher.py`` (one per test process): runs a
+    tool script in a forked child of an interpreter that has imported the
+    third-party stack once. See that file and docs/testing.md."""
+
+    SCRIPT = osp.join(REPO, 'tests', 'warm_launcher.py')
+
+    def __init__(self):
+        self.env = tool_env()
+        self._log = tempfile.NamedTemporaryFile(
+            'w+', prefix='warm_launcher_', suffix='.log')
+        self.proc = subprocess.Popen([PYTHON, self.SCRIPT], cwd=REPO,
+                                     env=self.env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE,
+                                     stderr=self._log)
+        self._buffer = b''
+        if 'ready' not in self._reply(300):
+            self._fail('did not start')
+
+    def _fail(self, what: str):
+        self._log.seek(0)
+        pytest.fail(f'tests/warm_launcher.py {what}:\n'
+                    f'{self._log.read()[-6000:]}')
+
+    def _reply(self, timeout: Optional[float]) -> dict:
+        """The launcher's next JSON line; ``{}`` after ``timeout`` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b'\n' not in self._buffer:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return {}
+            if select.select([fd], [], [], left)[0]:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    self._fail('exited')
+                self._buffer += chunk
+        line, self._buffer = self._buffer.split(b'\n', 1)
+        return json.loads(line)
+
+    @staticmethod
+    def serves(args: list) -> bool:
+        """Whether ``args`` is ``python script.py ...`` or ``python -c CODE
+        ...``."""
+        if len(args) < 2 or args[0] != PYTHON:
+            return False
+        return (len(args) >= 3 and args[1] == '-c') or (
+            args[1].endswith('.py') and osp.isfile(args[1]))
+
+    def accepts(self, env: dict) -> bool:
+        """Whether a run with ``env`` imports the stack as the launcher
+        did."""
+        for key in set(env) | set(self.env):
+            if key != 'PYTHONPATH' and env.get(key) != self.env.get(
+                    key) and key.startswith(_IMPORT_TIME_VARIABLES):
+                return False
+        return True
+
+    def start(self, args: list, env: dict, cwd: str, stdout: str,
+              stderr: Optional[str] = None) -> 'LaunchedRun':
+        """Fork a child that runs ``args`` with its output in the files
+        ``stdout`` (and ``stderr``, else the same file)."""
+        request = dict(argv=args, env=env, cwd=cwd, stdout=stdout,
+                       stderr=stderr)
+        self.proc.stdin.write(json.dumps(request).encode() + b'\n')
+        self.proc.stdin.flush()
+        return LaunchedRun(self, self._reply(60)['pid'])
+
+    def run(self, args: list, env: dict, cwd: str, timeout: float,
+            merge_stderr: bool) -> subprocess.CompletedProcess:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = osp.join(tmp, 'stdout')
+            err = None if merge_stderr else osp.join(tmp, 'stderr')
+            child = self.start(args, env, cwd, out, err)
+            try:
+                rc = child.wait(timeout)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+                raise subprocess.TimeoutExpired(args, timeout) from None
+
+            def read(path):
+                with open(path, errors='replace') as f:
+                    return f.read()
+
+            return subprocess.CompletedProcess(
+                args, rc, read(out), None if err is None else read(err))
+
+    def close(self):
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._log.close()
+
+
+class LaunchedRun:
+    """A run in a child of the :class:`WarmLauncher`, with the part of
+    :class:`subprocess.Popen` the tests use: ``pid``, ``poll``, ``wait``,
+    ``kill``, ``returncode``."""
+
+    def __init__(self, launcher: WarmLauncher, pid: int):
+        self.launcher, self.pid, self.returncode = launcher, pid, None
+
+    def poll(self) -> Optional[int]:
+        if self.returncode is None:
+            self.returncode = self.launcher._reply(0).get('rc')
+        return self.returncode
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        if self.returncode is None:
+            self.returncode = self.launcher._reply(timeout).get('rc')
+            if self.returncode is None:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout)
+        return self.returncode
+
+    def kill(self):
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:  # it ended; the launcher reaped it
+                pass
+
+
+_launcher: Optional[WarmLauncher] = None
+
+
+def warm_launcher() -> WarmLauncher:
+    """This process's :class:`WarmLauncher`, started on first use."""
+    global _launcher
+    if _launcher is None or _launcher.proc.poll() is not None:
+        _launcher = WarmLauncher()
+        atexit.register(_launcher.close)
+    return _launcher
+
+
 def run(args: Sequence, env: Optional[dict] = None, cwd: Optional[str] = None,
-        timeout: int = 300, check: bool = True,
-        merge_stderr: bool = True) -> subprocess.CompletedProcess:
+        timeout: int = 300, check: bool = True, merge_stderr: bool = True,
+        fresh: bool = False) -> subprocess.CompletedProcess:
     """Run ``args`` (a tool, mim, a shell script) as a user would, in
     ``cwd`` (default: the checkout) with ``env`` (default:
     :func:`tool_env`). With ``check``, a non-zero exit fails the test with
     the end of the output. stderr goes into stdout unless
-    ``merge_stderr=False``."""
+    ``merge_stderr=False``.
+
+    ``python tools/<tool>.py ...`` and ``python -c CODE`` run in a child of
+    the warm launcher (:class:`WarmLauncher`) unless ``fresh`` (a test that
+    measures a fresh process), ``MMEPSA_TEST_FRESH=1`` or an environment the
+    launcher cannot serve asks for a new interpreter."""
     args = [str(a) for a in args]
-    proc = subprocess.run(
-        args,
-        cwd=cwd or REPO,
-        env=tool_env() if env is None else env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
-        text=True,
-        timeout=timeout)
+    env = tool_env() if env is None else env
+    cwd = str(cwd or REPO)
+    if (not fresh and os.environ.get('MMEPSA_TEST_FRESH') != '1'
+            and WarmLauncher.serves(args) and warm_launcher().accepts(env)):
+        proc = warm_launcher().run(args, env, cwd, timeout, merge_stderr)
+    else:
+        proc = subprocess.run(
+            args,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+            text=True,
+            timeout=timeout)
     if check and proc.returncode != 0:
         pytest.fail(f'{" ".join(args)} exited with {proc.returncode}:\n'
                     f'{proc.stdout[-6000:]}{proc.stderr or ""}')
     return proc
+
+
+def start(args: Sequence, env: dict, cwd: str, stdout: str):
+    """Start ``args`` without waiting (as :class:`subprocess.Popen`, output
+    to the file ``stdout``), in a child of the warm launcher when
+    :func:`run` would use it; returns the Popen or :class:`LaunchedRun`."""
+    args = [str(a) for a in args]
+    if (os.environ.get('MMEPSA_TEST_FRESH') != '1'
+            and WarmLauncher.serves(args) and warm_launcher().accepts(env)):
+        return warm_launcher().start(args, env, cwd, stdout)
+    with open(stdout, 'w') as out:
+        return subprocess.Popen(args, cwd=cwd, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
 
 
 def run_tool(relpath: str, *args, **kwargs) -> subprocess.CompletedProcess:

@@ -20,7 +20,6 @@ import os.path as osp
 import re
 import shutil
 import signal
-import subprocess
 import time
 
 import pytest
@@ -28,8 +27,8 @@ import torch
 
 from mmepsa.utils.resume import (CheckpointError, check_checkpoint,
                                  check_resume_checkpoint)
-from tests.utils import (PYTHON, REPO, TOOLS, make_tiny_project, run_tool,
-                         tool_env)
+from tests.utils import (PYTHON, REPO, TOOLS, make_tiny_project,
+                         once_per_session, run_tool, start, tool_env)
 
 MAX_EPOCHS = 3
 ITERS = 4  # 4 images, batch 1
@@ -145,37 +144,38 @@ def _kill_mid_epoch(tmp, config, work_dir):
     env['MMEPSA_HANG_AT'] = '{},{}'.format(*HANG_AT)
     out_path = osp.join(tmp, 'killed_stdout.txt')
     pattern = re.compile(r'Epoch\(train\)\s+\[{}\]\[\s*{}/'.format(*HANG_AT))
-    with open(out_path, 'w') as out:
-        proc = subprocess.Popen(
-            [PYTHON, osp.join(TOOLS, 'train.py'), config, '--work-dir',
-             work_dir],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 300
-            while True:
-                # Poll the log: the hook holds the process at that iteration,
-                # so there is no race with the kill.
-                logs = _logs(work_dir)
-                if logs and pattern.search(open(logs[-1]).read()):
-                    break
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail('training ended (or hung) before epoch '
-                                f'{HANG_AT[0]}: rc {proc.returncode}\n' +
-                                open(out_path).read()[-6000:])
-                time.sleep(0.2)
-            os.kill(proc.pid, signal.SIGKILL)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
+    proc = start([PYTHON, osp.join(TOOLS, 'train.py'), config, '--work-dir',
+                  work_dir], env=env, cwd=REPO, stdout=out_path)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            # Poll the log: the hook holds the process at that iteration,
+            # so there is no race with the kill.
+            logs = _logs(work_dir)
+            if logs and pattern.search(open(logs[-1]).read()):
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail('training ended (or hung) before epoch '
+                            f'{HANG_AT[0]}: rc {proc.returncode}\n' +
+                            open(out_path).read()[-6000:])
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
     return proc.returncode
 
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
     """An uninterrupted run; a run killed in epoch 2, then finished by
-    ``--resume`` (auto) and, from a copy, by ``--resume epoch_1.pth``."""
-    tmp = str(tmp_path_factory.mktemp('faults'))
+    ``--resume`` (auto) and, from a copy, by ``--resume epoch_1.pth`` (once
+    per session, whichever xdist worker comes first)."""
+    return once_per_session(tmp_path_factory, 'resume_runs', _resume_runs)
+
+
+def _resume_runs(tmp: str) -> dict:
     make_tiny_project(tmp)
     config = osp.join(tmp, 'retinanet_epsanet_faults.py')
     with open(config, 'w') as f:

@@ -316,7 +316,9 @@ def test_optional_codebases_may_be_missing(blocked):
             'from mmdet.registry import MODELS\n'
             "assert MODELS.get('EPSANet') is mmepsa.EPSANet\n"
             'print(sorted(REGISTERED_IN))\n')
-    proc = run([PYTHON, '-c', code], check=False, merge_stderr=False)
+    # a fresh interpreter: the warm launcher has mmpretrain imported
+    proc = run([PYTHON, '-c', code], check=False, merge_stderr=False,
+               fresh=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     expected = sorted({'mmdet', 'mmpretrain', 'mmseg'} - set(blocked))
     assert proc.stdout.strip().splitlines()[-1] == repr(expected)

@@ -58,9 +58,13 @@ DOWNLOADS = (('--no-binary', 'setuptools>=82'), ('--no-binary', 'wheel'),
              ('--only-binary', 'ninja'))
 
 
-def _wheelhouse(cache_dir):
-    """The files of :data:`DOWNLOADS`, from the registry once per session."""
-    house = osp.join(cache_dir, 'wheels')
+#: where :func:`_wheelhouse` keeps the downloads between sessions (the
+#: folder install_mmcv.sh keeps its built wheels in; ignored by git)
+CACHE = osp.join(REPO, '.wheelhouse', 'test-install-mmcv')
+
+
+def _wheelhouse(house=CACHE):
+    """The files of :data:`DOWNLOADS`, from the registry the first time."""
     if osp.isdir(house) and len(os.listdir(house)) >= len(DOWNLOADS):
         return house
     os.makedirs(house, exist_ok=True)
@@ -129,9 +133,8 @@ def _run(py, code):
 
 
 @pytest.mark.skipif(shutil.which('bash') is None, reason='needs bash')
-def test_builds_from_source_without_wheel_or_setuptools(
-        tmp_path, tmp_path_factory):
-    house = _wheelhouse(str(tmp_path_factory.getbasetemp()))
+def test_builds_from_source_without_wheel_or_setuptools(tmp_path):
+    house = _wheelhouse()
     index = tmp_path / 'index'
     shutil.copytree(house, index)
     _fake_mmcv_sdist(str(index))

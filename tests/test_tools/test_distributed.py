@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.utils import (PYTHON, REPO, TOOLS, make_tiny_project, run,
-                         tool_env)
+from tests.utils import (PYTHON, REPO, TOOLS, make_tiny_project,
+                         once_per_session, run, tool_env)
 
 MAX_EPOCHS = 2
 NUM_VAL = 3  # 3 images on 2 processes: the sampler pads rank 1 with one
@@ -132,8 +132,12 @@ def _pseudo_ground_truth(predictions_pkl, data_root, per_image=3):
 @pytest.fixture(scope='module')
 def dist(tmp_path_factory):
     """dist_train.sh on 2 processes; the checkpoint tested by dist_test.sh
-    on 2 processes and by test.py on 1."""
-    tmp = str(tmp_path_factory.mktemp('dist'))
+    on 2 processes and by test.py on 1 (once per session, whichever xdist
+    worker comes first)."""
+    return once_per_session(tmp_path_factory, 'dist', _dist_runs)
+
+
+def _dist_runs(tmp: str) -> dict:
     make_tiny_project(tmp)
     states = osp.join(tmp, 'rank_states')
     os.makedirs(states)

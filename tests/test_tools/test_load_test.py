@@ -5,10 +5,11 @@ demo Mask R-CNN config, run as users run it (a subprocess, so that the
 memory figures are those of a fresh process)."""
 import json
 import os.path as osp
+from pathlib import Path
 
 import pytest
 
-from tests.utils import REPO, run_tool
+from tests.utils import REPO, once_per_session, run_tool
 
 TOOL = 'analysis_tools/load_test.py'
 DEMO_CONFIG = osp.join(REPO, 'configs', 'demo',
@@ -17,22 +18,34 @@ DEMO_CLASSES = ['circle', 'rectangle', 'triangle']
 NUM, WARMUP, MAX_SIZE = 30, 20, 320
 
 
-def load_test(*args):
-    """tools/analysis_tools/load_test.py, stdout and stderr apart."""
-    return run_tool(TOOL, *args, check=False, merge_stderr=False)
+def load_test(*args, fresh=False):
+    """tools/analysis_tools/load_test.py, stdout and stderr apart; with
+    ``fresh``, in a new interpreter, so that its memory figures are those
+    of a process that ran nothing else."""
+    return run_tool(TOOL, *args, check=False, merge_stderr=False,
+                    fresh=fresh)
 
 
 @pytest.fixture(scope='module')
 def stream(tmp_path_factory):
-    """30 images of 64-320 px, randomly initialised demo Mask R-CNN."""
-    tmp = tmp_path_factory.mktemp('load')
-    img_dir, out_dir = tmp / 'images', tmp / 'out'
-    proc = load_test('--num-images', NUM, '--warmup', WARMUP, '--max-size',
-                     MAX_SIZE, '--img-dir', img_dir, '--out-dir', out_dir)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    """30 images of 64-320 px, randomly initialised demo Mask R-CNN (run
+    once per session, whichever xdist worker comes first)."""
+
+    def make(tmp):
+        img_dir, out_dir = osp.join(tmp, 'images'), osp.join(tmp, 'out')
+        proc = load_test('--num-images', NUM, '--warmup', WARMUP,
+                         '--max-size', MAX_SIZE, '--img-dir', img_dir,
+                         '--out-dir', out_dir, fresh=True)
+        assert proc.returncode == 0, (proc.stdout[-3000:] +
+                                      proc.stderr[-3000:])
+        return dict(stdout=proc.stdout, img_dir=img_dir, out_dir=out_dir)
+
+    run = once_per_session(tmp_path_factory, 'load_test_stream', make)
+    img_dir, out_dir = Path(run['img_dir']), Path(run['out_dir'])
     with open(out_dir / 'load_test.json') as f:
         summary = json.load(f)
-    return dict(proc=proc, summary=summary, img_dir=img_dir, out_dir=out_dir)
+    return dict(stdout=run['stdout'], summary=summary, img_dir=img_dir,
+                out_dir=out_dir)
 
 
 def test_stream_summary(stream):
@@ -57,7 +70,7 @@ def test_stream_summary(stream):
     assert any(r['width'] < r['height'] for r in s['images'])
     # the markdown summary, printed and written
     md = (stream['out_dir'] / 'load_test.md').read_text()
-    assert md in stream['proc'].stdout
+    assert md in stream['stdout']
     assert 'images/s' in md and f'RSS after image 1 / {WARMUP} / {NUM}' in md
 
 
