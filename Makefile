@@ -2,9 +2,10 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 # pytest-xdist workers: `auto` = one per CPU (2 on the CI machine); 0 runs
-# the suite in one process.
+# the suite in one process. Each test file goes to one worker (loadfile), so
+# a module's fixtures are made once (docs/testing.md).
 TEST_WORKERS ?= auto
-PYTEST := -m pytest tests -n $(TEST_WORKERS) --dist worksteal
+PYTEST := -m pytest tests -n $(TEST_WORKERS) --dist loadfile
 DEMO_ARGS ?=
 SEG_DEMO_ARGS ?=
 BENCH_ARGS ?=
