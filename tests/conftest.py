@@ -18,14 +18,19 @@ if os.environ.get('PYTEST_XDIST_WORKER'):
     torch.set_num_threads(1)
 
 
-@pytest.fixture(autouse=True)
-def restore_default_scope():
-    """Tests switch mmengine's default scope (mmdet, mmpretrain, mmseg, by
-    building a Runner or calling init_default_scope); give the next test, in
-    any file, the scope it had before."""
+def _scope_restorer():
     saved = copy.copy(DefaultScope._instance_dict)
     yield
     DefaultScope._instance_dict = saved
+
+
+# Tests switch mmengine's default scope (mmdet, mmpretrain, mmseg, by
+# building a Runner or calling init_default_scope), and so do module-scoped
+# fixtures (which are set up before a test's own fixtures): give the next
+# test, and the next file on the same xdist worker, the scope it had before.
+restore_default_scope = pytest.fixture(autouse=True)(_scope_restorer)
+restore_default_scope_per_module = pytest.fixture(
+    scope='module', autouse=True)(_scope_restorer)
 
 
 @pytest.fixture(scope='session')

@@ -12,7 +12,7 @@ from mmdet.models.backbones import ResNetV1d
 from mmdet.models.backbones.resnet import Bottleneck, ResNet
 from mmengine.analysis import get_model_complexity_info
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
+from mmengine.registry import DefaultScope, init_default_scope
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmepsa.models import EPSABlock, EPSANet, PSAModule
@@ -240,8 +240,8 @@ def v1c_classifier_backbone():
     cfg = Config.fromfile(osp.join(ROOT, V1C_IMAGENET_CONFIG))
     backbone = cfg.model.backbone
     assert backbone.deep_stem is True and backbone.avg_down is False
-    init_default_scope('mmpretrain')
-    return MODELS.build(cfg.model).backbone
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        return MODELS.build(cfg.model).backbone
 
 
 @pytest.mark.parametrize('config', V1C_SEG_CONFIGS)
