@@ -346,6 +346,14 @@ def warm_launcher() -> WarmLauncher:
     return _launcher
 
 
+def _warm(args: list, env: dict) -> bool:
+    """Whether :func:`run` and :func:`start` give ``args`` to the warm
+    launcher: not under ``MMEPSA_TEST_FRESH=1``, a script or ``-c`` run, an
+    environment it can serve."""
+    return (os.environ.get('MMEPSA_TEST_FRESH') != '1'
+            and WarmLauncher.serves(args) and warm_launcher().accepts(env))
+
+
 def run(args: Sequence, env: Optional[dict] = None, cwd: Optional[str] = None,
         timeout: int = 300, check: bool = True, merge_stderr: bool = True,
         fresh: bool = False) -> subprocess.CompletedProcess:
@@ -362,8 +370,7 @@ def run(args: Sequence, env: Optional[dict] = None, cwd: Optional[str] = None,
     args = [str(a) for a in args]
     env = tool_env() if env is None else env
     cwd = str(cwd or REPO)
-    if (not fresh and os.environ.get('MMEPSA_TEST_FRESH') != '1'
-            and WarmLauncher.serves(args) and warm_launcher().accepts(env)):
+    if not fresh and _warm(args, env):
         proc = warm_launcher().run(args, env, cwd, timeout, merge_stderr)
     else:
         proc = subprocess.run(
@@ -385,8 +392,7 @@ def start(args: Sequence, env: dict, cwd: str, stdout: str):
     to the file ``stdout``), in a child of the warm launcher when
     :func:`run` would use it; returns the Popen or :class:`LaunchedRun`."""
     args = [str(a) for a in args]
-    if (os.environ.get('MMEPSA_TEST_FRESH') != '1'
-            and WarmLauncher.serves(args) and warm_launcher().accepts(env)):
+    if _warm(args, env):
         return warm_launcher().start(args, env, cwd, stdout)
     with open(stdout, 'w') as out:
         return subprocess.Popen(args, cwd=cwd, env=env, stdout=out,
