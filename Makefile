@@ -5,7 +5,9 @@ PYTEST_ARGS ?=
 # the suite in one process. Each test file goes to one worker (loadfile), so
 # a module's fixtures are made once (docs/testing.md).
 TEST_WORKERS ?= auto
-PYTEST := -m pytest tests -n $(TEST_WORKERS) --dist loadfile
+# The whole of tests/ unless PYTEST_ARGS names test paths (tests/...).
+PYTEST = -m pytest $(if $(filter tests/%,$(PYTEST_ARGS)),,tests) \
+	-n $(TEST_WORKERS) --dist loadfile
 DEMO_ARGS ?=
 SEG_DEMO_ARGS ?=
 BENCH_ARGS ?=
