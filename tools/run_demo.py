@@ -60,6 +60,11 @@ def parse_args(argv=None):
         '--img-size', type=int, help='side of the generated images and of '
         "the Resize scale (default: the config's; changes the calibration)")
     parser.add_argument(
+        '--precision', choices=('auto', 'fp32', 'bf16'), default='auto',
+        help='training precision: bf16 = bfloat16 autocast on a CPU with '
+        'native bfloat16 (AVX512-BF16/AMX); auto (default) = bf16 on such a '
+        'CPU, else fp32')
+    parser.add_argument(
         '--vis-image', type=int, default=0,
         help='index of the val image to draw predictions on')
     return parser.parse_args(argv)
@@ -77,7 +82,8 @@ def main(argv=None):
                                   format_summary, load_demo_config, run_demo)
     try:
         cfg = load_demo_config(args.config, args.work_dir, args.data_root,
-                               args.epochs, args.cfg_options, args.img_size)
+                               args.epochs, args.cfg_options, args.img_size,
+                               args.precision)
     except (OSError, ValueError) as e:
         fail(e)
     try:

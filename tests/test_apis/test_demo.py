@@ -8,7 +8,7 @@ import pytest
 
 from mmepsa.apis.demo import (ensure_data, format_summary, load_demo_config,
                               set_epochs)
-from tests.utils import DEMO_RETINANET
+from tests.utils import DEMO_MASK_RCNN, DEMO_RETINANET
 
 
 def test_retinanet_runner(tmp_path):
@@ -102,3 +102,70 @@ def test_predictions_are_drawn_large_enough_to_read():
     # an image that is large enough is left as it is
     large = np.zeros((1000, 600, 3), np.uint8)
     assert upscale_for_drawing(large, DetDataSample())[1] == 1
+
+
+@pytest.fixture
+def bf16_cpu(monkeypatch):
+    """Pretend the CPU has (True) or lacks (False) native bfloat16."""
+    import mmepsa.engine
+    import mmepsa.engine.optim.cpu_bf16_optim_wrapper as wrapper
+
+    def pretend(supported: bool) -> None:
+        for module in (mmepsa.engine, wrapper):
+            monkeypatch.setattr(module, 'cpu_bf16_supported',
+                                lambda: supported)
+
+    return pretend
+
+
+@pytest.mark.parametrize('supported', [True, False])
+def test_precision_auto_follows_the_cpu(bf16_cpu, supported):
+    bf16_cpu(supported)
+    cfg = load_demo_config(DEMO_MASK_RCNN)
+    assert cfg.demo_precision == ('bf16' if supported else 'fp32')
+    assert cfg.optim_wrapper.type == ('CPUBF16OptimWrapper'
+                                      if supported else 'OptimWrapper')
+    # a config without demo_bf16 (RetinaNet: not measured in bf16) stays
+    # float32
+    cfg = load_demo_config(DEMO_RETINANET)
+    assert (cfg.demo_precision, cfg.optim_wrapper.type) == ('fp32',
+                                                            'OptimWrapper')
+    # asked for explicitly
+    cfg = load_demo_config(DEMO_RETINANET, precision='fp32')
+    assert (cfg.demo_precision, cfg.optim_wrapper.type) == ('fp32',
+                                                            'OptimWrapper')
+    if supported:
+        cfg = load_demo_config(DEMO_RETINANET, precision='bf16')
+        assert cfg.optim_wrapper.type == 'CPUBF16OptimWrapper'
+    else:
+        with pytest.raises(ValueError, match='needs a CPU with native '
+                           'bfloat16.*use --precision fp32'):
+            load_demo_config(DEMO_RETINANET, precision='bf16')
+
+
+def test_precision_auto_keeps_the_configs_wrapper(bf16_cpu):
+    bf16_cpu(True)
+    cfg = load_demo_config(
+        DEMO_RETINANET,
+        cfg_options={'optim_wrapper.type': 'AmpOptimWrapper'})
+    assert cfg.demo_precision == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    bf16_cpu(False)
+    cfg = load_demo_config(
+        DEMO_RETINANET,
+        cfg_options={'optim_wrapper.type': 'CPUBF16OptimWrapper'})
+    assert cfg.demo_precision == 'bf16'
+    with pytest.raises(ValueError, match=r"--precision must be one of "
+                       r"\('auto', 'fp32', 'bf16'\), got 'fp16'"):
+        load_demo_config(DEMO_RETINANET, precision='fp16')
+
+
+def test_format_summary_says_bf16():
+    summary = dict(config='c.py', train_seconds=120.0, eval_seconds=3.0,
+                   iterations=60, metrics={}, outputs={})
+    assert 'precision' not in format_summary(summary, 'work')
+    text = format_summary(dict(summary, precision='bf16'), 'work')
+    assert '  precision:   bf16 (bfloat16 autocast' in text
+    assert '--precision fp32 for float32' in text
+    text = format_summary(dict(summary, precision='fp32'), 'work')
+    assert '  precision:   fp32' in text

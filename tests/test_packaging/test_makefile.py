@@ -32,7 +32,8 @@ def test_named_file_runs_alone(target):
     assert argv[argv.index('--dist') + 1] == 'loadfile'
 
 
-@pytest.mark.parametrize('args', ['-q -k parity', '', '-q -p no:cacheprovider'])
+@pytest.mark.parametrize('args',
+                         ['-q -k parity', '', '-q -p no:cacheprovider'])
 def test_without_paths_the_whole_suite_runs(args):
     argv = pytest_argv('test', args)
     assert argv[0] == 'tests'

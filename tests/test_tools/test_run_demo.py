@@ -6,7 +6,9 @@ import json
 import os.path as osp
 
 import mmcv
+import torch
 
+from mmepsa.utils.safe_pickle import torch_load
 from tests.utils import DEMO_MASK_RCNN, run_tool, tiny_demo_args
 
 
@@ -20,6 +22,11 @@ def test_mask_rcnn_run_demo(tmp_path):
                 'coco/segm_mAP_50'):
         assert key in metrics and 0 <= metrics[key] <= 1
     assert summary['iterations'] == 2
+    # bfloat16 where this CPU has it natively (the default, --precision auto)
+    from mmepsa.engine import cpu_bf16_supported
+    precision = 'bf16' if cpu_bf16_supported() else 'fp32'
+    assert summary['precision'] == precision
+    assert f'  precision:   {precision}' in proc.stdout
     outputs = summary['outputs']
     for key in ('loss curve', 'predictions', 'checkpoint', 'log'):
         assert osp.isfile(outputs[key]), key
@@ -30,6 +37,17 @@ def test_mask_rcnn_run_demo(tmp_path):
     assert 'EPSANet demo finished' in proc.stdout
     with open(work / outputs['log'].split(str(work) + '/')[-1]) as f:
         assert 'Epoch(train)' in f.read()
+
+    # The demo's seed: a second run on the same machine trains to the same
+    # weights, bit for bit.
+    run_tool('run_demo.py', *tiny_demo_args(DEMO_MASK_RCNN,
+                                            tmp_path / 'again'))
+    first = torch_load(outputs['checkpoint'])['state_dict']
+    again = torch_load(
+        str(tmp_path / 'again' / 'work' / 'epoch_1.pth'))['state_dict']
+    assert first.keys() == again.keys()
+    for name, value in first.items():
+        assert torch.equal(value, again[name]), name
 
 
 def test_run_demo_bad_input(tmp_path):
@@ -43,3 +61,7 @@ def test_run_demo_bad_input(tmp_path):
     assert proc.returncode == 1
     assert '--epochs must be >= 1, got 0' in proc.stderr
     assert not (tmp_path / 'work').exists()
+    proc = run_tool('run_demo.py', '--precision', 'fp16', check=False,
+                    merge_stderr=False)
+    assert proc.returncode == 2  # argparse
+    assert "invalid choice: 'fp16'" in proc.stderr
