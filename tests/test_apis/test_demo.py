@@ -11,12 +11,11 @@ from mmepsa.apis.demo import (ensure_data, format_summary, load_demo_config,
 from tests.utils import DEMO_MASK_RCNN, DEMO_RETINANET
 
 
-def test_retinanet_runner(tmp_path):
-    from mmengine.runner import Runner
-    # what tests.utils.tiny_demo_args gives tools/run_demo.py
-    cfg = load_demo_config(
+def tiny_retinanet_cfg(tmp_path, work_dir='work'):
+    """What tests.utils.tiny_demo_args gives tools/run_demo.py."""
+    return load_demo_config(
         DEMO_RETINANET,
-        work_dir=str(tmp_path / 'work'),
+        work_dir=str(tmp_path / work_dir),
         data_root=str(tmp_path / 'data'),
         epochs=1,
         img_size=64,
@@ -25,6 +24,12 @@ def test_retinanet_runner(tmp_path):
             'demo_data.num_val': 4,
             'model.test_cfg.score_thr': 0
         })
+
+
+def test_retinanet_runner(tmp_path):
+    import torch
+    from mmengine.runner import Runner
+    cfg = tiny_retinanet_cfg(tmp_path)
     assert cfg.model.backbone.type == 'EPSANet'
     assert cfg.model.bbox_head.num_classes == 3
     assert cfg.img_scale == (64, 64)
@@ -37,6 +42,15 @@ def test_retinanet_runner(tmp_path):
     metrics = runner.test()
     assert 'coco/bbox_mAP' in metrics and 'coco/bbox_mAP_50' in metrics
     assert osp.isfile(osp.join(cfg.work_dir, 'epoch_1.pth'))
+
+    # The demo configs' seed (their shared _base_): a second run trains to
+    # the same weights, bit for bit.
+    again = Runner.from_cfg(tiny_retinanet_cfg(tmp_path, 'again'))
+    again.train()
+    first, second = runner.model.state_dict(), again.model.state_dict()
+    assert first.keys() == second.keys()
+    for name, value in first.items():
+        assert torch.equal(value, second[name]), name
 
 
 def test_load_demo_config_bad_input(tmp_path):
