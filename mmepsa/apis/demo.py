@@ -43,8 +43,8 @@ def load_demo_config(config: str,
                      img_size: Optional[int] = None,
                      precision: str = 'auto') -> Config:
     """The demo config with the overrides of ``tools/run_demo.py``; the
-    training precision as :func:`set_precision` chooses it (recorded in
-    ``cfg.demo_precision``).
+    training precision as :func:`set_precision` chooses it (read it back
+    with :func:`precision_of`).
 
     Raises:
         FileNotFoundError: no such config.
@@ -79,11 +79,14 @@ def load_demo_config(config: str,
         if img_size < 32:
             raise ValueError(f'--img-size must be >= 32, got {img_size}')
         set_img_size(cfg, img_size)
-    cfg.demo_precision = set_precision(cfg, precision)
+    set_precision(cfg, precision)
     return cfg
 
 
-def _wrapper_precision(cfg: Config) -> str:
+def precision_of(cfg: Config) -> str:
+    """The precision ``cfg``'s optimizer wrapper trains in: ``'fp32'``
+    (mmengine's ``OptimWrapper``), ``'bf16'`` (``CPUBF16OptimWrapper``) or,
+    for another wrapper, its type."""
     wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
     return {'OptimWrapper': 'fp32', 'CPUBF16OptimWrapper': 'bf16'}.get(
         wrapper, wrapper)
@@ -99,8 +102,7 @@ def set_precision(cfg: Config, precision: str = 'auto') -> str:
     Mask R-CNN demo, 1.24x faster in bf16 on the project's CPU, bbox mAP@0.5
     0.538 against 0.549; docs/demo.md) when the run is on a CPU with native
     bfloat16 (AVX512-BF16 or AMX), and fp32 otherwise.
-    Returns the wrapper's precision: ``'bf16'``, ``'fp32'`` or, for another
-    wrapper, its type."""
+    Returns :func:`precision_of` of the result."""
     from mmengine.device import get_device
 
     from mmepsa.engine import cpu_bf16_supported, use_amp
@@ -110,8 +112,9 @@ def set_precision(cfg: Config, precision: str = 'auto') -> str:
                          f'{precision!r}')
     on_cpu = get_device() == 'cpu'
     if precision == 'auto':
-        if _wrapper_precision(cfg) != 'fp32':  # named by the config
-            return _wrapper_precision(cfg)
+        named = precision_of(cfg)
+        if named != 'fp32':  # another wrapper, named by the config
+            return named
         precision = 'bf16' if (cfg.get('demo_bf16', False) and on_cpu
                                and cpu_bf16_supported()) else 'fp32'
     if precision == 'fp32':
@@ -340,7 +343,7 @@ def run_demo(cfg: Config, vis_image: int = 0) -> dict:
         train_seconds=round(train_s, 1),
         eval_seconds=round(val_s, 1),
         iterations=runner.iter,
-        precision=cfg.get('demo_precision') or _wrapper_precision(cfg),
+        precision=precision_of(cfg),
         metrics={k: (round(float(v), 4) if isinstance(v, (int, float)) else v)
                  for k, v in metrics.items()},
         outputs={k: v for k, v in outputs.items() if v})

@@ -7,7 +7,7 @@ import os.path as osp
 import pytest
 
 from mmepsa.apis.demo import (ensure_data, format_summary, load_demo_config,
-                              set_epochs)
+                              precision_of, set_epochs)
 from tests.utils import DEMO_MASK_RCNN, DEMO_RETINANET
 
 
@@ -136,17 +136,17 @@ def bf16_cpu(monkeypatch):
 def test_precision_auto_follows_the_cpu(bf16_cpu, supported):
     bf16_cpu(supported)
     cfg = load_demo_config(DEMO_MASK_RCNN)
-    assert cfg.demo_precision == ('bf16' if supported else 'fp32')
+    assert precision_of(cfg) == ('bf16' if supported else 'fp32')
     assert cfg.optim_wrapper.type == ('CPUBF16OptimWrapper'
                                       if supported else 'OptimWrapper')
     # a config without demo_bf16 (RetinaNet: not measured in bf16) stays
     # float32
     cfg = load_demo_config(DEMO_RETINANET)
-    assert (cfg.demo_precision, cfg.optim_wrapper.type) == ('fp32',
+    assert (precision_of(cfg), cfg.optim_wrapper.type) == ('fp32',
                                                             'OptimWrapper')
     # asked for explicitly
     cfg = load_demo_config(DEMO_RETINANET, precision='fp32')
-    assert (cfg.demo_precision, cfg.optim_wrapper.type) == ('fp32',
+    assert (precision_of(cfg), cfg.optim_wrapper.type) == ('fp32',
                                                             'OptimWrapper')
     if supported:
         cfg = load_demo_config(DEMO_RETINANET, precision='bf16')
@@ -162,13 +162,13 @@ def test_precision_auto_keeps_the_configs_wrapper(bf16_cpu):
     cfg = load_demo_config(
         DEMO_RETINANET,
         cfg_options={'optim_wrapper.type': 'AmpOptimWrapper'})
-    assert cfg.demo_precision == 'AmpOptimWrapper'
+    assert precision_of(cfg) == 'AmpOptimWrapper'
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
     bf16_cpu(False)
     cfg = load_demo_config(
         DEMO_RETINANET,
         cfg_options={'optim_wrapper.type': 'CPUBF16OptimWrapper'})
-    assert cfg.demo_precision == 'bf16'
+    assert precision_of(cfg) == 'bf16'
     with pytest.raises(ValueError, match=r"--precision must be one of "
                        r"\('auto', 'fp32', 'bf16'\), got 'fp16'"):
         load_demo_config(DEMO_RETINANET, precision='fp16')

@@ -37,7 +37,6 @@ def test_mask_rcnn_run_demo(tmp_path):
         assert 'Epoch(train)' in f.read()
 
 
-
 def test_run_demo_bad_input(tmp_path):
     proc = run_tool('run_demo.py', '--config', tmp_path / 'nope.py',
                     check=False, merge_stderr=False)
