@@ -1,20 +1,30 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
 """Fixtures shared by the test folders; the plain helpers behind them are in
 ``tests/utils.py``."""
-import copy
 import os
-import os.path as osp
-
-import pytest
-import torch
-from mmengine.registry import DefaultScope
-
-from tests.utils import make_tiny_project, once_per_session, run_tool
 
 if os.environ.get('PYTEST_XDIST_WORKER'):
     # `make test` runs pytest-xdist's workers, one per core: each computes
-    # on one thread (as the tool subprocesses do), since several OpenMP
-    # pools on the same cores slow each other down many times over.
+    # on one thread, and so does every process a test starts (tools, pip,
+    # mim, torchrun and its ranks, other environments), since several
+    # OpenMP/BLAS pools on the same cores slow each other down many times
+    # over. Set before torch and numpy are imported; a value the user set
+    # is kept.
+    for _var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS',
+                 'OPENBLAS_NUM_THREADS'):
+        os.environ.setdefault(_var, '1')
+
+import copy  # noqa: E402
+import os.path as osp  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from mmengine.registry import DefaultScope  # noqa: E402
+
+from tests.utils import (make_tiny_project, once_per_session,  # noqa: E402
+                         run_tool)
+
+if os.environ.get('PYTEST_XDIST_WORKER'):
     torch.set_num_threads(1)
 
 

@@ -2,7 +2,9 @@
 """The tests' warm launcher (tests/warm_launcher.py) runs a script as a fresh
 interpreter would: same output, exit status, traceback, argv, sys.path,
 working directory and environment, atexit handlers run."""
+import os
 import os.path as osp
+import subprocess
 import textwrap
 
 import pytest
@@ -82,7 +84,23 @@ def test_import_time_variables_start_a_fresh_interpreter():
     assert not WarmLauncher.serves(['bash', 'tools/dist_train.sh'])
     from tests.utils import warm_launcher
     launcher = warm_launcher()
-    assert launcher.accepts(dict(launcher_env, PYTHONPATH='/x', PORT='1'))
+    assert launcher.accepts(
+        dict(launcher_env, PYTHONPATH='/x', PORT='1', PYTHON=PYTHON))
     for name in ('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', 'OMP_NUM_THREADS',
                  'CUDA_VISIBLE_DEVICES', 'PYTHONHASHSEED'):
         assert not launcher.accepts(dict(launcher_env, **{name: '7'})), name
+
+
+def test_workers_and_their_processes_compute_on_one_thread():
+    """Under xdist, the conftest gives each worker, and every process a test
+    starts with this environment, one OpenMP/BLAS thread (the workers
+    already share the cores)."""
+    if not os.environ.get('PYTEST_XDIST_WORKER'):
+        pytest.skip('not an xdist worker')
+    import torch
+    assert torch.get_num_threads() == 1
+    names = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')
+    code = f'import os; print(*(os.environ[n] for n in {names!r}))'
+    proc = subprocess.run([PYTHON, '-c', code], env=dict(os.environ),
+                          capture_output=True, text=True, check=True)
+    assert proc.stdout.split() == ['1', '1', '1']

@@ -203,10 +203,13 @@ def tool_env(*pythonpath: str, **extra: str) -> dict:
 # Variables read when an interpreter starts or imports the stack (thread
 # pools, CUDA, torch's loading defaults, Python's own): a run whose
 # environment differs from the warm launcher's in one of these starts a
-# fresh interpreter. PYTHONPATH is applied by the launcher's child.
+# fresh interpreter. Exceptions: PYTHONPATH is applied by the launcher's
+# child, and PYTHON (the interpreter tools/dist_*.sh run) is read by those
+# scripts, not by Python.
 _IMPORT_TIME_VARIABLES = ('TORCH', 'PYTORCH', 'OMP_', 'MKL', 'KMP_',
                           'OPENBLAS', 'NUMEXPR', 'CUDA', 'LD_', 'MPL',
                           'PYTHON', 'MMEPSA_TEST_FRESH')
+_NOT_READ_AT_START = ('PYTHONPATH', 'PYTHON')
 
 
 class WarmLauncher:
@@ -262,8 +265,9 @@ class WarmLauncher:
         """Whether a run with ``env`` imports the stack as the launcher
         did."""
         for key in set(env) | set(self.env):
-            if key != 'PYTHONPATH' and env.get(key) != self.env.get(
-                    key) and key.startswith(_IMPORT_TIME_VARIABLES):
+            if (key not in _NOT_READ_AT_START
+                    and env.get(key) != self.env.get(key)
+                    and key.startswith(_IMPORT_TIME_VARIABLES)):
                 return False
         return True
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+import mmepsa  # noqa: F401  (torch.load allow-list for mmengine checkpoints)
 from tests.utils import (PYTHON, REPO, TOOLS, make_tiny_project,
                          once_per_session, run, tool_env)
 
