@@ -64,6 +64,6 @@ val_evaluator = dict(metric=['bbox', 'segm'])
 test_evaluator = val_evaluator
 work_dir = 'work_dirs/demo'
 # tools/run_demo.py trains this config under CPU bfloat16 autocast where the
-# CPU has native bfloat16 (--precision auto): measured 1.24x faster than
-# float32 (lr 2e-4: bbox mAP@0.5 0.538 against 0.549; docs/demo.md).
+# CPU has native bfloat16 (--precision auto): measured faster than float32
+# at about the same accuracy (docs/demo.md).
 demo_bf16 = True
