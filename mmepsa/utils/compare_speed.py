@@ -51,6 +51,20 @@ class ChannelsLast(nn.Module):
         return tuple(o.contiguous() for o in outs)
 
 
+class Untuned(nn.Module):
+    """Runs a model with PSAConv2d's autotuning off: every PSA conv is the
+    plain grouped conv, forward and backward (what the autotuning gains)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        from mmepsa.models.layers import autotuning
+        with autotuning(False):
+            return self.model(x)
+
+
 class Stages(nn.Module):
     """The original classifier's four stage outputs as a backbone."""
 
@@ -96,6 +110,7 @@ def _deploy(model: nn.Module, compile: bool = False) -> nn.Module:
 BACKBONES: Dict[str, Callable[[int, int, bool], nn.Module]] = {
     'original': lambda d, s, cp: Stages(_reference(d, s)),
     'mmepsa': lambda d, s, cp: _mmepsa(d, s, cp),
+    'mmepsa-untuned': lambda d, s, cp: Untuned(_mmepsa(d, s, cp)),
     'mmepsa-deploy': lambda d, s, cp: _deploy(_mmepsa(d, s)),
     'mmepsa-compiled': lambda d, s, cp: _deploy(_mmepsa(d, s), True),
     'resnet': lambda d, s, cp: _resnet(d, s),
@@ -233,11 +248,15 @@ def max_rel_diff(a: Sequence[torch.Tensor],
 
 
 def epsanet_grads(model: nn.Module) -> Dict[str, torch.Tensor]:
-    """Gradients by the original's parameter names (``ref.`` prefix off)."""
-    return {
-        n[len('ref.'):] if n.startswith('ref.') else n: p.grad
-        for n, p in model.named_parameters() if p.grad is not None
-    }
+    """Gradients by the original's parameter names (the ``ref.`` prefix of
+    :class:`Stages` and the ``model.`` of :class:`Untuned` off)."""
+    grads = {}
+    for n, p in model.named_parameters():
+        if p.grad is not None:
+            for prefix in ('ref.', 'model.'):
+                n = n[len(prefix):] if n.startswith(prefix) else n
+            grads[n] = p.grad
+    return grads
 
 
 def rel_l2(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
@@ -258,8 +277,10 @@ def differences(models: Dict[str, nn.Module], x: torch.Tensor, train: bool,
     summation order) by ~1e-4 in outputs and ~1e-2 in gradients; that noise
     floor is reported as well, so fp32 figures can be read against it.
     """
-    names = [n for n in ('mmepsa', 'mmepsa-deploy', 'mmepsa-compiled')
-             if n in models]
+    names = [
+        n for n in ('mmepsa', 'mmepsa-untuned', 'mmepsa-deploy',
+                    'mmepsa-compiled') if n in models
+    ]
     dtype = torch.float64 if train else None
     first_call = {}
 

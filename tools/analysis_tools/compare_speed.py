@@ -8,7 +8,10 @@ Models (same depth; the two EPSANets share the same random weights):
   (:class:`mmepsa.testing.RefEPSANet`: four SE passes, the growing
   concatenations, NCHW), the yardstick;
 * ``mmepsa``: :class:`mmepsa.models.EPSANet` as a config builds it
-  (one SE pass, one concatenation, channels-last on CPU);
+  (one SE pass, one concatenation, channels-last on CPU, PSA convs that
+  autotune their form);
+* ``mmepsa-untuned``: ``mmepsa`` with that autotuning off (the plain
+  grouped PSA convs), so the table shows what the autotuning gains;
 * ``mmepsa-deploy`` (inference only): ``mmepsa`` with conv+BN pairs folded by
   :func:`mmcv.cnn.fuse_conv_bn` (:func:`mmepsa.utils.deploy_model`);
 * ``mmepsa-compiled`` (inference only): that, compiled by ``torch.compile``

@@ -8,8 +8,9 @@ and :class:`EPSANet` its ``ResNet``, as mmdet's ResNeSt and Res2Net do, so
 deep_stem, avg_down, plugins, frozen_stages and norm_eval are ResNet's.
 Parameter names follow the authors' code (``conv1``/``bn1``,
 ``layerK.i.conv2.conv_1..conv_4``, ``conv2.se.fc1/fc2``, ``downsample.0/1``)
-so their checkpoints load as they are. The weighted branches are concatenated in the authors' order (branch 4
-first), which their published weights depend on.
+so their checkpoints load as they are. The weighted branches are
+concatenated in the authors' order (branch 4 first), which checkpoints
+trained with their code depend on.
 """
 import os.path as osp
 from typing import List, Optional, Sequence, Tuple, Union
@@ -22,6 +23,7 @@ from mmdet.models.backbones.resnet import Bottleneck, ResNet
 from mmdet.models.layers import ResLayer
 from mmengine.model import BaseModule
 
+from ..layers.layout import to_contiguous_nchw
 from ..layers.psa_conv import PSAConv2d, _exporting, _memory_format
 from .epsanet_args import check_epsanet_args
 
@@ -475,8 +477,9 @@ class EPSANet(ResNet):
             return super().forward(x)
         x = x.contiguous(memory_format=torch.channels_last)
         outs = super().forward(x)
-        # Callers get contiguous NCHW features, as from an NCHW run.
-        return tuple(out.contiguous() for out in outs)
+        # Callers get contiguous NCHW features, as from an NCHW run (copied
+        # by tiles: torch's own copy was up to 4x slower on CPU).
+        return tuple(to_contiguous_nchw(out) for out in outs)
 
     def train(self, mode: bool = True) -> 'EPSANet':
         """ResNet's train (frozen stages and, with ``norm_eval``, BN stay in

@@ -51,7 +51,8 @@ def check_epsanet_args(cls: type, *, depth, variant, conv_kernels,
                        strides, dilations, out_indices, style, deep_stem,
                        avg_down, frozen_stages, conv_cfg, norm_cfg, norm_eval,
                        dcn, stage_with_dcn, plugins, with_cp,
-                       zero_init_residual, pretrained, init_cfg) -> Tuple[tuple, tuple]:
+                       zero_init_residual, pretrained,
+                       init_cfg) -> Tuple[tuple, tuple]:
     """Check every argument of ``cls`` (EPSANet: its ``arch_settings``,
     ``variant_settings`` and ``plugin_positions``) up front, so that a bad
     value fails with a message naming it.

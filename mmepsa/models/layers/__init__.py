@@ -1,7 +1,9 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
-from .psa_conv import (PSAConv2d, autotune_choices, clear_autotune_choices,
-                       set_autotune)
+from .layout import to_contiguous_nchw
+from .psa_conv import (PSAConv2d, autotune_choices, autotuning,
+                       clear_autotune_choices, set_autotune)
 
 __all__ = [
-    'PSAConv2d', 'autotune_choices', 'clear_autotune_choices', 'set_autotune'
+    'PSAConv2d', 'autotune_choices', 'autotuning', 'clear_autotune_choices',
+    'set_autotune', 'to_contiguous_nchw'
 ]

@@ -18,44 +18,68 @@ once per process on the real input and caches the fastest:
   channel) followed by a sum over the ``in / groups`` channels of each group.
 
 All compute the same sums (the extra terms are exact zeros), so they agree
-to float rounding; gradients flow through each by autograd. The parameter is
-the plain ``weight`` (and ``bias``), so state dicts, checkpoints and
-:func:`mmcv.cnn.fuse_conv_bn` see an ordinary conv.
+to float rounding. In a training step the three parts of a conv, forward
+pass, input gradient and weight gradient, are timed and chosen separately
+(a form that is fast forward can be slow backward): the step runs each part
+in its own form. The parameter is the plain ``weight`` (and ``bias``), so
+state dicts, checkpoints and :func:`mmcv.cnn.fuse_conv_bn` see an ordinary
+conv.
 
-Autotuning is on for CPU inference and off elsewhere: in training steps
-(gradients needed) the chosen forms made the whole EPSANet-50 step slower
-than the plain convs in our measurements, and GPUs were not measured. The
-environment variable ``MMEPSA_PSA_AUTOTUNE`` overrides that (``0``: always
-the plain conv, e.g. for bitwise reproducibility; ``1``: on for training
-and every device too), and so does :func:`set_autotune`. Under ``torch.jit`` tracing or
-scripting, ``torch.compile`` and ONNX export the plain conv runs.
+Autotuning is on for CPU tensors and off elsewhere (GPUs were not
+measured). As with ``cudnn.benchmark``, the choice depends on timings, so
+two processes may pick different forms and differ by float rounding; so,
+as mmengine turns ``cudnn.benchmark`` off for
+``randomness=dict(deterministic=True)``, the autotuning is off while
+``torch.are_deterministic_algorithms_enabled()``. The environment variable
+``MMEPSA_PSA_AUTOTUNE`` overrides the default (``0``: always the plain conv;
+``1``: on for every device and even in deterministic mode), and so does
+:func:`set_autotune`. Under ``torch.jit`` tracing
+or scripting, ``torch.compile`` and ONNX export the plain conv runs.
 """
+import contextlib
 import math
 import os
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 Form = Tuple[str, int]  # (kind, regroup factor)
+# A training step's forms: forward, input gradient, weight gradient.
+Plan = Tuple[Form, Form, Form]
 
-# (conv config, input key) -> chosen form; shared by all instances.
-_CHOICES: Dict[tuple, Form] = {}
+# (conv config, input key) -> chosen form (inference) or plan (training);
+# shared by all instances.
+_CHOICES: Dict[tuple, Union[Form, Plan]] = {}
 _AUTOTUNE: Optional[bool] = None  # None: the environment variable / device
 
 
 def set_autotune(enabled: Optional[bool]) -> None:
     """Turn the autotuning of :class:`PSAConv2d` on (``True``), off
     (``False``: always the plain grouped conv) or back to the default
-    (``None``: ``MMEPSA_PSA_AUTOTUNE``, else on for CPU inference only). The choices
-    made so far are kept (:func:`clear_autotune_choices` forgets them)."""
+    (``None``: ``MMEPSA_PSA_AUTOTUNE``, else on for CPU tensors). The
+    choices made so far are kept (:func:`clear_autotune_choices` forgets
+    them)."""
     global _AUTOTUNE
     if enabled is not None and not isinstance(enabled, bool):
         raise TypeError(
             f'set_autotune expects True, False or None, got {enabled!r}')
     _AUTOTUNE = enabled
+
+
+@contextlib.contextmanager
+def autotuning(enabled: Optional[bool]) -> Iterator[None]:
+    """:func:`set_autotune` for the duration of a ``with`` block, then back
+    to the switch as it was."""
+    global _AUTOTUNE
+    previous = _AUTOTUNE
+    set_autotune(enabled)
+    try:
+        yield
+    finally:
+        _AUTOTUNE = previous
 
 
 def clear_autotune_choices() -> None:
@@ -64,15 +88,15 @@ def clear_autotune_choices() -> None:
     _CHOICES.clear()
 
 
-def autotune_choices() -> Dict[tuple, Form]:
+def autotune_choices() -> Dict[tuple, Union[Form, Plan]]:
     """A copy of the choices made so far (for logs and tests)."""
     return dict(_CHOICES)
 
 
-def _autotune_enabled(device: torch.device, backward: bool) -> bool:
-    """Explicitly on or off, else on for CPU inference: in a training step
-    (``backward``) the forms measured slower than the plain conv on the whole
-    backbone (the choices are made per conv), so it is opt-in there."""
+def _autotune_enabled(device: torch.device) -> bool:
+    """Explicitly on or off, else on for CPU tensors unless deterministic
+    algorithms were asked for (``torch.use_deterministic_algorithms``, which
+    mmengine's ``randomness=dict(deterministic=True)`` calls)."""
     if _AUTOTUNE is not None:
         return _AUTOTUNE
     env = os.environ.get('MMEPSA_PSA_AUTOTUNE', '').strip()
@@ -81,7 +105,8 @@ def _autotune_enabled(device: torch.device, backward: bool) -> bool:
     if env:
         raise ValueError(
             f"MMEPSA_PSA_AUTOTUNE must be '0' or '1', got {env!r}")
-    return device.type == 'cpu' and not backward
+    return (device.type == 'cpu'
+            and not torch.are_deterministic_algorithms_enabled())
 
 
 def _compiling() -> bool:
@@ -144,10 +169,12 @@ class PSAConv2d(nn.Conv2d):
     max_flops_ratio = 4
     # Smaller convs (multiply-adds) run as they are, untimed.
     min_tuned_macs = 20_000_000
-    # Timed runs per form, and the time ratio to the grouped conv under
-    # which another form is chosen.
+    # Timed runs per form, the time ratio to the grouped conv under which
+    # another form is chosen, and the ratio to the fastest form over which
+    # a form is not timed again.
     timing_rounds = 3
     min_gain = 0.95
+    max_slowdown = 2.0
 
     def forms(self) -> List[Form]:
         """The exact forms this conv can run in."""
@@ -169,7 +196,7 @@ class PSAConv2d(nn.Conv2d):
         out_ch, in_pg, kh, kw = weight.shape
         groups = self.groups
         if kind == 'regroup':
-            # block-diagonal: W'[g, a*og + o, b*ig + i] = (a == b) w[g, a, o, i]
+            # block-diagonal: W'[g, a*og + o, b*ig + i] = (a == b) w[g,a,o,i]
             og = out_ch // groups
             w = weight.view(groups // r, r, og, in_pg, kh, kw)
             eye = torch.eye(r, dtype=weight.dtype, device=weight.device)
@@ -185,8 +212,12 @@ class PSAConv2d(nn.Conv2d):
             fmt = _other_format(fmt)
         return weight.contiguous(memory_format=fmt)
 
-    def _run_form(self, form: Form, x: torch.Tensor, weight: torch.Tensor,
-                  fmt: torch.memory_format) -> torch.Tensor:
+    def _run_form(self,
+                  form: Form,
+                  x: torch.Tensor,
+                  weight: torch.Tensor,
+                  fmt: torch.memory_format,
+                  bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         kind, r = form
         if kind == 'other-format':
             x = x.contiguous(memory_format=_other_format(fmt))
@@ -197,13 +228,56 @@ class PSAConv2d(nn.Conv2d):
             y = y.unflatten(1,
                             (groups, in_pg, -1)).sum(2).flatten(1,
                                                                 2).to(y.dtype)
-            if self.bias is not None:
-                y = y + self.bias.view(1, -1, 1, 1)
+            if bias is not None:
+                y = y + bias.view(1, -1, 1, 1)
         else:
             groups = self.groups // r
-            y = F.conv2d(x, weight, self.bias, self.stride, self.padding,
+            y = F.conv2d(x, weight, bias, self.stride, self.padding,
                          self.dilation, groups)
         return y.contiguous(memory_format=fmt)
+
+    def _form_grad(self, form: Form, part: str, x: torch.Tensor,
+                   weight: torch.Tensor, grad: torch.Tensor,
+                   fmt: torch.memory_format) -> torch.Tensor:
+        """The gradient of the input (``part='input'``) or of the weight
+        (``'weight'``, in the weight's own layout) computed through
+        ``form``, given the gradient of the output."""
+        kind, r = form
+        groups = self.groups
+        if kind == 'depthwise':
+            # output c of group g gathers the depthwise outputs of its in/g
+            # input channels: each of them receives its gradient
+            n, out_ch, h, w = grad.shape
+            og, in_pg = out_ch // groups, self.in_channels // groups
+            spread = torch.empty((n, groups * in_pg * og, h, w),
+                                 dtype=grad.dtype,
+                                 device=grad.device,
+                                 memory_format=fmt)
+            spread.view(n, groups, in_pg, og, h, w).copy_(
+                grad.view(n, groups, 1, og, h, w).expand(-1, -1, in_pg, -1,
+                                                         -1, -1))
+            grad = spread
+        if kind == 'other-format':
+            x = x.contiguous(memory_format=_other_format(fmt))
+            grad = grad.contiguous(memory_format=_other_format(fmt))
+        else:
+            grad = grad.contiguous(memory_format=fmt)
+        conv_groups = x.shape[1] if kind == 'depthwise' else groups // r
+        grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+            grad, x, self._form_weight(form, weight, fmt), None, self.stride,
+            self.padding, self.dilation, False, (0, 0), conv_groups,
+            [part == 'input', part == 'weight', False])
+        if part == 'input':
+            return grad_x.contiguous(memory_format=fmt)
+        out_ch, in_pg, kh, kw = weight.shape
+        og = out_ch // groups
+        if kind == 'regroup':  # the diagonal blocks of the block-diagonal
+            grad_w = grad_w.view(groups // r, r, og, r, in_pg, kh,
+                                 kw).diagonal(dim1=1, dim2=3)
+            grad_w = grad_w.permute(0, 5, 1, 2, 3, 4)
+        elif kind == 'depthwise':
+            grad_w = grad_w.view(groups, in_pg, og, kh, kw).transpose(1, 2)
+        return grad_w.reshape(weight.shape).contiguous()
 
     # --------------------------------------------------------- the choice
 
@@ -217,40 +291,61 @@ class PSAConv2d(nn.Conv2d):
                 grad and x.requires_grad, grad and self.weight.requires_grad,
                 _autocast_dtype(x.device.type))
 
-    def _timer(self, form: Form, x: torch.Tensor, fmt: torch.memory_format,
-               backward: bool):
-        """A function that runs ``form`` once (forward, and backward if
-        gradients are needed) on detached copies and returns its seconds."""
-        x = x.detach().requires_grad_(backward and x.requires_grad)
-        weight = self.weight.detach().requires_grad_(
-            backward and self.weight.requires_grad)
-        inputs = [t for t in (x, weight) if t.requires_grad]
+    def _timer(self, form: Form, part: str, x: torch.Tensor,
+               fmt: torch.memory_format):
+        """A function that runs one part of a step through ``form`` once
+        (``'forward'``, the ``'input'`` or the ``'weight'`` gradient) on
+        detached copies and returns its seconds."""
+        x = x.detach()
+        weight = self.weight.detach().to(x.dtype)
+        grad = None
+        if part != 'forward':
+            grad = torch.randn_like(
+                self._run_form(('grouped', 1), x, weight, fmt))
 
         def run() -> float:
             start = time.perf_counter()
-            y = self._run_form(form, x, self._form_weight(form, weight, fmt),
+            if part == 'forward':
+                self._run_form(form, x, self._form_weight(form, weight, fmt),
                                fmt)
-            if inputs:
-                torch.autograd.grad(y, inputs, torch.ones_like(y))
+            else:
+                self._form_grad(form, part, x, weight, grad, fmt)
             return time.perf_counter() - start
 
         return run
 
     def _time_forms(self, forms: List[Form], x: torch.Tensor,
-                    fmt: torch.memory_format, backward: bool) -> List[float]:
-        """Seconds of each form: the best of :attr:`timing_rounds` runs after
-        a warm-up run, the forms taking turns, so that a burst of load from
-        other processes hits them alike and the minimum sees through it."""
-        timers = [self._timer(f, x, fmt, backward) for f in forms]
-        for timer in timers:
-            timer()  # oneDNN builds its kernels on a first call
-        best = [float('inf')] * len(forms)
-        for _ in range(self.timing_rounds):
-            for i, timer in enumerate(timers):
-                best[i] = min(best[i], timer())
-        return best
+                    fmt: torch.memory_format,
+                    part: str = 'forward') -> List[float]:
+        """Seconds of ``part`` in each form: the best of
+        :attr:`timing_rounds` runs after a warm-up run, the forms taking
+        turns, so that a burst of load from other processes hits them alike
+        and the minimum sees through it. A form more than
+        :attr:`max_slowdown` times slower than the fastest so far is not
+        run again (its time stays what it was)."""
+        with torch.no_grad():
+            timers = [self._timer(f, part, x, fmt) for f in forms]
+            # oneDNN builds its kernels on a first call: a warm-up run,
+            # which only drops the hopeless forms
+            warm = [timer() for timer in timers]
+            best = [float('inf')] * len(forms)
+            for _ in range(self.timing_rounds):
+                fastest = min(min(best), min(warm))
+                for i, timer in enumerate(timers):
+                    if min(best[i], warm[i]) <= self.max_slowdown * fastest:
+                        best[i] = min(best[i], timer())
+            return [b if b < float('inf') else w for b, w in zip(best, warm)]
 
-    def _choose(self, x: torch.Tensor, fmt: torch.memory_format) -> Form:
+    def _fastest(self, forms: List[Form], times: List[float]) -> Form:
+        """The fastest form, if clearly faster than the grouped conv."""
+        best = min(range(len(forms)), key=times.__getitem__)
+        return forms[best] if times[best] < self.min_gain * times[0] \
+            else forms[0]
+
+    def _choose(self, x: torch.Tensor,
+                fmt: torch.memory_format) -> Union[Form, Plan]:
+        """The form for inference; in a training step, a plan: the fastest
+        form of each part (forward, input gradient, weight gradient)."""
         n, _, h, w = x.shape
         macs = (n * h * w * self.out_channels * self.in_channels //
                 self.groups * self.kernel_size[0] * self.kernel_size[1] //
@@ -258,19 +353,20 @@ class PSAConv2d(nn.Conv2d):
         if macs < self.min_tuned_macs:
             return ('grouped', 1)  # not worth timing
         key = self._key(x, fmt)
-        form = _CHOICES.get(key)
-        if form is None:
-            backward = torch.is_grad_enabled() and (x.requires_grad or
-                                                    self.weight.requires_grad)
+        choice = _CHOICES.get(key)
+        if choice is None:
             forms = self.forms()
-            with torch.no_grad() if not backward else torch.enable_grad():
-                times = self._time_forms(forms, x, fmt, backward)
-            # another form only if clearly faster than the conv as it is
-            best = min(range(len(forms)), key=times.__getitem__)
-            form = forms[best] if times[best] < self.min_gain * times[0] \
-                else forms[0]
-            _CHOICES[key] = form
-        return form
+            choice = self._fastest(forms, self._time_forms(forms, x, fmt))
+            if torch.is_grad_enabled() and (x.requires_grad
+                                            or self.weight.requires_grad):
+                choice = (choice, ) + tuple(
+                    self._fastest(forms, self._time_forms(forms, x, fmt, part)
+                                  ) if needed else ('grouped', 1)
+                    for part, needed in (('input', x.requires_grad),
+                                         ('weight',
+                                          self.weight.requires_grad)))
+            _CHOICES[key] = choice
+        return choice
 
     def _cached_weight(self, form: Form,
                        fmt: torch.memory_format) -> torch.Tensor:
@@ -292,20 +388,82 @@ class PSAConv2d(nn.Conv2d):
                              f'{self.forms()}')
         fmt = _memory_format(x)
         return self._run_form(form, x,
-                              self._form_weight(form, self.weight, fmt), fmt)
+                              self._form_weight(form, self.weight, fmt), fmt,
+                              self.bias)
+
+    def forward_plan(self, x: torch.Tensor, plan: Plan) -> torch.Tensor:
+        """Run the forward pass in ``plan[0]`` and compute the input and
+        weight gradients in ``plan[1]`` and ``plan[2]`` (forms of
+        :meth:`forms`), whatever the autotuning would choose."""
+        for form in plan:
+            if form not in self.forms():
+                raise ValueError(f'PSAConv2d: form {form!r} is not one of '
+                                 f'{self.forms()}')
+        return _PlannedConv.apply(x, self.weight, self.bias, self, plan,
+                                  _memory_format(x))
+
+    def _forward_training(self, x: torch.Tensor,
+                          fmt: torch.memory_format) -> torch.Tensor:
+        """A step with gradients: each part in the form chosen for it.
+        Under autocast the inputs are cast as autocast casts a conv's, and
+        the plan runs on them with autocast off."""
+        weight, bias = self.weight, self.bias
+        dtype = _autocast_dtype(x.device.type)
+        if dtype is not None:
+            x, weight = x.to(dtype), weight.to(dtype)
+            bias = None if bias is None else bias.to(dtype)
+        with torch.autocast(x.device.type, enabled=False) \
+                if dtype is not None else contextlib.nullcontext():
+            plan = self._choose(x, fmt)
+            if isinstance(plan[0], str):  # one form for every part
+                plan = (plan, ) * 3
+            if all(form == ('grouped', 1) for form in plan):
+                return F.conv2d(x, weight, bias, self.stride, self.padding,
+                                self.dilation, self.groups)
+            return _PlannedConv.apply(x, weight, bias, self, plan, fmt)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         backward = torch.is_grad_enabled() and (x.requires_grad
                                                 or self.weight.requires_grad)
         if (x.dim() != 4 or _exporting()
-                or not _autotune_enabled(x.device, backward)):
+                or not _autotune_enabled(x.device)):
             return super().forward(x)
         fmt = _memory_format(x)
+        if backward:
+            return self._forward_training(x, fmt)
         form = self._choose(x, fmt)
         if form == ('grouped', 1) and fmt == torch.contiguous_format:
             return super().forward(x)
-        if torch.is_grad_enabled() and self.weight.requires_grad:
-            weight = self._form_weight(form, self.weight, fmt)
-        else:
-            weight = self._cached_weight(form, fmt)
-        return self._run_form(form, x, weight, fmt)
+        return self._run_form(form, x, self._cached_weight(form, fmt), fmt,
+                              self.bias)
+
+
+class _PlannedConv(torch.autograd.Function):
+    """A PSA conv whose forward pass, input gradient and weight gradient
+    each run in their own exact form (see :meth:`PSAConv2d.forward_plan`).
+    It keeps what a conv keeps for its backward pass: the input and the
+    weight."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor,
+                bias: Optional[torch.Tensor], conv: PSAConv2d, plan: Plan,
+                fmt: torch.memory_format) -> torch.Tensor:
+        ctx.conv, ctx.plan, ctx.fmt = conv, plan, fmt
+        ctx.save_for_backward(x, weight)
+        return conv._run_form(plan[0], x,
+                              conv._form_weight(plan[0], weight, fmt), fmt,
+                              bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        conv, plan, fmt = ctx.conv, ctx.plan, ctx.fmt
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = conv._form_grad(plan[1], 'input', x, weight, grad, fmt)
+        if ctx.needs_input_grad[1]:
+            grad_w = conv._form_grad(plan[2], 'weight', x, weight, grad, fmt)
+        if ctx.needs_input_grad[2]:
+            grad_b = grad.sum((0, 2, 3))
+        return grad_x, grad_w, grad_b, None, None, None

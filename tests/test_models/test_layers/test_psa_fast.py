@@ -4,6 +4,7 @@ its autotuning picks one of them once per input key, can be switched off,
 and stays out of tracing; EPSANet with any forced form equals the authors'
 formulation. No timing is asserted."""
 import copy
+import itertools
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmepsa.models import EPSANet, PSAModule
-from mmepsa.models.layers import (PSAConv2d, autotune_choices,
+from mmepsa.models.layers import (PSAConv2d, autotune_choices, autotuning,
                                   clear_autotune_choices, set_autotune)
 from mmepsa.models.layers import psa_conv
 from mmepsa.testing import RefEPSANet, RefPSA, randomize_
@@ -122,35 +123,72 @@ def test_autotune_chooses_once_per_key(monkeypatch):
     timed = []
     real = PSAConv2d._time_forms
 
-    def spy(self, forms, *args):
-        timed.extend(forms)
-        return real(self, forms, *args)
+    def spy(self, forms, x, fmt, part='forward'):
+        timed.append((tuple(forms), part))
+        return real(self, forms, x, fmt, part)
 
     monkeypatch.setattr(PSAConv2d, '_time_forms', spy)
     conv = make_conv()
+    forms = tuple(conv.forms())
     x = torch.randn(2, 32, 16, 16).contiguous(memory_format=CL)
     with torch.no_grad():
         expected = F.conv2d(x, conv.weight, None, 1, 2, 1, 8)
         out = conv(x)
-        assert timed == conv.forms()  # each form timed once
+        assert timed == [(forms, 'forward')]  # the forms timed once
         assert out.is_contiguous(memory_format=CL)
         torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
         conv(x)
         conv(torch.randn(2, 32, 17, 16).contiguous(memory_format=CL))
-    assert len(timed) == len(conv.forms())  # same key: no new timing
+    assert len(timed) == 1  # same key: no new timing
     (key, form), = autotune_choices().items()
     assert form in conv.forms()
     assert CL in key and torch.float32 in key
-    # another memory format, or gradients needed (opt-in): new keys, timed
+    # another memory format, or gradients needed: new keys, timed
     with torch.no_grad():
         conv(torch.randn(2, 32, 16, 16))
+    assert len(autotune_choices()) == 2
     conv(x.requires_grad_()).sum().backward()
-    assert len(autotune_choices()) == 2  # by default not in training
-    set_autotune(True)
-    conv(x).sum().backward()
-    assert len(autotune_choices()) == 3
     assert conv.weight.grad is not None
-    assert len(timed) == 3 * len(conv.forms())
+    choices = autotune_choices()
+    assert len(choices) == 3
+    # a training step: the forward pass, the input gradient and the weight
+    # gradient are timed apart, and the key holds a plan of three forms
+    assert timed[2:] == [(forms, 'forward'), (forms, 'input'),
+                         (forms, 'weight')]
+    plan, = [c for c in choices.values() if isinstance(c[0], tuple)]
+    assert len(plan) == 3 and all(f in conv.forms() for f in plan)
+    conv(x).sum().backward()
+    assert len(timed) == 5
+
+
+def test_slow_forms_are_not_timed_again(monkeypatch):
+    """A form more than max_slowdown times slower than the fastest one
+    runs once (the warm-up) and is not chosen; the others run
+    1 + timing_rounds times."""
+    conv = make_conv()
+    runs = {f: 0 for f in conv.forms()}
+    seconds = dict(zip(conv.forms(), (1.0, 9.0, 0.8, 1.5, 5.0)))
+
+    def fake_timer(self, form, part, x, fmt):
+
+        def run():
+            runs[form] += 1
+            return seconds[form]
+
+        return run
+
+    monkeypatch.setattr(PSAConv2d, '_timer', fake_timer)
+    times = conv._time_forms(conv.forms(), torch.rand(1, 32, 8, 8),
+                             torch.contiguous_format)
+    assert times == [seconds[f] for f in conv.forms()]
+    rounds = 1 + PSAConv2d.timing_rounds
+    assert runs == {
+        ('grouped', 1): rounds,
+        ('other-format', 1): 1,
+        ('regroup', 2): rounds,
+        ('regroup', 4): rounds,
+        ('depthwise', 1): 1
+    }
 
 
 def test_chooses_the_fastest_clearly_faster_form(monkeypatch):
@@ -196,15 +234,129 @@ def test_switches(monkeypatch):
     assert len(autotune_choices()) == 1
     with pytest.raises(TypeError, match='True, False or None'):
         set_autotune('on')
+    # for a with block only, and back to what it was (even on an error)
+    clear_autotune_choices()
+    set_autotune(True)
+    with pytest.raises(RuntimeError):
+        with autotuning(False):
+            conv(x)
+            assert autotune_choices() == {}
+            raise RuntimeError
+    conv(x)
+    assert len(autotune_choices()) == 1
 
 
-def test_default_cpu_inference_only(monkeypatch):
+def test_default_on_for_cpu(monkeypatch):
     cpu, cuda = torch.device('cpu'), torch.device('cuda')
-    assert psa_conv._autotune_enabled(cpu, backward=False)
-    assert not psa_conv._autotune_enabled(cpu, backward=True)
-    assert not psa_conv._autotune_enabled(cuda, backward=False)
+    assert psa_conv._autotune_enabled(cpu)
+    assert not psa_conv._autotune_enabled(cuda)
     monkeypatch.setenv('MMEPSA_PSA_AUTOTUNE', '1')
-    assert psa_conv._autotune_enabled(cuda, backward=True)
+    assert psa_conv._autotune_enabled(cuda)
+    monkeypatch.setenv('MMEPSA_PSA_AUTOTUNE', '0')
+    assert not psa_conv._autotune_enabled(cpu)
+    # deterministic algorithms (mmengine's randomness.deterministic): off,
+    # unless asked for explicitly
+    monkeypatch.delenv('MMEPSA_PSA_AUTOTUNE')
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert not psa_conv._autotune_enabled(cpu)
+        monkeypatch.setenv('MMEPSA_PSA_AUTOTUNE', '1')
+        assert psa_conv._autotune_enabled(cpu)
+    finally:
+        torch.use_deterministic_algorithms(was)
+
+
+@pytest.mark.parametrize('kwargs', CONVS)
+@pytest.mark.parametrize('fmt', [torch.contiguous_format, CL])
+def test_every_plan_is_the_grouped_conv(kwargs, fmt):
+    """Forward pass, input gradient and weight gradient each in any form:
+    the output and every gradient equal F.conv2d's to 1e-12 in float64
+    (the same products, summed in another order)."""
+    conv = make_conv(**kwargs).double()
+    x = torch.randn(2, conv.in_channels, 13, 11, dtype=torch.float64)
+    x = x.contiguous(memory_format=fmt).requires_grad_()
+    expected = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding,
+                        conv.dilation, conv.groups)
+    g = torch.randn_like(expected)
+    params = [x] + list(conv.parameters())
+    expected_grads = torch.autograd.grad(expected, params, g)
+    for plan in itertools.product(conv.forms(), repeat=3):
+        out = conv.forward_plan(x, plan)
+        assert out.is_contiguous(memory_format=fmt), plan
+        torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+        grads = torch.autograd.grad(out, params, g)
+        for a, b in zip(grads, expected_grads):
+            torch.testing.assert_close(a,
+                                       b,
+                                       rtol=1e-12,
+                                       atol=1e-12,
+                                       msg=str(plan))
+    with pytest.raises(ValueError, match='is not one of'):
+        conv.forward_plan(x, (('regroup', 8), ) * 3)
+
+
+def fake_part_times(forms, part):
+    """Times that make depthwise the fastest forward form, regroup-2 the
+    fastest for the input gradient and regroup-4 for the weight's."""
+    fastest = dict(forward=('depthwise', 1),
+                   input=('regroup', 2),
+                   weight=('regroup', 4))[part]
+    return [0.1 if f == fastest else 1.0 for f in forms]
+
+
+def test_training_step_runs_each_part_in_its_form(monkeypatch):
+    monkeypatch.setattr(PSAConv2d, 'min_tuned_macs', 0)
+    monkeypatch.setattr(
+        PSAConv2d, '_time_forms',
+        lambda self, forms, x, fmt, part='forward': fake_part_times(
+            forms, part))
+    conv = make_conv()
+    x = torch.randn(2, 32, 12, 12).contiguous(memory_format=CL)
+    x.requires_grad_()
+    out = conv(x)
+    assert type(out.grad_fn).__name__ == '_PlannedConvBackward'
+    plan = (('depthwise', 1), ('regroup', 2), ('regroup', 4))
+    assert list(autotune_choices().values()) == [plan]
+    expected = F.conv2d(x, conv.weight, None, 1, 2, 1, 8)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, (x, conv.weight), g),
+                    torch.autograd.grad(expected, (x, conv.weight), g)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+    # an all-grouped plan is the plain conv, with autograd's own backward
+    clear_autotune_choices()
+    monkeypatch.setattr(PSAConv2d, '_time_forms',
+                        lambda self, forms, *a: [1.0] * len(forms))
+    assert type(conv(x).grad_fn).__name__ == 'ConvolutionBackward0'
+
+
+def test_training_plan_under_bf16_autocast(monkeypatch):
+    """Under autocast the plan runs on bfloat16 input and weight (as
+    autocast casts a conv's) and the gradients come back in the
+    parameters' and the input's float32."""
+    monkeypatch.setattr(PSAConv2d, 'min_tuned_macs', 0)
+    monkeypatch.setattr(
+        PSAConv2d, '_time_forms',
+        lambda self, forms, x, fmt, part='forward': fake_part_times(
+            forms, part))
+    conv = make_conv()
+    x = torch.randn(2, 32, 12, 12).contiguous(memory_format=CL)
+    x.requires_grad_()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = conv(x)
+        expected = F.conv2d(x, conv.weight, None, 1, 2, 1, 8)
+    assert out.dtype == expected.dtype == torch.bfloat16
+    assert type(out.grad_fn).__name__ == '_PlannedConvBackward'
+    key, = autotune_choices()
+    assert torch.bfloat16 in key
+    torch.testing.assert_close(out, expected, rtol=2e-2, atol=2e-2)
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (x, conv.weight), g)
+    assert [t.dtype for t in grads] == [torch.float32, torch.float32]
+    for a, b in zip(grads, torch.autograd.grad(expected, (x, conv.weight),
+                                               g)):
+        torch.testing.assert_close(a, b, rtol=2e-2, atol=5e-2)
 
 
 def test_tracing_runs_the_plain_conv(monkeypatch):
@@ -280,17 +432,25 @@ def backbone_pair(**kwargs):
     return ref, ours
 
 
+MIXED_PLAN = (('depthwise', 1), ('regroup', 2), ('regroup', 4))
+
+
 @pytest.mark.parametrize('form', [('grouped', 1), ('other-format', 1),
                                   ('regroup', 2), ('regroup', 4),
-                                  ('depthwise', 1)])
+                                  ('depthwise', 1), MIXED_PLAN])
 def test_backbone_with_each_form_equals_the_original(form, monkeypatch):
-    """Every PSA conv forced to one form (where it has it): inference in
-    float32 channels-last, a training step in float64, and the deployed
-    (BN-folded) model, against the authors' formulation."""
-    monkeypatch.setattr(
-        PSAConv2d, '_choose', lambda self, x, fmt: form
-        if form in self.forms() else ('grouped', 1))
-    set_autotune(True)  # the forms in the training step too
+    """Every PSA conv forced to one form (where it has it), or to a plan of
+    three: inference in float32 channels-last, a training step in float64,
+    and the deployed (BN-folded) model, against the authors' formulation."""
+
+    def choose(self, x, fmt):
+        if form == MIXED_PLAN:  # the plan's forward form in inference
+            usable = all(f in self.forms() for f in form)
+            plan = form if usable else (('grouped', 1), ) * 3
+            return plan if torch.is_grad_enabled() else plan[0]
+        return form if form in self.forms() else ('grouped', 1)
+
+    monkeypatch.setattr(PSAConv2d, '_choose', choose)
     ref, ours = backbone_pair()
     x = torch.randn(2, 3, 64, 48)
     ref.eval(), ours.eval()
