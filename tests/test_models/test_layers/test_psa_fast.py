@@ -75,6 +75,33 @@ def test_forms_listed():
                                               ('depthwise', 1))
 
 
+def assert_each_is_the_conv(conv, x, variants, run, rtol, atol):
+    """``run(variant)`` for each variant: an output in ``x``'s memory format
+    whose value and gradients (input, weight, bias) equal F.conv2d's."""
+    x.requires_grad_()
+    fmt = CL if not x.is_contiguous() else torch.contiguous_format
+    expected = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding,
+                        conv.dilation, conv.groups)
+    g = torch.randn_like(expected)
+    params = [x] + list(conv.parameters())
+    expected_grads = torch.autograd.grad(expected, params, g)
+    for variant in variants:
+        out = run(variant)
+        assert out.is_contiguous(memory_format=fmt), variant
+        torch.testing.assert_close(out,
+                                   expected,
+                                   rtol=rtol,
+                                   atol=atol,
+                                   msg=str(variant))
+        grads = torch.autograd.grad(out, params, g)
+        for a, b in zip(grads, expected_grads):
+            torch.testing.assert_close(a,
+                                       b,
+                                       rtol=rtol,
+                                       atol=10 * atol,
+                                       msg=str(variant))
+
+
 @pytest.mark.parametrize('kwargs', CONVS)
 @pytest.mark.parametrize('fmt', [torch.contiguous_format, CL])
 def test_every_form_is_the_grouped_conv(kwargs, fmt):
@@ -82,27 +109,9 @@ def test_every_form_is_the_grouped_conv(kwargs, fmt):
     gradients of each form equal those of F.conv2d."""
     conv = make_conv(**kwargs)
     x = torch.randn(2, conv.in_channels, 13, 11).contiguous(memory_format=fmt)
-    x.requires_grad_()
-    expected = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding,
-                        conv.dilation, conv.groups)
-    g = torch.randn_like(expected)
-    params = [x] + list(conv.parameters())
-    expected_grads = torch.autograd.grad(expected, params, g)
-    for form in conv.forms():
-        out = conv.forward_form(x, form)
-        assert out.is_contiguous(memory_format=fmt), form
-        torch.testing.assert_close(out,
-                                   expected,
-                                   rtol=1e-5,
-                                   atol=1e-5,
-                                   msg=str(form))
-        grads = torch.autograd.grad(out, params, g)
-        for a, b in zip(grads, expected_grads):
-            torch.testing.assert_close(a,
-                                       b,
-                                       rtol=1e-5,
-                                       atol=1e-4,
-                                       msg=str(form))
+    assert_each_is_the_conv(conv, x, conv.forms(),
+                            lambda form: conv.forward_form(x, form), 1e-5,
+                            1e-5)
 
 
 def test_forms_exact_in_float64():
@@ -275,23 +284,11 @@ def test_every_plan_is_the_grouped_conv(kwargs, fmt):
     (the same products, summed in another order)."""
     conv = make_conv(**kwargs).double()
     x = torch.randn(2, conv.in_channels, 13, 11, dtype=torch.float64)
-    x = x.contiguous(memory_format=fmt).requires_grad_()
-    expected = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding,
-                        conv.dilation, conv.groups)
-    g = torch.randn_like(expected)
-    params = [x] + list(conv.parameters())
-    expected_grads = torch.autograd.grad(expected, params, g)
-    for plan in itertools.product(conv.forms(), repeat=3):
-        out = conv.forward_plan(x, plan)
-        assert out.is_contiguous(memory_format=fmt), plan
-        torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
-        grads = torch.autograd.grad(out, params, g)
-        for a, b in zip(grads, expected_grads):
-            torch.testing.assert_close(a,
-                                       b,
-                                       rtol=1e-12,
-                                       atol=1e-12,
-                                       msg=str(plan))
+    x = x.contiguous(memory_format=fmt)
+    assert_each_is_the_conv(conv, x,
+                            itertools.product(conv.forms(), repeat=3),
+                            lambda plan: conv.forward_plan(x, plan), 1e-12,
+                            1e-13)
     with pytest.raises(ValueError, match='is not one of'):
         conv.forward_plan(x, (('regroup', 8), ) * 3)
 
@@ -305,15 +302,22 @@ def fake_part_times(forms, part):
     return [0.1 if f == fastest else 1.0 for f in forms]
 
 
-def test_training_step_runs_each_part_in_its_form(monkeypatch):
+@pytest.fixture
+def planned(monkeypatch):
+    """A conv whose timings (:func:`fake_part_times`) choose a different
+    form for each part of a training step, and a channels-last input that
+    needs its gradient."""
     monkeypatch.setattr(PSAConv2d, 'min_tuned_macs', 0)
     monkeypatch.setattr(
         PSAConv2d, '_time_forms',
         lambda self, forms, x, fmt, part='forward': fake_part_times(
             forms, part))
-    conv = make_conv()
     x = torch.randn(2, 32, 12, 12).contiguous(memory_format=CL)
-    x.requires_grad_()
+    return make_conv(), x.requires_grad_()
+
+
+def test_training_step_runs_each_part_in_its_form(planned, monkeypatch):
+    conv, x = planned
     out = conv(x)
     assert type(out.grad_fn).__name__ == '_PlannedConvBackward'
     plan = (('depthwise', 1), ('regroup', 2), ('regroup', 4))
@@ -331,18 +335,11 @@ def test_training_step_runs_each_part_in_its_form(monkeypatch):
     assert type(conv(x).grad_fn).__name__ == 'ConvolutionBackward0'
 
 
-def test_training_plan_under_bf16_autocast(monkeypatch):
+def test_training_plan_under_bf16_autocast(planned):
     """Under autocast the plan runs on bfloat16 input and weight (as
     autocast casts a conv's) and the gradients come back in the
     parameters' and the input's float32."""
-    monkeypatch.setattr(PSAConv2d, 'min_tuned_macs', 0)
-    monkeypatch.setattr(
-        PSAConv2d, '_time_forms',
-        lambda self, forms, x, fmt, part='forward': fake_part_times(
-            forms, part))
-    conv = make_conv()
-    x = torch.randn(2, 32, 12, 12).contiguous(memory_format=CL)
-    x.requires_grad_()
+    conv, x = planned
     with torch.autocast('cpu', dtype=torch.bfloat16):
         out = conv(x)
         expected = F.conv2d(x, conv.weight, None, 1, 2, 1, 8)
