@@ -199,9 +199,9 @@ class PSAConv2d(nn.Conv2d):
             # block-diagonal: W'[g, a*og + o, b*ig + i] = (a == b) w[g,a,o,i]
             og = out_ch // groups
             w = weight.view(groups // r, r, og, in_pg, kh, kw)
-            eye = torch.eye(r, dtype=weight.dtype, device=weight.device)
-            weight = torch.einsum('gaoikl,ab->gaobikl', w,
-                                  eye).reshape(out_ch, r * in_pg, kh, kw)
+            blocks = weight.new_zeros(groups // r, r, og, r, in_pg, kh, kw)
+            blocks.diagonal(dim1=1, dim2=3).copy_(w.permute(0, 2, 3, 4, 5, 1))
+            weight = blocks.view(out_ch, r * in_pg, kh, kw)
         elif kind == 'depthwise':
             # input channel c = g*ig + i feeds outputs c*og + o: w[g*og+o, i]
             og = out_ch // groups
