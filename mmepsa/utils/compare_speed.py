@@ -47,8 +47,9 @@ class ChannelsLast(nn.Module):
         self.backbone = backbone
 
     def forward(self, x):
+        from mmepsa.models.layers import to_contiguous_nchw
         outs = self.backbone(x.contiguous(memory_format=torch.channels_last))
-        return tuple(o.contiguous() for o in outs)
+        return tuple(to_contiguous_nchw(o) for o in outs)
 
 
 class Untuned(nn.Module):
