@@ -67,14 +67,45 @@ class Untuned(nn.Module):
 
 
 class Stages(nn.Module):
-    """The original classifier's four stage outputs as a backbone."""
+    """The original classifier's four stage outputs as a backbone, with
+    ResNet's ``frozen_stages`` and ``norm_eval`` (for the detection
+    setting): stem and stages up to ``frozen_stages`` frozen and in eval
+    mode, every BN in eval mode with ``norm_eval``. No BN is folded."""
 
-    def __init__(self, ref: nn.Module) -> None:
+    def __init__(self,
+                 ref: nn.Module,
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False) -> None:
         super().__init__()
         self.ref = ref
+        self.frozen_stages, self.norm_eval = frozen_stages, norm_eval
+        for module in self._frozen():
+            for p in module.parameters():
+                p.requires_grad = False
+
+    def _frozen(self):
+        if self.frozen_stages < 0:
+            return []
+        return [self.ref.conv1, self.ref.bn1] + [
+            getattr(self.ref, f'layer{i}')
+            for i in range(1, self.frozen_stages + 1)
+        ]
+
+    def train(self, mode: bool = True) -> 'Stages':
+        super().train(mode)
+        if mode:
+            for module in self._frozen():
+                module.eval()
+            if self.norm_eval:
+                for m in self.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.eval()
+        return self
 
     def forward(self, x):
-        return tuple(self.ref.stages(x))
+        from mmepsa.models.layers import bn_folding
+        with bn_folding(False):
+            return tuple(self.ref.stages(x))
 
 
 def _reference(depth: int, seed: int) -> nn.Module:
@@ -82,10 +113,15 @@ def _reference(depth: int, seed: int) -> nn.Module:
     return randomize_(RefEPSANet(STAGE_BLOCKS[depth]), seed)
 
 
-def _mmepsa(depth: int, seed: int, with_cp: bool = False) -> nn.Module:
+def _mmepsa(depth: int,
+            seed: int,
+            with_cp: bool = False,
+            **settings) -> nn.Module:
     """mmepsa's EPSANet holding the weights of :func:`_reference`."""
     from mmepsa.models import EPSANet
-    model = EPSANet(depth, norm_eval=False, with_cp=with_cp, init_cfg=None)
+    model = EPSANet(
+        depth, with_cp=with_cp, init_cfg=None,
+        **dict(dict(norm_eval=False), **settings))
     model.load_state_dict({
         k: v
         for k, v in _reference(depth, seed).state_dict().items()
@@ -94,10 +130,11 @@ def _mmepsa(depth: int, seed: int, with_cp: bool = False) -> nn.Module:
     return model
 
 
-def _resnet(depth: int, seed: int) -> nn.Module:
+def _resnet(depth: int, seed: int, **settings) -> nn.Module:
     from mmdet.models.backbones import ResNet
     torch.manual_seed(seed)
-    return ResNet(depth, norm_eval=False)  # torch's default init
+    # torch's default init
+    return ResNet(depth, **dict(dict(norm_eval=False), **settings))
 
 
 def _deploy(model: nn.Module, compile: bool = False) -> nn.Module:
@@ -105,32 +142,47 @@ def _deploy(model: nn.Module, compile: bool = False) -> nn.Module:
     return deploy_model(model, compile=compile)
 
 
-#: The backbones compared: name -> builder(depth, seed, with_cp). Adding a
-#: model is one line; the EPSANets share the same random weights, and
-#: ``with_cp`` applies to ``mmepsa`` only.
-BACKBONES: Dict[str, Callable[[int, int, bool], nn.Module]] = {
-    'original': lambda d, s, cp: Stages(_reference(d, s)),
-    'mmepsa': lambda d, s, cp: _mmepsa(d, s, cp),
-    'mmepsa-untuned': lambda d, s, cp: Untuned(_mmepsa(d, s, cp)),
-    'mmepsa-deploy': lambda d, s, cp: _deploy(_mmepsa(d, s)),
-    'mmepsa-compiled': lambda d, s, cp: _deploy(_mmepsa(d, s), True),
-    'resnet': lambda d, s, cp: _resnet(d, s),
-    'resnet-cl': lambda d, s, cp: ChannelsLast(_resnet(d, s)),
-    'resnet-compiled': lambda d, s, cp: _deploy(_resnet(d, s), True),
+#: The backbone settings of mmdet's detection configs (and mmepsa's): stem
+#: and stage 1 frozen, every BN in eval mode. The ``train-detection`` mode
+#: trains the backbones so; the other modes use ResNet's defaults but
+#: ``norm_eval=False`` (every BN in training mode, nothing frozen).
+DETECTION_SETTINGS = dict(frozen_stages=1, norm_eval=True)
+
+#: The backbones compared: name -> builder(depth, seed, with_cp, settings).
+#: Adding a model is one line; the EPSANets share the same random weights,
+#: and ``with_cp`` applies to ``mmepsa`` only.
+BACKBONES: Dict[str, Callable[[int, int, bool, dict], nn.Module]] = {
+    'original': lambda d, s, cp, kw: Stages(_reference(d, s), **kw),
+    'mmepsa': lambda d, s, cp, kw: _mmepsa(d, s, cp, **kw),
+    'mmepsa-untuned': lambda d, s, cp, kw: Untuned(_mmepsa(d, s, cp, **kw)),
+    'mmepsa-deploy': lambda d, s, cp, kw: _deploy(_mmepsa(d, s)),
+    'mmepsa-compiled': lambda d, s, cp, kw: _deploy(_mmepsa(d, s), True),
+    'resnet': lambda d, s, cp, kw: _resnet(d, s, **kw),
+    'resnet-cl': lambda d, s, cp, kw: ChannelsLast(_resnet(d, s, **kw)),
+    'resnet-compiled': lambda d, s, cp, kw: _deploy(_resnet(d, s), True),
 }
 #: Models that cannot train (BN folded, or frozen by compilation).
 INFERENCE_ONLY = ('mmepsa-deploy', 'mmepsa-compiled', 'resnet-compiled')
+#: The backbone cases: mode -> (a training step?, backbone settings).
+MODES = {
+    'inference': (False, {}),
+    'train': (True, {}),
+    'train-detection': (True, DETECTION_SETTINGS),
+}
 
 
 def build_backbone(name: str,
                    depth: int,
                    seed: int,
                    train: bool,
-                   with_cp: bool = False) -> nn.Module:
-    """One of :data:`BACKBONES`, in train or eval mode."""
+                   with_cp: bool = False,
+                   settings: Optional[dict] = None) -> nn.Module:
+    """One of :data:`BACKBONES`, in train or eval mode; ``settings`` are
+    ResNet arguments (``frozen_stages``, ``norm_eval``: see
+    :data:`DETECTION_SETTINGS`) for the trainable models."""
     if train and name in INFERENCE_ONLY:
         raise ValueError(f'{name} is inference only')
-    model = BACKBONES[name](depth, seed, with_cp)
+    model = BACKBONES[name](depth, seed, with_cp, settings or {})
     if name not in INFERENCE_ONLY:
         model.train(train)
     return model
@@ -142,8 +194,17 @@ def to_original_psa(detector: nn.Module) -> nn.Module:
     from mmepsa.models import PSAModule
     from mmepsa.testing import RefPSA
 
+    from mmepsa.models.layers import bn_folding
+
     backbone = detector.backbone
     backbone.channels_last = False
+    forward = backbone.forward
+
+    def unfolded(x):  # the BN layers run as such
+        with bn_folding(False):
+            return forward(x)
+
+    backbone.forward = unfolded
     for block_name, block in list(backbone.named_modules()):
         psa = getattr(block, 'conv2', None)
         if not isinstance(psa, PSAModule):
@@ -348,9 +409,10 @@ def measure_memory_here(spec: dict) -> float:
         step = detector_step(model, detector_batch(model, shape, device),
                              spec['precision'], device)
     else:
-        train = spec['mode'] == 'train'
+        train, settings = MODES[spec['mode']]
         model = build_backbone(spec['model'], spec['depth'], 0, train,
-                               spec.get('with_cp', False)).to(device)
+                               spec.get('with_cp', False),
+                               settings).to(device)
         x = torch.randn(*shape, device=device)
         step = backbone_step(model, x, train, spec['precision'])
     step()  # warm-up: lazy buffers, oneDNN primitives
@@ -391,14 +453,15 @@ def measure_memory(spec: dict, threads: Optional[int]) -> Optional[float]:
 
 def backbone_case(args, device: torch.device, shape, mode: str,
                   precision: str) -> dict:
-    train = mode == 'train'
+    train, settings = MODES[mode]
     names = [
         n for n in BACKBONES
         if not (train and n in INFERENCE_ONLY) and not (
             args.no_compile and n.endswith('-compiled'))
     ]
     models = {
-        n: build_backbone(n, args.depth, args.seed, train).to(device)
+        n: build_backbone(n, args.depth, args.seed, train,
+                          settings=settings).to(device)
         for n in names
     }
     torch.manual_seed(args.seed)

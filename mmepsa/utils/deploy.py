@@ -14,8 +14,12 @@ def deploy_model(model: nn.Module, compile: bool = False) -> nn.Module:
     For inference only: the folded model has no BN to train, and a frozen
     compiled model ignores later changes to its weights. In EPSANet the BN
     after each PSA module stays (the attention sits between it and the
-    branch convs). Compile a detector's backbone, not the whole detector
-    (its heads run Python-side post-processing).
+    branch convs); EPSANet folds it into the weighting of the branches at
+    run time, as it folds every eval-mode BN
+    (``mmepsa.models.layers.fold_bn``), so for EPSANet the gain of this
+    function is the saved run-time fold and its cache. Compile a detector's
+    backbone, not the whole detector (its heads run Python-side
+    post-processing).
 
     Args:
         model (nn.Module): A trained model, e.g. ``detector.backbone``.

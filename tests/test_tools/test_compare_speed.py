@@ -26,20 +26,23 @@ def test_compare_speed_tool(tmp_path):
         result = json.load(f)
     cases = {(c['kind'], c['mode']): c for c in result['cases']}
     assert set(cases) == {('backbone', 'inference'), ('backbone', 'train'),
+                          ('backbone', 'train-detection'),
                           ('mask-rcnn', 'train')}
     compiled = {n for n in cs.BACKBONES if n.endswith('-compiled')}
     assert set(cases['backbone', 'inference']['models']) == set(
         cs.BACKBONES) - compiled
-    assert set(cases['backbone', 'train']['models']) == set(
-        cs.BACKBONES) - set(cs.INFERENCE_ONLY)
+    for mode in ('train', 'train-detection'):
+        assert set(cases['backbone', mode]['models']) == set(
+            cs.BACKBONES) - set(cs.INFERENCE_ONLY)
     assert set(cases['mask-rcnn', 'train']['models']) == set(cs.DETECTORS)
     inference = cases['backbone', 'inference']['models']
     assert inference['mmepsa']['outputs'] < 1e-5
     assert inference['mmepsa-deploy']['outputs'] < 1e-5
     assert inference['mmepsa-untuned']['outputs'] < 1e-5
     for name in ('mmepsa', 'mmepsa-untuned'):
-        train = cases['backbone', 'train']['models'][name]
-        assert train['outputs'] < 1e-9 and train['gradients'] < 1e-6
+        for mode in ('train', 'train-detection'):
+            train = cases['backbone', mode]['models'][name]
+            assert train['outputs'] < 1e-9 and train['gradients'] < 1e-6
     for case in result['cases']:
         for row in case['models'].values():
             assert len(row['runs_ms']) == 1 and row['median_ms'] > 0

@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmepsa.utils import compare_speed as cs
 from mmepsa.utils.benchmark import (ISA_FLAGS, EPSANetClassifier,
@@ -162,6 +163,31 @@ def test_compare_speed_models_are_data_driven():
     ref = dict(original.ref.state_dict())
     for k, v in ours.state_dict().items():
         assert torch.equal(v, ref[k]), k
+
+
+def test_detection_setting_freezes_the_same_parameters():
+    """train-detection: the original formulation is frozen and in eval mode
+    where mmepsa's EPSANet and mmdet's ResNet are (frozen_stages=1,
+    norm_eval=True), and trains the same parameters."""
+    kw = dict(train=True, settings=cs.DETECTION_SETTINGS)
+    models = {
+        n: cs.build_backbone(n, 50, 0, **kw)
+        for n in ('original', 'mmepsa', 'resnet')
+    }
+    trained = {}
+    for name, model in models.items():
+        norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+        assert norms and not any(m.training for m in norms), name
+        trained[name] = {  # the original's classifier (fc) is unused
+            n[len('ref.'):] if n.startswith('ref.') else n
+            for n, p in model.named_parameters()
+            if p.requires_grad and not n.startswith('ref.fc.')
+        }
+    assert trained['original'] == trained['mmepsa']
+    assert not any(n.startswith(('conv1', 'bn1', 'layer1'))
+                   for n in trained['original'])
+    assert {n.split('.')[0] for n in trained['resnet']} == {
+        'layer2', 'layer3', 'layer4'}
 
 
 def test_original_psa_swap_keeps_the_detector_loss():

@@ -26,15 +26,17 @@ Models (same depth; the two EPSANets share the same random weights):
 Compilation happens in the warm-up and is not timed (its first-call time is
 reported); ``--no-compile`` skips the compiled models.
 
-For each case (input size x inference / training step = forward + backward)
-every model runs ``--warmup`` untimed then ``--runs`` timed times, the models
-taking turns run after run so that load on the machine hits them alike. The
-median, min and max, the speed-up over ``original``, the time ratio to
-``resnet``, the peak memory of one step (a fresh subprocess per model: RSS
-high-water mark on CPU, ``torch.cuda.max_memory_allocated`` on GPU) and the
-largest relative difference to ``original`` (outputs; gradients for training)
-are reported, with the machine (CPU model and ISA flags, threads, GPU,
-library versions). Also measured: a whole Mask R-CNN train step with each
+For each case (input size x inference / training step = forward + backward,
+with every BN in training mode (``train``) or with the backbone settings of
+mmdet's detection configs, ``frozen_stages=1, norm_eval=True``
+(``train-detection``)) every model runs ``--warmup`` untimed then ``--runs``
+timed times, the models taking turns run after run so that load on the machine
+hits them alike. The median, min and max, the speed-up over ``original``, the
+time ratio to ``resnet``, the peak memory of one step (a fresh subprocess per
+model: RSS high-water mark on CPU, ``torch.cuda.max_memory_allocated`` on GPU)
+and the largest relative difference to ``original`` (outputs; gradients for
+training) are reported, with the machine (CPU model and ISA flags, threads,
+GPU, library versions). Also measured: a whole Mask R-CNN train step with each
 backbone formulation, and the peak memory of a backbone train step with and
 without ``with_cp``. Writes ``benchmark.json``, ``benchmark.md`` and
 ``benchmark.png`` to ``--out-dir``. The logic is in
@@ -72,8 +74,11 @@ def parse_args(argv=None):
     parser.add_argument(
         '--modes',
         nargs='+',
-        choices=('inference', 'train'),
-        default=['inference', 'train'])
+        choices=('inference', 'train', 'train-detection'),
+        default=['inference', 'train', 'train-detection'],
+        help='train: a training step with every BN in training mode; '
+        'train-detection: with the backbone settings of mmdet\'s detection '
+        'configs (frozen_stages=1, norm_eval=True)')
     parser.add_argument(
         '--detector-size',
         type=_size,

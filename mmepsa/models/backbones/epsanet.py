@@ -23,6 +23,7 @@ from mmdet.models.backbones.resnet import Bottleneck, ResNet
 from mmdet.models.layers import ResLayer
 from mmengine.model import BaseModule
 
+from ..layers.fold_bn import conv_bn, eval_bn_affine, foldable, run_folded
 from ..layers.layout import to_contiguous_nchw
 from ..layers.psa_conv import PSAConv2d, _exporting, _memory_format
 from .epsanet_args import check_epsanet_args
@@ -124,7 +125,13 @@ class PSAModule(BaseModule):
                     conv_cfg, in_channels, self.split_channels, **kwargs))
         self.se = SEWeightModule(self.split_channels, se_ratio)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self,
+                x: torch.Tensor,
+                norm: Optional[nn.Module] = None) -> torch.Tensor:
+        """The PSA output, or ``norm`` of it if ``norm`` is given (the
+        block's ``norm2``): an eval-mode BN is then folded into the
+        weighting of the branches (``mmepsa.models.layers.fold_bn``), which
+        saves its pass over the output."""
         feats = [
             self.conv_1(x),
             self.conv_2(x),
@@ -135,10 +142,21 @@ class PSAModule(BaseModule):
         # batch axis, then a softmax across the branches, per channel.
         pooled = torch.cat([f.mean((2, 3), keepdim=True) for f in feats])
         attention = self.se(pooled).unflatten(0, (4, x.shape[0])).softmax(0)
+        fold = norm is not None and foldable(norm)
+        if fold:
+            # norm(branch * attention) = branch * (attention * scale) + shift
+            scale, shift = (t.view(4, 1, -1, 1, 1).flip(0)
+                            for t in eval_bn_affine(norm))
+            attention = attention * scale
+        else:
+            shift = None
         if (torch.is_grad_enabled() and attention.requires_grad) or \
                 _exporting():
-            return torch.cat([feats[i] * attention[i] for i in (3, 2, 1, 0)],
-                             1)
+            out = torch.cat([
+                feats[i] * attention[i] if shift is None else torch.addcmul(
+                    shift[i], feats[i], attention[i]) for i in (3, 2, 1, 0)
+            ], 1)
+            return norm(out) if norm is not None and not fold else out
         # Inference: write each weighted branch straight into its slice of
         # the output (one pass instead of a product and a concatenation).
         first = feats[0]
@@ -148,10 +166,13 @@ class PSAModule(BaseModule):
             device=first.device,
             memory_format=_memory_format(first))
         for i, j in enumerate((3, 2, 1, 0)):
-            torch.mul(feats[j], attention[j],
-                      out=out[:, i * self.split_channels:(i + 1) *
-                              self.split_channels])
-        return out
+            part = out[:, i * self.split_channels:(i + 1) *
+                       self.split_channels]
+            if shift is None:
+                torch.mul(feats[j], attention[j], out=part)
+            else:
+                torch.addcmul(shift[j], feats[j], attention[j], out=part)
+        return norm(out) if norm is not None and not fold else out
 
 
 class EPSABlock(Bottleneck):
@@ -241,20 +262,25 @@ class EPSABlock(Bottleneck):
             conv_cfg=self.conv_cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Bottleneck's forward; ``with_cp`` checkpoints with
-        ``use_reentrant=False``."""
+        """Bottleneck's forward, with eval-mode BN folded into the conv or
+        PSA module before it (``mmepsa.models.layers.fold_bn``); ``with_cp``
+        checkpoints with ``use_reentrant=False``."""
 
         def _inner_forward(x: torch.Tensor) -> torch.Tensor:
-            out = self.relu(self.norm1(self.conv1(x)))
+            out = self.relu(conv_bn(self.conv1, self.norm1, x))
             if self.with_plugins:
                 out = self.forward_plugin(out, self.after_conv1_plugin_names)
-            out = self.relu(self.norm2(self.conv2(out)))
+            if isinstance(self.conv2, PSAModule):
+                out = self.relu(self.conv2(out, self.norm2))
+            else:  # a replaced conv2 (e.g. the authors' PSA, in tests)
+                out = self.relu(self.norm2(self.conv2(out)))
             if self.with_plugins:
                 out = self.forward_plugin(out, self.after_conv2_plugin_names)
-            out = self.norm3(self.conv3(out))
+            out = conv_bn(self.conv3, self.norm3, out)
             if self.with_plugins:
                 out = self.forward_plugin(out, self.after_conv3_plugin_names)
-            identity = x if self.downsample is None else self.downsample(x)
+            identity = x if self.downsample is None else run_folded(
+                self.downsample, x)
             out += identity  # in place, as mmdet's Bottleneck
             return out
 
@@ -272,6 +298,12 @@ class EPSANet(ResNet):
     stem, stages (``ResLayer``), freezing, ``norm_eval`` and the
     ``init_cfg``/``pretrained`` logic are ResNet's, with ResNet's argument
     names and meanings. Its own arguments come first below.
+
+    A BN layer in eval mode (in inference, in frozen stages, and throughout
+    with ``norm_eval=True``) is folded into the conv before it at run time,
+    which saves its pass over the features; the parameters stay as they are
+    (``mmepsa.models.layers.fold_bn``; ``with bn_folding(False):`` turns it
+    off).
 
     Args:
         depth (int): 50 or 101.
@@ -463,7 +495,8 @@ class EPSANet(ResNet):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """ResNet's forward, after checking the input shape, in channels-last
-        memory format where ``channels_last`` says so."""
+        memory format where ``channels_last`` says so. A BN in eval mode is
+        folded into the conv before it (``mmepsa.models.layers.fold_bn``)."""
         if (x.dim() != 4 or x.shape[1] != self.in_channels
                 or 0 in x.shape[2:]):
             raise ValueError(
@@ -474,12 +507,27 @@ class EPSANet(ResNet):
         if channels_last is None:
             channels_last = x.device.type == 'cpu'
         if not channels_last:
-            return super().forward(x)
+            return self._forward_stages(x)
         x = x.contiguous(memory_format=torch.channels_last)
-        outs = super().forward(x)
+        outs = self._forward_stages(x)
         # Callers get contiguous NCHW features, as from an NCHW run (copied
         # by tiles: torch's own copy was up to 4x slower on CPU).
         return tuple(to_contiguous_nchw(out) for out in outs)
+
+    def _forward_stages(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """ResNet's forward, with eval-mode BN folded into the stem conv
+        (``mmepsa.models.layers.fold_bn``), as the blocks fold theirs."""
+        if self.deep_stem:
+            x = run_folded(self.stem, x)
+        else:
+            x = self.relu(conv_bn(self.conv1, self.norm1, x))
+        x = self.maxpool(x)
+        outs = []
+        for i, layer_name in enumerate(self.res_layers):
+            x = getattr(self, layer_name)(x)
+            if i in self.out_indices:
+                outs.append(x)
+        return tuple(outs)
 
     def train(self, mode: bool = True) -> 'EPSANet':
         """ResNet's train (frozen stages and, with ``norm_eval``, BN stay in

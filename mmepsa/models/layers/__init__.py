@@ -1,9 +1,10 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
+from .fold_bn import bn_folding
 from .layout import to_contiguous_nchw
 from .psa_conv import (PSAConv2d, autotune_choices, autotuning,
                        clear_autotune_choices, set_autotune)
 
 __all__ = [
-    'PSAConv2d', 'autotune_choices', 'autotuning', 'clear_autotune_choices',
-    'set_autotune', 'to_contiguous_nchw'
+    'PSAConv2d', 'autotune_choices', 'autotuning', 'bn_folding',
+    'clear_autotune_choices', 'set_autotune', 'to_contiguous_nchw'
 ]
