@@ -15,7 +15,8 @@ once per process on the real input and caches the fastest:
   the missing blocks zero, so that oneDNN gets more channels per group at
   up to R times the multiply-adds;
 * ``depthwise``: a depthwise conv (``out / groups`` outputs per input
-  channel) followed by a sum over the ``in / groups`` channels of each group.
+  channel) followed by a sum over the ``in / groups`` channels of each group
+  (a matrix product with a 0/1 matrix over the channels).
 
 All compute the same sums (the extra terms are exact zeros), so they agree
 to float rounding. In a training step the three parts of a conv, forward
@@ -222,12 +223,9 @@ class PSAConv2d(nn.Conv2d):
         if kind == 'other-format':
             x = x.contiguous(memory_format=_other_format(fmt))
         if kind == 'depthwise':
-            y = F.conv2d(x, weight, None, self.stride, self.padding,
-                         self.dilation, x.shape[1])
-            groups, in_pg = self.groups, self.in_channels // self.groups
-            y = y.unflatten(1,
-                            (groups, in_pg, -1)).sum(2).flatten(1,
-                                                                2).to(y.dtype)
+            y = self._group_sum(
+                F.conv2d(x, weight, None, self.stride, self.padding,
+                         self.dilation, x.shape[1]))
             if bias is not None:
                 y = y + bias.view(1, -1, 1, 1)
         else:
@@ -235,6 +233,41 @@ class PSAConv2d(nn.Conv2d):
             y = F.conv2d(x, weight, bias, self.stride, self.padding,
                          self.dilation, groups)
         return y.contiguous(memory_format=fmt)
+
+    def _sum_matrix(self, like: torch.Tensor) -> torch.Tensor:
+        """The 0/1 matrix ``S`` (depthwise outputs x conv outputs) whose
+        product sums, for each output, the depthwise outputs of its group's
+        in/g input channels: depthwise channel ``(g*ig + i)*og + o`` goes
+        to output ``g*og + o``."""
+        groups, in_pg = self.groups, self.in_channels // self.groups
+        og = self.out_channels // groups
+        eye = torch.eye(groups * og, device=like.device)  # float32: torch
+        # 2.1 has no bfloat16 eye
+        return eye.view(groups, 1, og, groups * og).expand(
+            -1, in_pg, -1, -1).reshape(-1, groups * og).to(like.dtype)
+
+    def _group_sum(self, y: torch.Tensor) -> torch.Tensor:
+        """The depthwise form's sum over the in/g channels of each group, as
+        a matrix product with :meth:`_sum_matrix` over the channels, in
+        ``y``'s memory format (torch's sum over a strided channel axis was
+        3-14x slower on CPU)."""
+        n, c, h, w = y.shape
+        ones = self._sum_matrix(y)
+        if _memory_format(y) == torch.channels_last:
+            return (y.permute(0, 2, 3, 1).reshape(-1, c) @ ones).view(
+                n, h, w, -1).permute(0, 3, 1, 2)
+        return (ones.t() @ y.reshape(n, c, h * w)).view(n, -1, h, w)
+
+    def _group_spread(self, grad: torch.Tensor,
+                      fmt: torch.memory_format) -> torch.Tensor:
+        """The transpose of :meth:`_group_sum`: each depthwise output gets
+        the gradient of the conv output it is summed into."""
+        n, c, h, w = grad.shape
+        ones = self._sum_matrix(grad)
+        if fmt == torch.channels_last:
+            return (grad.permute(0, 2, 3, 1).reshape(-1, c) @ ones.t()).view(
+                n, h, w, -1).permute(0, 3, 1, 2)
+        return (ones @ grad.reshape(n, c, h * w)).view(n, -1, h, w)
 
     def _form_grad(self, form: Form, part: str, x: torch.Tensor,
                    weight: torch.Tensor, grad: torch.Tensor,
@@ -247,16 +280,7 @@ class PSAConv2d(nn.Conv2d):
         if kind == 'depthwise':
             # output c of group g gathers the depthwise outputs of its in/g
             # input channels: each of them receives its gradient
-            n, out_ch, h, w = grad.shape
-            og, in_pg = out_ch // groups, self.in_channels // groups
-            spread = torch.empty((n, groups * in_pg * og, h, w),
-                                 dtype=grad.dtype,
-                                 device=grad.device,
-                                 memory_format=fmt)
-            spread.view(n, groups, in_pg, og, h, w).copy_(
-                grad.view(n, groups, 1, og, h, w).expand(-1, -1, in_pg, -1,
-                                                         -1, -1))
-            grad = spread
+            grad = self._group_spread(grad, fmt)
         if kind == 'other-format':
             x = x.contiguous(memory_format=_other_format(fmt))
             grad = grad.contiguous(memory_format=_other_format(fmt))
