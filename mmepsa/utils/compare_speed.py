@@ -121,7 +121,7 @@ def _mmepsa(depth: int,
     from mmepsa.models import EPSANet
     model = EPSANet(
         depth, with_cp=with_cp, init_cfg=None,
-        **dict(dict(norm_eval=False), **settings))
+        **{'norm_eval': False, **settings})
     model.load_state_dict({
         k: v
         for k, v in _reference(depth, seed).state_dict().items()
@@ -134,7 +134,7 @@ def _resnet(depth: int, seed: int, **settings) -> nn.Module:
     from mmdet.models.backbones import ResNet
     torch.manual_seed(seed)
     # torch's default init
-    return ResNet(depth, **dict(dict(norm_eval=False), **settings))
+    return ResNet(depth, **{'norm_eval': False, **settings})
 
 
 def _deploy(model: nn.Module, compile: bool = False) -> nn.Module:

@@ -50,6 +50,8 @@ import os.path as osp
 
 import torch
 
+from mmepsa.utils.compare_speed import MODES
+
 
 def _size(text: str):
     from mmepsa.utils.benchmark import parse_nchw
@@ -74,8 +76,8 @@ def parse_args(argv=None):
     parser.add_argument(
         '--modes',
         nargs='+',
-        choices=('inference', 'train', 'train-detection'),
-        default=['inference', 'train', 'train-detection'],
+        choices=tuple(MODES),
+        default=list(MODES),
         help='train: a training step with every BN in training mode; '
         'train-detection: with the backbone settings of mmdet\'s detection '
         'configs (frozen_stages=1, norm_eval=True)')

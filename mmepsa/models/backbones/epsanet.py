@@ -142,37 +142,37 @@ class PSAModule(BaseModule):
         # batch axis, then a softmax across the branches, per channel.
         pooled = torch.cat([f.mean((2, 3), keepdim=True) for f in feats])
         attention = self.se(pooled).unflatten(0, (4, x.shape[0])).softmax(0)
-        fold = norm is not None and foldable(norm)
-        if fold:
+        shift = None
+        if norm is not None and foldable(norm):
             # norm(branch * attention) = branch * (attention * scale) + shift
             scale, shift = (t.view(4, 1, -1, 1, 1).flip(0)
                             for t in eval_bn_affine(norm))
             attention = attention * scale
-        else:
-            shift = None
+            norm = None  # applied
         if (torch.is_grad_enabled() and attention.requires_grad) or \
                 _exporting():
             out = torch.cat([
                 feats[i] * attention[i] if shift is None else torch.addcmul(
                     shift[i], feats[i], attention[i]) for i in (3, 2, 1, 0)
             ], 1)
-            return norm(out) if norm is not None and not fold else out
-        # Inference: write each weighted branch straight into its slice of
-        # the output (one pass instead of a product and a concatenation).
-        first = feats[0]
-        out = torch.empty(
-            (first.shape[0], 4 * self.split_channels) + first.shape[2:],
-            dtype=torch.promote_types(first.dtype, attention.dtype),
-            device=first.device,
-            memory_format=_memory_format(first))
-        for i, j in enumerate((3, 2, 1, 0)):
-            part = out[:, i * self.split_channels:(i + 1) *
-                       self.split_channels]
-            if shift is None:
-                torch.mul(feats[j], attention[j], out=part)
-            else:
-                torch.addcmul(shift[j], feats[j], attention[j], out=part)
-        return norm(out) if norm is not None and not fold else out
+        else:
+            # Inference: write each weighted branch straight into its slice
+            # of the output (one pass instead of a product and a
+            # concatenation).
+            first = feats[0]
+            out = torch.empty(
+                (first.shape[0], 4 * self.split_channels) + first.shape[2:],
+                dtype=torch.promote_types(first.dtype, attention.dtype),
+                device=first.device,
+                memory_format=_memory_format(first))
+            for i, j in enumerate((3, 2, 1, 0)):
+                part = out[:, i * self.split_channels:(i + 1) *
+                           self.split_channels]
+                if shift is None:
+                    torch.mul(feats[j], attention[j], out=part)
+                else:
+                    torch.addcmul(shift[j], feats[j], attention[j], out=part)
+        return out if norm is None else norm(out)
 
 
 class EPSABlock(Bottleneck):

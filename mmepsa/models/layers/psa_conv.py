@@ -246,28 +246,29 @@ class PSAConv2d(nn.Conv2d):
         return eye.view(groups, 1, og, groups * og).expand(
             -1, in_pg, -1, -1).reshape(-1, groups * og).to(like.dtype)
 
-    def _group_sum(self, y: torch.Tensor) -> torch.Tensor:
-        """The depthwise form's sum over the in/g channels of each group, as
-        a matrix product with :meth:`_sum_matrix` over the channels, in
-        ``y``'s memory format (torch's sum over a strided channel axis was
-        3-14x slower on CPU)."""
-        n, c, h, w = y.shape
-        ones = self._sum_matrix(y)
-        if _memory_format(y) == torch.channels_last:
-            return (y.permute(0, 2, 3, 1).reshape(-1, c) @ ones).view(
+    @staticmethod
+    def _channel_product(t: torch.Tensor, matrix: torch.Tensor,
+                         fmt: torch.memory_format) -> torch.Tensor:
+        """``t`` with its channel vector at each pixel multiplied by
+        ``matrix`` (channels in x channels out), in memory format ``fmt``
+        (torch's sum over a strided channel axis was 3-14x slower on CPU
+        than this product)."""
+        n, c, h, w = t.shape
+        if fmt == torch.channels_last:
+            return (t.permute(0, 2, 3, 1).reshape(-1, c) @ matrix).view(
                 n, h, w, -1).permute(0, 3, 1, 2)
-        return (ones.t() @ y.reshape(n, c, h * w)).view(n, -1, h, w)
+        return (matrix.t() @ t.reshape(n, c, h * w)).view(n, -1, h, w)
+
+    def _group_sum(self, y: torch.Tensor) -> torch.Tensor:
+        """The depthwise form's sum over the in/g channels of each group, in
+        ``y``'s memory format."""
+        return self._channel_product(y, self._sum_matrix(y), _memory_format(y))
 
     def _group_spread(self, grad: torch.Tensor,
                       fmt: torch.memory_format) -> torch.Tensor:
         """The transpose of :meth:`_group_sum`: each depthwise output gets
         the gradient of the conv output it is summed into."""
-        n, c, h, w = grad.shape
-        ones = self._sum_matrix(grad)
-        if fmt == torch.channels_last:
-            return (grad.permute(0, 2, 3, 1).reshape(-1, c) @ ones.t()).view(
-                n, h, w, -1).permute(0, 3, 1, 2)
-        return (ones @ grad.reshape(n, c, h * w)).view(n, -1, h, w)
+        return self._channel_product(grad, self._sum_matrix(grad).t(), fmt)
 
     def _form_grad(self, form: Form, part: str, x: torch.Tensor,
                    weight: torch.Tensor, grad: torch.Tensor,
