@@ -67,7 +67,14 @@ CONVS = [
 def test_forms_listed():
     assert make_conv().forms() == [('grouped', 1), ('other-format', 1),
                                    ('regroup', 2), ('regroup', 4),
-                                   ('depthwise', 1)]
+                                   ('depthwise', 1), ('polyphase', 1)]
+    # polyphase: stride 1 or 2, odd kernel, padding k // 2, no dilation
+    assert ('polyphase', 1) in make_conv(k=3, groups=2, stride=2).forms()
+    for kwargs in (dict(k=7, groups=4, dilation=2), dict(k=1, groups=2),
+                   dict(k=5, groups=2, stride=3)):
+        assert ('polyphase', 1) not in make_conv(**kwargs).forms(), kwargs
+    assert ('polyphase', 1) not in PSAConv2d(8, 8, 4, padding=2,
+                                             groups=2).forms()
     assert make_conv(k=3, groups=1).forms() == [('grouped', 1),
                                                 ('other-format', 1)]
     with pytest.raises(ValueError, match='is not one of'):
@@ -176,7 +183,7 @@ def test_slow_forms_are_not_timed_again(monkeypatch):
     1 + timing_rounds times."""
     conv = make_conv()
     runs = {f: 0 for f in conv.forms()}
-    seconds = dict(zip(conv.forms(), (1.0, 9.0, 0.8, 1.5, 5.0)))
+    seconds = dict(zip(conv.forms(), (1.0, 9.0, 0.8, 1.5, 5.0, 1.2)))
 
     def fake_timer(self, form, part, x, fmt):
 
@@ -196,7 +203,8 @@ def test_slow_forms_are_not_timed_again(monkeypatch):
         ('other-format', 1): 1,
         ('regroup', 2): rounds,
         ('regroup', 4): rounds,
-        ('depthwise', 1): 1
+        ('depthwise', 1): 1,
+        ('polyphase', 1): rounds
     }
 
 
@@ -206,8 +214,12 @@ def test_chooses_the_fastest_clearly_faster_form(monkeypatch):
     monkeypatch.setattr(PSAConv2d, 'min_tuned_macs', 0)
     conv = make_conv()
     x = torch.randn(1, 32, 8, 8)
-    for times, expected in (([1.0, 0.9, 0.5, 0.7, 0.8], ('regroup', 2)),
-                            ([1.0, 0.97, 1.2, 1.1, 0.99], ('grouped', 1))):
+    for times, expected in (([1.0, 0.9, 0.5, 0.7, 0.8, 0.6],
+                             ('regroup', 2)),
+                            ([1.0, 0.9, 0.5, 0.7, 0.8, 0.4],
+                             ('polyphase', 1)),
+                            ([1.0, 0.97, 1.2, 1.1, 0.99, 1.3],
+                             ('grouped', 1))):
         monkeypatch.setattr(PSAConv2d,
                             '_time_forms',
                             lambda self, forms, *a, times=times: times)
@@ -434,7 +446,8 @@ MIXED_PLAN = (('depthwise', 1), ('regroup', 2), ('regroup', 4))
 
 @pytest.mark.parametrize('form', [('grouped', 1), ('other-format', 1),
                                   ('regroup', 2), ('regroup', 4),
-                                  ('depthwise', 1), MIXED_PLAN])
+                                  ('depthwise', 1), ('polyphase', 1),
+                                  MIXED_PLAN])
 def test_backbone_with_each_form_equals_the_original(form, monkeypatch):
     """Every PSA conv forced to one form (where it has it), or to a plan of
     three: inference in float32 channels-last, a training step in float64,
