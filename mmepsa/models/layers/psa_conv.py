@@ -299,7 +299,7 @@ class PSAConv2d(nn.Conv2d):
         elif kind == 'polyphase':
             # W'[4o + 2ry + rx, 4i + 2sy + sx, ty, tx] (stride 1) or
             # W'[o, 4i + 2sy + sx, ty, tx] (stride 2): see _phase_taps
-            taps = self._phase_taps()
+            taps = self._polyphase_index()
             weight = F.pad(weight, (0, 1, 0, 1)).flatten(2)[:, :, taps]
             weight = weight.permute(0, 2, 3, 1, 4, 5, 6, 7).reshape(
                 -1, in_pg * 4, *taps.shape[-2:])
@@ -334,7 +334,7 @@ class PSAConv2d(nn.Conv2d):
             y = y + bias.view(1, -1, 1, 1)
         return y.contiguous(memory_format=fmt)
 
-    def _phase_taps(self) -> torch.Tensor:
+    def _polyphase_index(self) -> torch.Tensor:
         """:func:`_phase_taps` for this conv's kernel and stride (at
         stride 2 only the output phase (0, 0) exists)."""
         taps = _phase_taps(*self.kernel_size).to(self.weight.device)
@@ -345,8 +345,8 @@ class PSAConv2d(nn.Conv2d):
             x: torch.Tensor) -> Tuple[Tuple[int, int], Tuple[int, int]]:
         """The polyphase form's output size on the phase grid and the
         frame of input phases its taps read."""
-        # padding k // 2: ceil(size / 2) at stride 2, and as many phase
-        # pixels (of 4 output pixels each) at stride 1
+        # padding k // 2: the output is ceil(size / 2) pixels at stride 2;
+        # at stride 1 it is size pixels, ceil(size / 2) on the phase grid
         out = tuple((size + 1) // 2 for size in x.shape[-2:])
         return out, tuple(o + k // 2 for o, k in zip(out, self.kernel_size))
 
@@ -452,7 +452,7 @@ class PSAConv2d(nn.Conv2d):
         if part == 'input':
             return _from_phases(grad_x, self.padding, x.shape[-2:], fmt)
         out_ch, in_pg, kh, kw = weight.shape
-        index = self._phase_taps()
+        index = self._polyphase_index()
         grad_w = grad_w.view(out_ch, *index.shape[:2], in_pg,
                              *index.shape[2:]).permute(
                                  0, 3, 1, 2, 4, 5, 6,
@@ -519,6 +519,18 @@ class PSAConv2d(nn.Conv2d):
                         best[i] = min(best[i], timer())
             return [b if b < float('inf') else w for b, w in zip(best, warm)]
 
+    @staticmethod
+    def _part_forms(forms: List[Form], part: str,
+                    dtype: torch.dtype) -> List[Form]:
+        """The forms timed for one part of a training step. The polyphase
+        weight gradient sums each tap's four partial gradients after the
+        conv has rounded them to its dtype, which in half precision loses
+        digits (up to 5% of a bfloat16 weight gradient in a test) that the
+        conv's own float32 accumulation keeps: not in half precision."""
+        if part == 'weight' and dtype in (torch.float16, torch.bfloat16):
+            return [form for form in forms if form[0] != 'polyphase']
+        return forms
+
     def _fastest(self, forms: List[Form], times: List[float]) -> Form:
         """The fastest form, if clearly faster than the grouped conv."""
         best = min(range(len(forms)), key=times.__getitem__)
@@ -542,12 +554,16 @@ class PSAConv2d(nn.Conv2d):
             choice = self._fastest(forms, self._time_forms(forms, x, fmt))
             if torch.is_grad_enabled() and (x.requires_grad
                                             or self.weight.requires_grad):
-                choice = (choice, ) + tuple(
-                    self._fastest(forms, self._time_forms(forms, x, fmt, part)
-                                  ) if needed else ('grouped', 1)
-                    for part, needed in (('input', x.requires_grad),
-                                         ('weight',
-                                          self.weight.requires_grad)))
+                plan = [choice]
+                for part, needed in (('input', x.requires_grad),
+                                     ('weight', self.weight.requires_grad)):
+                    part_forms = self._part_forms(forms, part, x.dtype)
+                    plan.append(
+                        self._fastest(part_forms,
+                                      self._time_forms(part_forms, x, fmt,
+                                                       part)
+                                      ) if needed else ('grouped', 1))
+                choice = tuple(plan)
             _CHOICES[key] = choice
         return choice
 

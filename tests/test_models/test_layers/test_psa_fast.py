@@ -347,18 +347,27 @@ def test_training_step_runs_each_part_in_its_form(planned, monkeypatch):
     assert type(conv(x).grad_fn).__name__ == 'ConvolutionBackward0'
 
 
-def test_training_plan_under_bf16_autocast(planned):
+@pytest.mark.parametrize('fastest', [None, ('polyphase', 1)])
+def test_training_plan_under_bf16_autocast(planned, fastest, monkeypatch):
     """Under autocast the plan runs on bfloat16 input and weight (as
     autocast casts a conv's) and the gradients come back in the
-    parameters' and the input's float32."""
+    parameters' and the input's float32; the mixed plan of ``planned``,
+    or the polyphase form wherever it is allowed."""
     conv, x = planned
+    if fastest is not None:
+        monkeypatch.setattr(
+            PSAConv2d, '_time_forms',
+            lambda self, forms, x, fmt, part='forward':
+            [0.1 if f == fastest else 1.0 for f in forms])
     with torch.autocast('cpu', dtype=torch.bfloat16):
         out = conv(x)
         expected = F.conv2d(x, conv.weight, None, 1, 2, 1, 8)
     assert out.dtype == expected.dtype == torch.bfloat16
     assert type(out.grad_fn).__name__ == '_PlannedConvBackward'
-    key, = autotune_choices()
+    (key, plan), = autotune_choices().items()
     assert torch.bfloat16 in key
+    if fastest is not None:  # its weight gradient not in half precision
+        assert plan == (fastest, fastest, ('grouped', 1))
     torch.testing.assert_close(out, expected, rtol=2e-2, atol=2e-2)
     g = torch.randn_like(out)
     grads = torch.autograd.grad(out, (x, conv.weight), g)
