@@ -202,24 +202,34 @@ def _phase_rows(phase: int, offset: int, size: int) -> Tuple[int, int, int]:
     return first, (first + offset - phase) // 2, len(range(first, size, 2))
 
 
+def _phase_pairs(image: torch.Tensor, phases: torch.Tensor,
+                 offset: Tuple[int, int]
+                 ) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """For each of the 2x2 phases of a frame holding ``image`` at
+    ``offset``: the image's pixels in that phase and where they lie in
+    ``phases`` (channel ``4c + 2ry + rx``, pixel ``(Y, X)`` = frame pixel
+    ``(2Y + ry, 2X + rx)`` of channel ``c``), as views of the two."""
+    h, w = image.shape[-2:]
+    by_phase = phases.unflatten(1, (image.shape[1], 2, 2))
+    for ry, rx in itertools.product(range(2), range(2)):
+        y0, row, rows = _phase_rows(ry, offset[0], h)
+        x0, col, cols = _phase_rows(rx, offset[1], w)
+        yield (image[:, :, y0::2, x0::2],
+               by_phase[:, :, ry, rx, row:row + rows, col:col + cols])
+
+
 def _to_phases(x: torch.Tensor, offset: Tuple[int, int],
                frame: Tuple[int, int],
                fmt: torch.memory_format) -> torch.Tensor:
     """``x`` placed at ``offset`` in a zero frame of ``2 * frame`` pixels,
-    as the frame's 2x2 phases: channel ``4c + 2ry + rx``, pixel ``(Y, X)``
-    is frame pixel ``(2Y + ry, 2X + rx)`` of channel ``c``; in memory format
+    as the frame's 2x2 phases (see :func:`_phase_pairs`), in memory format
     ``fmt``. Differentiable."""
-    n, c, h, w = x.shape
-    out = torch.empty((n, 4 * c) + tuple(frame),
+    out = torch.empty(x.shape[:1] + (4 * x.shape[1], ) + tuple(frame),
                       dtype=x.dtype,
                       device=x.device,
                       memory_format=fmt).zero_()
-    phases = out.unflatten(1, (c, 2, 2))
-    for ry, rx in itertools.product(range(2), range(2)):
-        y0, row, rows = _phase_rows(ry, offset[0], h)
-        x0, col, cols = _phase_rows(rx, offset[1], w)
-        phases[:, :, ry, rx, row:row + rows,
-               col:col + cols].copy_(x[:, :, y0::2, x0::2])
+    for pixels, slot in _phase_pairs(x, out, offset):
+        slot.copy_(pixels)
     return out
 
 
@@ -228,17 +238,12 @@ def _from_phases(z: torch.Tensor, offset: Tuple[int, int],
                  fmt: torch.memory_format) -> torch.Tensor:
     """The inverse of :func:`_to_phases`: the ``size`` pixels at ``offset``
     of the frame whose phases ``z`` holds. Differentiable."""
-    n, c4 = z.shape[:2]
-    out = torch.empty((n, c4 // 4) + tuple(size),
+    out = torch.empty(z.shape[:1] + (z.shape[1] // 4, ) + tuple(size),
                       dtype=z.dtype,
                       device=z.device,
                       memory_format=fmt)
-    phases = z.unflatten(1, (c4 // 4, 2, 2))
-    for ry, rx in itertools.product(range(2), range(2)):
-        y0, row, rows = _phase_rows(ry, offset[0], size[0])
-        x0, col, cols = _phase_rows(rx, offset[1], size[1])
-        out[:, :, y0::2, x0::2].copy_(phases[:, :, ry, rx, row:row + rows,
-                                             col:col + cols])
+    for pixels, slot in _phase_pairs(out, z, offset):
+        pixels.copy_(slot)
     return out
 
 
