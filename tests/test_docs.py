@@ -1,35 +1,43 @@
 """The docs point at things that exist.
 
-Every relative link in README.md, docs/**/*.md and configs/*/README.md, and every repository path
-those files name (in backticks or in code blocks), must exist, so that moving or renaming a file
-cannot leave a stale pointer behind. And the README stays a front page.
+Every relative link in README.md, docs/**/*.md and configs/*/README.md, and
+every repository path those files name (in backticks or in code blocks), must
+exist, so that moving or renaming a file cannot leave a stale pointer behind.
+And the README stays a front page.
 
-What counts as a repository path (the one rule): a token of the form ``first/rest`` whose first part
-is one of the repository's own top-level folders (``REPO_ROOTS``). Anything else is not checked:
-URLs, absolute paths, ``mmdet::``/``mmseg::`` config bases, and what runs create or users supply
-(``work_dirs/``, ``data/``, ``checkpoints/``, ``.venv/``, ``/path/to/...``), and what the
-installation generates (``GENERATED``). Placeholders (``<...>``, ``*``, ``...``) are skipped and
-``{a,b}`` is expanded. Anchors (``#...``) are not checked.
+What counts as a repository path (the one rule): a token of the form
+``first/rest`` whose first part is one of the repository's own top-level
+folders (``REPO_ROOTS``). Anything else is not checked: URLs, absolute paths,
+``mmdet::``/``mmseg::`` config bases, and what runs create or users supply
+(``work_dirs/``, ``data/``, ``checkpoints/``, ``.venv/``, ``/path/to/...``),
+and what the installation generates (``GENERATED``). Placeholders (``<...>``,
+``*``, ``...``) are skipped and ``{a,b}`` is expanded. Anchors (``#...``) are
+not checked.
 """
 import re
 from pathlib import Path
 
 import pytest
 
-# The repository root: the nearest folder above this file with setup.py (tests/ may be nested).
-ROOT = next(p for p in Path(__file__).resolve().parents if (p / 'setup.py').is_file())
+# The repository root: the nearest folder above this file with setup.py
+# (tests/ may be nested).
+ROOT = next(p for p in Path(__file__).resolve().parents
+            if (p / 'setup.py').is_file())
 
-# The repository's own top-level folders: a path starting with one of them must exist.
-REPO_ROOTS = ('configs', 'docs', 'mmepsa', 'requirements', 'tests', 'tools', '.ci')
-# Made by the installation, not kept in the repository (`pip install -e .` links tools and configs
-# into mmepsa/.mim for mim).
+# The repository's own top-level folders: a path starting with one of them
+# must exist.
+REPO_ROOTS = ('configs', 'docs', 'mmepsa', 'requirements', 'tests', 'tools',
+              '.ci')
+# Made by the installation, not kept in the repository (`pip install -e .`
+# links tools and configs into mmepsa/.mim for mim).
 GENERATED = ('mmepsa/.mim',)
 README_MAX_LINES = 250
 
 LINK = re.compile(r'!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+"[^"]*")?\s*\)')
 INLINE_CODE = re.compile(r'`([^`\n]+)`')
 FENCE = re.compile(r'^(```|~~~)')
-PATH = re.compile(r'(?<![\w./:$-])((?:' + '|'.join(re.escape(r) for r in REPO_ROOTS) +
+PATH = re.compile(r'(?<![\w./:$-])((?:' +
+                  '|'.join(re.escape(r) for r in REPO_ROOTS) +
                   r')/[\w./{},*<>+-]*)')
 
 
@@ -63,7 +71,8 @@ def split_markdown(text):
 
 def link_targets(prose):
     for target in LINK.findall(prose):
-        if re.match(r'^[a-z][a-z0-9+.-]*:', target, re.I) or target.startswith('#'):
+        if (re.match(r'^[a-z][a-z0-9+.-]*:', target, re.I)
+                or target.startswith('#')):
             continue  # a URL (http:, mailto:...) or an anchor in the same page
         yield target.split('#', 1)[0]
 
@@ -84,7 +93,9 @@ def stale_pointers(md_file):
     for target in link_targets(prose):
         if target and not (md_file.parent / target).exists():
             stale.append(f'link ({target})')
-    named = [m for span in INLINE_CODE.findall(prose) for m in repo_paths(span)]
+    named = [
+        m for span in INLINE_CODE.findall(prose) for m in repo_paths(span)
+    ]
     named += list(repo_paths(code))
     for path in named:
         if not (ROOT / path).exists():
@@ -96,17 +107,20 @@ def stale_pointers(md_file):
     'md_file', doc_files(), ids=lambda f: str(f.relative_to(ROOT)))
 def test_links_and_paths_exist(md_file):
     stale = stale_pointers(md_file)
-    assert not stale, (f'{md_file.relative_to(ROOT)} points at what does not exist: ' +
-                       ', '.join(stale))
+    assert not stale, (f'{md_file.relative_to(ROOT)} points at what does '
+                       'not exist: ' + ', '.join(stale))
 
 
 def test_the_rule_finds_stale_pointers(tmp_path):
     page = tmp_path / 'page.md'
     page.write_text(
-        'See [the guide](missing.md#intro), [here](#anchor), [site](https://example.com),\n'
+        'See [the guide](missing.md#intro), [here](#anchor), '
+        '[site](https://example.com),\n'
         '`tools/no_such_tool.py`, `configs/mask_rcnn/{README.md,nothing.py}`, '
-        '`work_dirs/x/epoch_1.pth`, `mmdet::mask_rcnn/x.py`, `tools/<name>.py`.\n'
-        '```shell\npython tools/gone.py data/coco/x.json\n```\n', encoding='utf-8')
+        '`work_dirs/x/epoch_1.pth`, `mmdet::mask_rcnn/x.py`, '
+        '`tools/<name>.py`.\n'
+        '```shell\npython tools/gone.py data/coco/x.json\n```\n',
+        encoding='utf-8')
     assert stale_pointers(page) == [
         'link (missing.md)', 'path `tools/no_such_tool.py`',
         'path `configs/mask_rcnn/nothing.py`', 'path `tools/gone.py`'
@@ -116,4 +130,5 @@ def test_the_rule_finds_stale_pointers(tmp_path):
 def test_readme_is_a_front_page():
     lines = (ROOT / 'README.md').read_text(encoding='utf-8').count('\n')
     assert lines <= README_MAX_LINES, (
-        f'README.md has {lines} lines (at most {README_MAX_LINES}): move the detail to docs/')
+        f'README.md has {lines} lines (at most {README_MAX_LINES}): move the '
+        'detail to docs/')

@@ -20,7 +20,14 @@ model = dict(
     neck=dict(
         in_channels={{_base_.epsanet_neck.in_channels}},
         out_channels=head_channels),
-    rpn_head=dict(in_channels=head_channels, feat_channels=head_channels),
+    # Anchors of 16-256 px (scale 4 at strides 4-64) instead of COCO's
+    # 32-512, which on 160-px images are partly larger than the image (the
+    # shapes' boxes are 37-88 px, 5th-95th percentile). Measured: val bbox
+    # mAP@0.5 0.549 against 0.538 (one run each, docs/demo.md).
+    rpn_head=dict(
+        in_channels=head_channels,
+        feat_channels=head_channels,
+        anchor_generator=dict(scales=[4])),
     roi_head=dict(
         bbox_roi_extractor=dict(out_channels=head_channels),
         bbox_head=dict(in_channels=head_channels, num_classes=3),

@@ -251,7 +251,7 @@ def swap_into_place(tmp: str, root: str) -> None:
 
 
 def make_demo_dataset(root: str = 'data/demo_shapes',
-                      num_train: int = 300,
+                      num_train: int = 900,
                       num_val: int = 50,
                       img_size: int = 160,
                       max_objects: int = 3,
@@ -320,7 +320,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Generate the synthetic shapes dataset of the demo.')
     parser.add_argument('--root', default='data/demo_shapes')
-    parser.add_argument('--num-train', type=int, default=300)
+    parser.add_argument('--num-train', type=int, default=900)
     parser.add_argument('--num-val', type=int, default=50)
     parser.add_argument('--img-size', type=int, default=160)
     parser.add_argument('--max-objects', type=int, default=3)

@@ -13,9 +13,10 @@ Offline and fast: instead of mmcv's 11-minute build, a small source archive
 named mmcv-2.1.0 whose setup.py imports ``pkg_resources`` and contains the
 ``-std=c++17`` flag the script rewrites, served with the real setuptools
 releases (the newest as a source archive, and one below 82), ``wheel`` (and
-its ``packaging``) and ``ninja`` from a local folder (``PIP_NO_INDEX``). The environment sees torch (which the script asks
-for its version) through a path entry onto this environment's packages, minus
-setuptools, pkg_resources, wheel and mmcv.
+its ``packaging``) and ``ninja`` from a local folder (``PIP_NO_INDEX``). The
+environment sees torch (which the script asks for its version) through a path
+entry onto this environment's packages, minus setuptools, pkg_resources, wheel
+and mmcv.
 """
 import os
 import os.path as osp
@@ -116,7 +117,8 @@ def _bare_env(path):
             continue
         os.symlink(osp.join(site, name), osp.join(shown, name))
     own_site = subprocess.run(
-        [py, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
+        [py, '-c',
+         'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
         stdout=subprocess.PIPE,
         text=True,
         check=True).stdout.strip()

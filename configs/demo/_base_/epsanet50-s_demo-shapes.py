@@ -12,15 +12,18 @@ _base_ = [
 custom_imports = dict(imports=['mmepsa'], allow_failed_imports=False)
 
 # The dataset tools/run_demo.py generates (see make_demo_dataset's args).
+# 900 training images seen twice rather than 300 seen six times: the same
+# 450 iterations, but more distinct examples (val bbox mAP@0.5 0.593 against
+# 0.549, one run each, docs/demo.md).
 demo_data = dict(
-    num_train=300,
+    num_train=900,
     num_val=50,
     img_size=160,
     max_objects=3,
     obj_size=(0.12, 0.28),
     seed=0)
 img_scale = (160, 160)
-max_epochs = 6
+max_epochs = 2
 base_lr = 3e-4  # measured against 2e-4: docs/demo.md
 warmup_iters = 50
 

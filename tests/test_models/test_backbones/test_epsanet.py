@@ -458,7 +458,8 @@ BAD_ARGUMENTS = [
                  ValueError,
                  r'init_cfg and pretrained',
                  id='full-pretrained-2'),
-    # the ResNet-family arguments (deep_stem, avg_down, plugins, widen_factor, dcn)
+    # the ResNet-family arguments (deep_stem, avg_down, plugins, widen_factor,
+    # dcn)
     pytest.param(tiny(dcn=dict(type='DCNv2', deform_groups=1),
                       stage_with_dcn=(False, True, True, True)),
                  ValueError,
