@@ -1,6 +1,6 @@
 # Mask R-CNN with an EPSANet-50 (small) backbone, trained FROM SCRATCH on the
 # synthetic shapes dataset of mmepsa.datasets.demo_data (3 classes), sized so
-# that it learns on a 2-core CPU in about 15 minutes. `tools/run_demo.py`
+# that it learns on a 2-core CPU within 15 minutes. `tools/run_demo.py`
 # (`make demo`) generates the data and runs it; so does mmdet's train.py once
 # the data is there:
 #   python -m mmepsa.datasets.demo_data --root data/demo_shapes
