@@ -14,7 +14,7 @@ custom_imports = dict(imports=['mmepsa'], allow_failed_imports=False)
 # The dataset tools/run_demo.py generates (see make_demo_dataset's args).
 # 900 training images seen twice rather than 300 seen six times: the same
 # 450 iterations, but more distinct examples (val bbox mAP@0.5 0.593 against
-# 0.549, one run each, docs/demo.md).
+# 0.549 on CI's 2-core machine class, docs/demo.md).
 demo_data = dict(
     num_train=900,
     num_val=50,
