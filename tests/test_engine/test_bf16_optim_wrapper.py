@@ -146,8 +146,9 @@ def test_use_amp_picks_the_wrapper(monkeypatch):
 
 
 def test_detection_from_cpuinfo(monkeypatch, tmp_path):
-    """Without oneDNN's answer, the /proc/cpuinfo flags decide."""
-    monkeypatch.setattr(torch.backends.mkldnn, 'is_available', lambda: False)
+    """Without torch's CPUID checks (torch < 2.3), the /proc/cpuinfo flags
+    decide."""
+    monkeypatch.setattr(wrapper_module, '_torch_isa_checks', lambda: [])
     real_open = open
 
     def fake_open(flags):
@@ -158,5 +159,34 @@ def test_detection_from_cpuinfo(monkeypatch, tmp_path):
 
     monkeypatch.setattr('builtins.open', fake_open('avx512f amx_bf16'))
     assert wrapper_module.cpu_bf16_supported()
-    monkeypatch.setattr('builtins.open', fake_open('avx512f avx2'))
+    monkeypatch.setattr('builtins.open', fake_open('avx512f avx512_bf16'))
+    assert wrapper_module.cpu_bf16_supported()
+    # AVX-512 without bfloat16 instructions: oneDNN would emulate it
+    monkeypatch.setattr('builtins.open',
+                        fake_open('avx512f avx512bw avx512_vnni'))
     assert not wrapper_module.cpu_bf16_supported()
+
+
+@pytest.mark.parametrize('avx512_bf16, amx, expected',
+                         [(False, False, False), (True, False, True),
+                          (False, True, True)])
+def test_detection_by_torch_checks(monkeypatch, avx512_bf16, amx, expected):
+    """torch's CPUID checks decide where they exist, whatever oneDNN says
+    (it reports bfloat16 support on any AVX-512 CPU)."""
+    monkeypatch.setattr(wrapper_module, '_torch_isa_checks',
+                        lambda: [lambda: avx512_bf16, lambda: amx])
+    monkeypatch.setattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported',
+                        lambda: True, raising=False)
+    assert wrapper_module.cpu_bf16_supported() is expected
+
+
+def test_detection_agrees_with_the_cpu_flags():
+    """On this machine: the answer is whether /proc/cpuinfo lists
+    avx512_bf16 or amx_bf16."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            flags = f.read().split()
+    except OSError:
+        pytest.skip('no /proc/cpuinfo')
+    assert wrapper_module.cpu_bf16_supported() == any(
+        flag in flags for flag in ('avx512_bf16', 'amx_bf16'))
