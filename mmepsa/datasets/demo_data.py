@@ -26,6 +26,7 @@ Command line::
     python -m mmepsa.datasets.demo_data --root data/demo_shapes
 """
 import argparse
+import inspect
 import json
 import os
 import os.path as osp
@@ -317,18 +318,24 @@ def make_demo_dataset(root: str = 'data/demo_shapes',
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    # the defaults are make_demo_dataset's (written once, there)
+    default = {
+        name: param.default
+        for name, param in inspect.signature(
+            make_demo_dataset).parameters.items()
+    }
     parser = argparse.ArgumentParser(
         description='Generate the synthetic shapes dataset of the demo.')
-    parser.add_argument('--root', default='data/demo_shapes')
-    parser.add_argument('--num-train', type=int, default=900)
-    parser.add_argument('--num-val', type=int, default=50)
-    parser.add_argument('--img-size', type=int, default=160)
-    parser.add_argument('--max-objects', type=int, default=3)
+    parser.add_argument('--root', default=default['root'])
+    for name in ('num_train', 'num_val', 'img_size', 'max_objects'):
+        parser.add_argument('--' + name.replace('_', '-'),
+                            type=int,
+                            default=default[name])
     parser.add_argument('--obj-size', type=float, nargs=2,
-                        default=(0.12, 0.28), metavar=('MIN', 'MAX'),
+                        default=default['obj_size'], metavar=('MIN', 'MAX'),
                         help="range of the shapes' radius, as a fraction "
                         'of the image size')
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--seed', type=int, default=default['seed'])
     parser.add_argument('--force', action='store_true',
                         help='regenerate even if an up-to-date copy exists')
     return parser.parse_args(argv)

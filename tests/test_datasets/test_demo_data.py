@@ -1,6 +1,7 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
 """The synthetic shapes dataset of the demo (mmepsa.datasets.demo_data)."""
 import hashlib
+import inspect
 import json
 import os
 import os.path as osp
@@ -156,3 +157,28 @@ def test_cli(tmp_path, capsys):
     assert osp.isfile(osp.join(root, 'annotations', 'instances_val.json'))
     assert demo_data.main(['--root', root, '--num-train', '0']) == 1
     assert 'error' in capsys.readouterr().err
+
+
+def test_defaults_are_written_once():
+    """The CLI's defaults are make_demo_dataset's, and so are the demo
+    config's ``demo_data`` (tools/run_demo.py passes those to it)."""
+    from mmengine.config import Config
+    default = {
+        name: param.default
+        for name, param in inspect.signature(
+            make_demo_dataset).parameters.items()
+    }
+    args = vars(demo_data.parse_args([]))
+    assert {k: tuple(v) if k == 'obj_size' else v
+            for k, v in args.items()} == {
+                k: default[k]
+                for k in args
+            }
+    cfg = Config.fromfile(
+        osp.join(osp.dirname(__file__), '..', '..', 'configs', 'demo',
+                 '_base_', 'epsanet50-s_demo-shapes.py'))
+    assert {k: tuple(v) if isinstance(v, list) else v
+            for k, v in cfg.demo_data.items()} == {
+                k: default[k]
+                for k in cfg.demo_data
+            }
