@@ -280,6 +280,7 @@ def run_demo(cfg: Config, vis_image: int = 0) -> dict:
     from mmengine.hooks import Hook
     from mmengine.runner import Runner
 
+    from mmepsa.engine import cpu_bf16_supported
     from mmepsa.visualization import plot_curves
 
     try:
@@ -344,6 +345,7 @@ def run_demo(cfg: Config, vis_image: int = 0) -> dict:
         eval_seconds=round(val_s, 1),
         iterations=runner.iter,
         precision=precision_of(cfg),
+        cpu_bf16=cpu_bf16_supported(),
         metrics={k: (round(float(v), 4) if isinstance(v, (int, float)) else v)
                  for k, v in metrics.items()},
         outputs={k: v for k, v in outputs.items() if v})
@@ -367,6 +369,9 @@ def format_summary(summary: dict, work_dir: str) -> str:
         lines.append('  precision:   bf16 (bfloat16 autocast in the backbone '
                      'and neck: this CPU has native bfloat16; --precision '
                      'fp32 for float32)')
+    elif precision == 'fp32' and summary.get('cpu_bf16') is False:
+        lines.append('  precision:   fp32 (this CPU has no bfloat16 '
+                     'instructions, avx512_bf16 or amx_bf16)')
     elif precision is not None:
         lines.append(f'  precision:   {precision}')
     for key in SUMMARY_METRICS:

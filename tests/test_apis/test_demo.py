@@ -183,3 +183,10 @@ def test_format_summary_says_bf16():
     assert '--precision fp32 for float32' in text
     text = format_summary(dict(summary, precision='fp32'), 'work')
     assert '  precision:   fp32' in text
+    assert 'no bfloat16' not in text
+    text = format_summary(dict(summary, precision='fp32', cpu_bf16=False),
+                          'work')
+    assert '  precision:   fp32 (this CPU has no bfloat16 instructions' in text
+    text = format_summary(dict(summary, precision='fp32', cpu_bf16=True),
+                          'work')
+    assert text.count('  precision:   fp32\n') == 1

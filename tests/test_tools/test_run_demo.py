@@ -24,6 +24,7 @@ def test_mask_rcnn_run_demo(tmp_path):
     from mmepsa.engine import cpu_bf16_supported
     precision = 'bf16' if cpu_bf16_supported() else 'fp32'
     assert summary['precision'] == precision
+    assert summary['cpu_bf16'] is cpu_bf16_supported()
     assert f'  precision:   {precision}' in proc.stdout
     outputs = summary['outputs']
     for key in ('loss curve', 'predictions', 'checkpoint', 'log'):
