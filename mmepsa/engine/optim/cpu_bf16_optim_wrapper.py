@@ -25,8 +25,8 @@ _CPU_FLAGS = ('avx512_bf16', 'amx_bf16')
 
 def _torch_isa_checks() -> list:
     """torch's own CPUID checks for the instructions in ``_CPU_FLAGS``
-    (``torch.cpu._is_avx512_bf16_supported`` and ``_is_amx_tile_supported``,
-    torch >= 2.3), those this torch has."""
+    (``torch.cpu._is_avx512_bf16_supported`` and ``_is_amx_tile_supported``),
+    those this torch has (older ones have neither)."""
     cpu = getattr(torch, 'cpu', None)
     names = ('_is_avx512_bf16_supported', '_is_amx_tile_supported')
     return [getattr(cpu, n) for n in names if hasattr(cpu, n)]
@@ -38,9 +38,9 @@ def cpu_bf16_supported() -> bool:
     ``/proc/cpuinfo``.
 
     Not oneDNN's ``_is_mkldnn_bf16_supported``: it is true on any CPU with
-    AVX-512, where oneDNN emulates bfloat16. On an Intel Xeon with AVX-512
-    but neither instruction set, bfloat16 autocast made the demo 3.1-3.3 s
-    per iteration (docs/demo.md).
+    AVX-512, where oneDNN emulates bfloat16 (on an Intel Xeon with AVX-512
+    but neither instruction set the demo trained slower in bfloat16 than in
+    float32: docs/demo.md).
     """
     checks = _torch_isa_checks()
     if checks:
