@@ -317,13 +317,18 @@ def make_demo_dataset(root: str = 'data/demo_shapes',
     return root
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    # the defaults are make_demo_dataset's (written once, there)
-    default = {
+def dataset_defaults() -> dict:
+    """:func:`make_demo_dataset`'s parameters and their defaults, the one
+    place they are written (the CLI takes its defaults from here)."""
+    return {
         name: param.default
         for name, param in inspect.signature(
             make_demo_dataset).parameters.items()
     }
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    default = dataset_defaults()
     parser = argparse.ArgumentParser(
         description='Generate the synthetic shapes dataset of the demo.')
     parser.add_argument('--root', default=default['root'])

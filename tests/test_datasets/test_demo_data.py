@@ -163,7 +163,8 @@ def test_defaults_are_written_once():
     """The CLI's defaults are make_demo_dataset's, and so are the demo
     config's ``demo_data`` (tools/run_demo.py passes those to it)."""
     from mmengine.config import Config
-    default = {
+    default = demo_data.dataset_defaults()
+    assert default == {
         name: param.default
         for name, param in inspect.signature(
             make_demo_dataset).parameters.items()
