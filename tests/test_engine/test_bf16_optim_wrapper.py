@@ -151,8 +151,8 @@ def test_use_amp_picks_the_wrapper(monkeypatch):
 
 
 def test_detection_from_cpuinfo(monkeypatch, tmp_path):
-    """Without torch's CPUID checks (torch < 2.3), the /proc/cpuinfo flags
-    decide."""
+    """Without torch's CPUID checks (torch 2.1 has neither), the
+    /proc/cpuinfo flags decide."""
     monkeypatch.setattr(wrapper_module, '_torch_isa_checks', lambda: [])
     real_open = open
 

@@ -27,9 +27,8 @@ def _torch_isa_checks() -> list:
     """torch's own CPUID checks for the instructions in ``_CPU_FLAGS``
     (``torch.cpu._is_avx512_bf16_supported`` and ``_is_amx_tile_supported``),
     those this torch has (older ones have neither)."""
-    cpu = getattr(torch, 'cpu', None)
     names = ('_is_avx512_bf16_supported', '_is_amx_tile_supported')
-    return [getattr(cpu, n) for n in names if hasattr(cpu, n)]
+    return [getattr(torch.cpu, n) for n in names if hasattr(torch.cpu, n)]
 
 
 def cpu_bf16_supported() -> bool:
