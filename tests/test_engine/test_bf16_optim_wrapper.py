@@ -125,6 +125,63 @@ def test_state_dict_round_trip():
     assert other.get_lr() == wrapper.get_lr()
 
 
+class Pyramid(BaseModel):
+    """A backbone, then pyramid levels as RetinaNet's P6 and P7 (3x3 convs
+    with stride 2, mmdet's FPN): on a 4x4 input the last one meets a 1x1
+    map, narrower than its stride."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Conv2d(3, 64, 3, stride=2, padding=1)
+        self.neck = nn.Sequential(
+            nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=2, padding=1))
+        self.target = torch.randn(2, 64, 1, 1)
+
+    def forward(self, inputs, data_samples=None, mode='loss'):
+        out = self.neck(self.backbone(inputs)).float()
+        return dict(loss=(out * self.target).sum())
+
+
+@pytest.mark.usefixtures('any_cpu')
+@pytest.mark.parametrize('autocast_modules', [('backbone', 'neck'), None])
+def test_strided_conv_on_a_map_narrower_than_its_stride(autocast_modules):
+    """oneDNN's bfloat16 weight gradient of a strided conv whose input is
+    narrower than the stride holds garbage (up to 1e38, different at every
+    call): that conv runs in float32, so its weight gradient is float32
+    training's at every step; the other convs stay in bfloat16 (agreeing to
+    its rounding), and the wrapper leaves no hook behind."""
+    torch.manual_seed(0)
+    model, reference = Pyramid(), Pyramid()
+    reference.load_state_dict(model.state_dict())
+    reference.target = model.target
+    wrapper = build(model, autocast_modules=autocast_modules)
+    data = dict(inputs=torch.rand(2, 3, 4, 4))
+    dtypes = {}
+    for i in (0, 2):
+        model.neck[i].register_forward_hook(
+            lambda m, args, out, i=i: dtypes.__setitem__(i, out.dtype))
+    hooks = [(len(m._forward_hooks), len(m._forward_pre_hooks))
+             for m in model.modules()]
+    for _ in range(6):
+        model.zero_grad()
+        reference.zero_grad()
+        with wrapper.optim_context(model):
+            model(**data)['loss'].backward()
+        reference(**data)['loss'].backward()
+        assert dtypes == {0: torch.bfloat16, 2: torch.float32}
+        torch.testing.assert_close(model.neck[2].weight.grad,
+                                   reference.neck[2].weight.grad,
+                                   rtol=2e-2, atol=2e-2)
+        for conv in (model.backbone, model.neck[0]):
+            ref = dict(reference.named_modules())[next(
+                n for n, m in model.named_modules() if m is conv)]
+            assert (conv.weight.grad - ref.weight.grad).norm() <= \
+                0.05 * ref.weight.grad.norm()
+    assert hooks == [(len(m._forward_hooks), len(m._forward_pre_hooks))
+                     for m in model.modules()]
+
+
 def test_cpu_without_bf16_says_so(monkeypatch):
     monkeypatch.setattr(wrapper_module, 'cpu_bf16_supported', lambda: False)
     with pytest.raises(RuntimeError, match='no native bfloat16'):

@@ -77,6 +77,38 @@ def _exit_autocast(module, args, outputs):
     return _to_float(outputs)
 
 
+def _needs_float32(module: nn.Module) -> bool:
+    """A trainable strided conv (kernel > 1), whose weight gradient oneDNN
+    may get wrong in bfloat16 (see :func:`_enter_float32`)."""
+    return (isinstance(module, nn.Conv2d) and module.weight.requires_grad
+            and max(module.stride) > 1 and max(module.kernel_size) > 1)
+
+
+def _enter_float32(module, args):
+    """Run ``module`` (a conv of :func:`_needs_float32`) in float32 where its
+    input is narrower than its stride. There oneDNN's bfloat16 weight
+    gradient (torch 2.1.2 and 2.14.1, with and without AVX512-BF16) holds
+    whatever was in memory: values up to 1e38, NaN or plausible ones, not
+    the same from call to call. RetinaNet's P7 conv (3x3, stride 2) meets a
+    1x1 map on a 64-px image, and training went NaN at its second step.
+    Such maps are tiny, so float32 costs nothing."""
+    x = args[0] if args else None
+    if not (isinstance(x, torch.Tensor) and x.dim() == 4 and any(
+            size < stride
+            for size, stride in zip(x.shape[-2:], module.stride))):
+        return None
+    ctx = torch.autocast('cpu', enabled=False)
+    ctx.__enter__()
+    module.__dict__.setdefault('_bf16_float32', []).append(ctx)
+    return (x.float(), ) + tuple(args[1:])
+
+
+def _exit_float32(module, args, outputs):
+    stack = module.__dict__.get('_bf16_float32')
+    if stack:
+        stack.pop().__exit__(None, None, None)
+
+
 @OPTIM_WRAPPERS.register_module()
 class CPUBF16OptimWrapper(OptimWrapper):
     """:class:`mmengine.optim.OptimWrapper` whose ``optim_context`` (the
@@ -87,6 +119,9 @@ class CPUBF16OptimWrapper(OptimWrapper):
     autocast covers the model's ``backbone`` and ``neck`` (the convolutional
     bulk of a detector or segmentor), whose outputs go back to float32 for
     the heads; a model with neither runs its whole forward under autocast.
+    A trainable strided conv whose input is narrower than its stride runs in
+    float32: oneDNN's bfloat16 weight gradient is wrong there (see
+    ``_enter_float32``).
 
     Args:
         *args, **kwargs: As :class:`~mmengine.optim.OptimWrapper`'s.
@@ -120,23 +155,29 @@ class CPUBF16OptimWrapper(OptimWrapper):
             getattr(module, name) for name in self.autocast_modules
             if isinstance(getattr(module, name, None), nn.Module)
         ]
-        with super().optim_context(model):
-            if not targets:
-                with torch.autocast('cpu', dtype=torch.bfloat16):
-                    yield
-                return
-            handles = []
-            for target in targets:
+        handles = []
+        for target in targets or [module]:
+            for conv in filter(_needs_float32, target.modules()):
+                handles.append(conv.register_forward_pre_hook(_enter_float32))
                 handles.append(
-                    target.register_forward_pre_hook(_enter_autocast))
-                handles.append(
-                    target.register_forward_hook(_exit_autocast,
-                                                 always_call=True))
-            try:
+                    conv.register_forward_hook(_exit_float32,
+                                               always_call=True))
+        try:
+            with super().optim_context(model):
+                if not targets:
+                    with torch.autocast('cpu', dtype=torch.bfloat16):
+                        yield
+                    return
+                for target in targets:
+                    handles.append(
+                        target.register_forward_pre_hook(_enter_autocast))
+                    handles.append(
+                        target.register_forward_hook(_exit_autocast,
+                                                     always_call=True))
                 yield
-            finally:
-                for handle in handles:
-                    handle.remove()
+        finally:
+            for handle in handles:
+                handle.remove()
 
 
 def use_amp(cfg) -> None:
