@@ -57,7 +57,7 @@ fi
 # for the whole environment on every core (compileall -j 0: same .pyc files,
 # the up-to-date ones skipped, the few sources that do not parse ignored as
 # pip ignores them), which took 16 s instead of pip's 37 s for the torch pair
-# on 2 cores (docs/testing.md).
+# on 2 cores (docs/install.md).
 pip_install() { "$PY" -m pip install --disable-pip-version-check --no-compile "$@" 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true; }
 byte_compile() { "$PY" -m compileall -q -j 0 "$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null 2>&1 || true; }
 # pip's output is filtered above; this checks that each step really succeeded.

@@ -87,10 +87,11 @@ def _needs_float32(module: nn.Module) -> bool:
 def _enter_float32(module, args):
     """Run ``module`` (a conv of :func:`_needs_float32`) in float32 where its
     input is narrower than its stride. There oneDNN's bfloat16 weight
-    gradient (torch 2.1.2 and 2.14.1, with and without AVX512-BF16) holds
-    whatever was in memory: values up to 1e38, NaN or plausible ones, not
-    the same from call to call. RetinaNet's P7 conv (3x3, stride 2) meets a
-    1x1 map on a 64-px image, and training went NaN at its second step.
+    gradient holds whatever was in memory: values up to 1e38, NaN or
+    plausible ones, not the same from call to call (torch 2.1.2 and 2.14.1
+    on a CPU without AVX512-BF16, where oneDNN emulates it; CPUs with it
+    were not checked). RetinaNet's P7 conv (3x3, stride 2) meets a 1x1 map
+    on a 64-px image, and training went NaN at its second or third step.
     Such maps are tiny, so float32 costs nothing."""
     x = args[0] if args else None
     if not (isinstance(x, torch.Tensor) and x.dim() == 4 and any(
