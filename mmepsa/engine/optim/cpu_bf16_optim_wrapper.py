@@ -64,16 +64,35 @@ def _to_float(outputs):
     return outputs
 
 
-def _enter_autocast(module, args):
-    ctx = torch.autocast('cpu', dtype=torch.bfloat16)
+def _enter(module: nn.Module, ctx) -> None:
+    """Enter the autocast context ``ctx`` for ``module``'s forward pass (a
+    forward pre-hook's part); :func:`_exit` leaves it."""
     ctx.__enter__()
-    module.__dict__.setdefault('_bf16_autocast', []).append(ctx)
+    module.__dict__.setdefault('_bf16_contexts', []).append(ctx)
+
+
+def _exit(module: nn.Module) -> None:
+    stack = module.__dict__.get('_bf16_contexts')
+    if stack:
+        stack.pop().__exit__(None, None, None)
+
+
+def _hook(module: nn.Module, enter, leave) -> list:
+    """Register ``enter`` as a forward pre-hook, after those already there,
+    and ``leave`` as a forward hook before them, which runs even when the
+    forward pass raises: hooks registered later nest inside the earlier
+    ones. Their handles."""
+    return [module.register_forward_pre_hook(enter),
+            module.register_forward_hook(leave, prepend=True,
+                                         always_call=True)]
+
+
+def _enter_autocast(module, args):
+    _enter(module, torch.autocast('cpu', dtype=torch.bfloat16))
 
 
 def _exit_autocast(module, args, outputs):
-    stack = module.__dict__.get('_bf16_autocast')
-    if stack:
-        stack.pop().__exit__(None, None, None)
+    _exit(module)
     return _to_float(outputs)
 
 
@@ -98,16 +117,12 @@ def _enter_float32(module, args):
             size < stride
             for size, stride in zip(x.shape[-2:], module.stride))):
         return None
-    ctx = torch.autocast('cpu', enabled=False)
-    ctx.__enter__()
-    module.__dict__.setdefault('_bf16_float32', []).append(ctx)
+    _enter(module, torch.autocast('cpu', enabled=False))
     return (x.float(), ) + tuple(args[1:])
 
 
 def _exit_float32(module, args, outputs):
-    stack = module.__dict__.get('_bf16_float32')
-    if stack:
-        stack.pop().__exit__(None, None, None)
+    _exit(module)
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -157,25 +172,19 @@ class CPUBF16OptimWrapper(OptimWrapper):
             if isinstance(getattr(module, name, None), nn.Module)
         ]
         handles = []
-        for target in targets or [module]:
-            for conv in filter(_needs_float32, target.modules()):
-                handles.append(conv.register_forward_pre_hook(_enter_float32))
-                handles.append(
-                    conv.register_forward_hook(_exit_float32,
-                                               always_call=True))
         try:
             with super().optim_context(model):
-                if not targets:
-                    with torch.autocast('cpu', dtype=torch.bfloat16):
-                        yield
-                    return
                 for target in targets:
-                    handles.append(
-                        target.register_forward_pre_hook(_enter_autocast))
-                    handles.append(
-                        target.register_forward_hook(_exit_autocast,
-                                                     always_call=True))
-                yield
+                    handles += _hook(target, _enter_autocast, _exit_autocast)
+                # after the targets' hooks: inside their autocast
+                for target in targets or [module]:
+                    for conv in filter(_needs_float32, target.modules()):
+                        handles += _hook(conv, _enter_float32, _exit_float32)
+                if targets:
+                    yield
+                    return
+                with torch.autocast('cpu', dtype=torch.bfloat16):
+                    yield
         finally:
             for handle in handles:
                 handle.remove()
