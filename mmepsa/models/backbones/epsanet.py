@@ -507,12 +507,13 @@ class EPSANet(ResNet):
         (``channels_last``; by default that of the device they are on).
 
         A conv whose weight is NCHW and whose input is channels-last makes
-        a channels-last copy of the weight in every forward and backward
-        pass and copies the weight gradient back, four passes over the
-        weights per training step. Holding the weight itself channels-last
-        saves them and computes the same numbers; the parameters keep their
-        shapes and values, so state dicts and checkpoints are unchanged
-        (loading copies values into the parameters as they are laid out).
+        a channels-last copy of the weight in its forward and its backward
+        pass, and autograd copies the weight gradient back to the weight's
+        layout: three copies of the weights per training step. Holding the
+        weight itself channels-last saves them and computes the same
+        numbers; the parameters keep their shapes and values, so state
+        dicts and checkpoints are unchanged (loading copies values into the
+        parameters as they are laid out).
         Called on construction, after every ``.to()``/``.cuda()`` (so that
         DistributedDataParallel, which records the layout of the gradients
         when it wraps the model, sees the final one) and by ``forward``
