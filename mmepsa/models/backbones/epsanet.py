@@ -325,9 +325,8 @@ class EPSANet(ResNet):
             convolutions are much faster. ``None`` (default) turns it on for
             CPU inputs and off for others (not measured on GPU; set True to
             try). The input is converted on entry and the returned features
-            are made contiguous NCHW again, so callers see no difference.
-            The conv weights are held in the same format (their values,
-            state dicts and checkpoints are unaffected).
+            are made contiguous NCHW again, so callers see no difference;
+            parameters and checkpoints are unaffected.
         in_channels (int): Input image channels. Defaults to 3.
         stem_channels (int): Channels of the stem. Defaults to 64.
         base_channels (int): Base width of the first stage. Defaults to 64.
@@ -460,7 +459,6 @@ class EPSANet(ResNet):
             stage_with_dcn=(False, ) * num_stages))
         self.in_channels = in_channels
         self.channels_last = channels_last
-        self._match_weight_format()
 
     def make_res_layer(self, **kwargs) -> ResLayer:
         """Pack a stage's EPSA blocks into a ``ResLayer``."""
@@ -495,68 +493,19 @@ class EPSANet(ResNet):
                     'scratch.')
         super().init_weights()
 
-    def _runs_channels_last(self, device: torch.device) -> bool:
-        """Whether the network runs channels-last on ``device``."""
-        if self.channels_last is None:
-            return device.type == 'cpu'
-        return self.channels_last
-
-    def _match_weight_format(self, channels_last: Optional[bool] = None
-                             ) -> None:
-        """Keep the conv weights in the memory format the network runs in
-        (``channels_last``; by default that of the device they are on).
-
-        A conv whose weight is NCHW and whose input is channels-last makes
-        a channels-last copy of the weight in its forward and its backward
-        pass, and autograd copies the weight gradient back to the weight's
-        layout: three copies of the weights per training step. Holding the
-        weight itself channels-last saves them and computes the same
-        numbers; the parameters keep their shapes and values, so state
-        dicts and checkpoints are unchanged (loading copies values into the
-        parameters as they are laid out).
-        Called on construction, after every ``.to()``/``.cuda()`` (so that
-        DistributedDataParallel, which records the layout of the gradients
-        when it wraps the model, sees the final one) and by ``forward``
-        when the format it runs in is not the one last set here (after a
-        change of ``channels_last``)."""
-        weights = [
-            m.weight for m in self.modules()
-            if isinstance(m, nn.Conv2d) and m.weight.dim() == 4
-        ]
-        if not weights:
-            return
-        if channels_last is None:
-            channels_last = self._runs_channels_last(weights[0].device)
-        fmt = (torch.channels_last
-               if channels_last else torch.contiguous_format)
-        for weight in weights:
-            if not weight.is_contiguous(memory_format=fmt):
-                weight.data = weight.data.contiguous(memory_format=fmt)
-        self._weight_format = fmt
-
-    def _apply(self, fn, *args, **kwargs) -> 'EPSANet':
-        """``nn.Module._apply`` (``.to()``, ``.cuda()``, ``.float()``...),
-        then the weights in the memory format of the device they are on
-        (:meth:`_match_weight_format`)."""
-        super()._apply(fn, *args, **kwargs)
-        self._match_weight_format()
-        return self
-
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """ResNet's forward, after checking the input shape, in channels-last
-        memory format where ``channels_last`` says so (the conv weights too:
-        :meth:`_match_weight_format`). A BN in eval mode is folded into the
-        conv before it (``mmepsa.models.layers.fold_bn``)."""
+        memory format where ``channels_last`` says so. A BN in eval mode is
+        folded into the conv before it (``mmepsa.models.layers.fold_bn``)."""
         if (x.dim() != 4 or x.shape[1] != self.in_channels
                 or 0 in x.shape[2:]):
             raise ValueError(
                 f'EPSANet expects input of shape (N, {self.in_channels}, H, '
                 f'W) (in_channels={self.in_channels}, H and W >= 1), got '
                 f'{tuple(x.shape)}')
-        channels_last = self._runs_channels_last(x.device)
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        if fmt != getattr(self, '_weight_format', None) and not _exporting():
-            self._match_weight_format(channels_last)
+        channels_last = self.channels_last
+        if channels_last is None:
+            channels_last = x.device.type == 'cpu'
         if not channels_last:
             return self._forward_stages(x)
         x = x.contiguous(memory_format=torch.channels_last)

@@ -431,8 +431,7 @@ class PSAConv2d(nn.Conv2d):
             grad_w = grad_w.permute(0, 5, 1, 2, 3, 4)
         elif kind == 'depthwise':
             grad_w = grad_w.view(groups, in_pg, og, kh, kw).transpose(1, 2)
-        return grad_w.reshape(weight.shape).contiguous(
-            memory_format=_memory_format(weight))
+        return grad_w.reshape(weight.shape).contiguous()
 
     def _polyphase_grad(self, part: str, x: torch.Tensor,
                         weight: torch.Tensor, grad: torch.Tensor,
@@ -466,7 +465,7 @@ class PSAConv2d(nn.Conv2d):
         full = grad_w.new_zeros(out_ch, in_pg, (kh + 1) * (kw + 1))
         full.index_add_(2, index.flatten(), grad_w)
         return full.view(out_ch, in_pg, kh + 1, kw + 1)[:, :, :kh, :kw] \
-            .contiguous(memory_format=_memory_format(weight))
+            .contiguous()
 
     # --------------------------------------------------------- the choice
 

@@ -59,52 +59,6 @@ def test_channels_last_auto_follows_the_device():
     assert seen == [True, False]
 
 
-def _conv_weights(model):
-    return [(name, m.weight) for name, m in model.named_modules()
-            if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
-
-
-def test_conv_weights_follow_the_memory_format():
-    """The conv weights are held in the memory format the network runs in
-    (no copy of them per pass), their gradients come in that format, and
-    the numbers are those of NCHW weights, bit for bit."""
-    cl = EPSANet(50, norm_eval=False, **TINY).train()
-    nchw = copy.deepcopy(cl)
-    for _, w in _conv_weights(nchw):
-        w.data = w.data.contiguous()
-    nchw._match_weight_format = lambda *args: None  # as before: NCHW
-    assert all(
-        w.is_contiguous(memory_format=torch.channels_last)
-        and not w.is_contiguous() for _, w in _conv_weights(cl))
-    x = torch.randn(2, 3, 64, 48)
-    for model in (cl, nchw):
-        sum(o.square().mean() for o in model(x)).backward()
-    for (name, w), (_, w0) in zip(_conv_weights(cl), _conv_weights(nchw)):
-        assert w.grad.is_contiguous(memory_format=torch.channels_last), name
-        assert torch.equal(w.grad, w0.grad), name
-    with torch.no_grad():
-        outs, theirs = cl.eval()(x), nchw.eval()(x)
-    assert all(torch.equal(a, b) for a, b in zip(outs, theirs))
-    # the state dict holds the same values: an NCHW model loads it as is
-    reloaded = EPSANet(50, channels_last=False, **TINY).eval()
-    reloaded.load_state_dict(cl.state_dict())
-    assert all(w.is_contiguous() for _, w in _conv_weights(reloaded))
-    with torch.no_grad():
-        for a, b in zip(reloaded(x), outs):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    # switched off: NCHW weights and outputs; .to() (as before DDP wraps
-    # the model) puts them back in the format of their device
-    cl.channels_last = False
-    with torch.no_grad():
-        assert all(o.is_contiguous() for o in cl(x))
-    assert all(w.is_contiguous() for _, w in _conv_weights(cl))
-    cl.channels_last = None
-    cl.to('cpu')
-    assert all(
-        w.is_contiguous(memory_format=torch.channels_last)
-        for _, w in _conv_weights(cl))
-
-
 @pytest.mark.parametrize('value', ['yes', 1, 0.0])
 def test_channels_last_bad_value(value):
     with pytest.raises(ValueError, match='channels_last must be None'):
