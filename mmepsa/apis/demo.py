@@ -35,6 +35,16 @@ class DemoDataError(ValueError):
     """The demo dataset could not be generated."""
 
 
+def check_finite_loss(loss, iteration: int) -> None:
+    """Raise :class:`DemoDiverged` if ``loss`` (a number or a tensor, which
+    may require grad; None: nothing to check) is not finite."""
+    if loss is None:
+        return
+    value = float(loss.detach()) if hasattr(loss, 'detach') else float(loss)
+    if not math.isfinite(value):
+        raise DemoDiverged(f'non-finite loss {value} at iteration {iteration}')
+
+
 def load_demo_config(config: str,
                      work_dir: Optional[str] = None,
                      data_root: Optional[str] = None,
@@ -297,10 +307,7 @@ def run_demo(cfg: Config, vis_image: int = 0) -> dict:
 
         def after_train_iter(self, runner, batch_idx, data_batch=None,
                              outputs=None):
-            loss = (outputs or {}).get('loss')
-            if loss is not None and not math.isfinite(float(loss)):
-                raise DemoDiverged(f'non-finite loss {float(loss)} at '
-                                   f'iteration {runner.iter}')
+            check_finite_loss((outputs or {}).get('loss'), runner.iter)
 
         def before_val_epoch(self, runner):
             val_time['start'] = time.time()

@@ -6,8 +6,9 @@ import os.path as osp
 
 import pytest
 
-from mmepsa.apis.demo import (ensure_data, format_summary, load_demo_config,
-                              precision_of, set_epochs)
+from mmepsa.apis.demo import (DemoDiverged, check_finite_loss, ensure_data,
+                              format_summary, load_demo_config, precision_of,
+                              set_epochs)
 from tests.utils import DEMO_MASK_RCNN, DEMO_RETINANET
 
 
@@ -190,3 +191,22 @@ def test_format_summary_says_bf16():
     text = format_summary(dict(summary, precision='fp32', cpu_bf16=True),
                           'work')
     assert text.count('  precision:   fp32\n') == 1
+
+
+@pytest.mark.parametrize('bad', [math.nan, math.inf])
+def test_a_non_finite_loss_stops_the_demo(bad):
+    """The demo's hook stops at the first non-finite loss, naming it and
+    the iteration; a finite loss that requires grad passes without the
+    warning torch gives for float() of such a tensor."""
+    import warnings
+
+    import torch
+    with pytest.raises(DemoDiverged, match=f'non-finite loss {bad} at '
+                       'iteration 7'):
+        check_finite_loss(torch.tensor(bad, requires_grad=True), 7)
+    with pytest.raises(DemoDiverged, match='iteration 3'):
+        check_finite_loss(bad, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        check_finite_loss(torch.tensor(1.5, requires_grad=True), 1)
+    check_finite_loss(None, 1)
