@@ -16,7 +16,12 @@ once per process on the real input and caches the fastest:
   up to R times the multiply-adds;
 * ``depthwise``: a depthwise conv (``out / groups`` outputs per input
   channel) followed by a sum over the ``in / groups`` channels of each group
-  (a matrix product with a 0/1 matrix over the channels);
+  (a matrix product with a 0/1 matrix over the channels). With more than
+  one output per input channel, the forward pass and the input gradient
+  first repeat each input channel that many times, so that oneDNN runs its
+  depthwise kernel (one output per input channel), not its far slower
+  generic grouped one; the weight gradient keeps the channel multiplier
+  (oneDNN's depthwise weight gradient was slower on the repeats);
 * ``polyphase`` (stride 1 or 2, odd kernel, padding ``k // 2``): the conv
   on the four 2x2 phases of its input, each a channel of a half-size image,
   with a kernel of ``k // 2 + 1`` taps; at stride 1 its output has four
@@ -323,8 +328,9 @@ class PSAConv2d(nn.Conv2d):
             x = x.contiguous(memory_format=_other_format(fmt))
         if kind == 'depthwise':
             y = self._group_sum(
-                F.conv2d(x, weight, None, self.stride, self.padding,
-                         self.dilation, x.shape[1]))
+                F.conv2d(self._repeat_channels(x, fmt), weight, None,
+                         self.stride, self.padding, self.dilation,
+                         weight.shape[0]))
         elif kind == 'polyphase':
             y = F.conv2d(self._input_phases(x, fmt), weight, None, 1, 0, 1,
                          self.groups)
@@ -386,6 +392,35 @@ class PSAConv2d(nn.Conv2d):
                 n, h, w, -1).permute(0, 3, 1, 2)
         return (matrix.t() @ t.reshape(n, c, h * w)).view(n, -1, h, w)
 
+    def _repeat_channels(self, x: torch.Tensor,
+                         fmt: torch.memory_format) -> torch.Tensor:
+        """The depthwise form's input: each input channel repeated
+        ``out / groups`` times in a row (channel ``c * og + o`` is input
+        channel ``c``), in memory format ``fmt``, so that the depthwise conv
+        has one output per input channel."""
+        og = self.out_channels // self.groups
+        if og == 1:
+            return x
+        n, c, h, w = x.shape
+        if fmt == torch.channels_last:
+            return x.permute(0, 2, 3, 1).unsqueeze(-1).expand(
+                n, h, w, c, og).reshape(n, h, w, c * og).permute(0, 3, 1, 2)
+        return x.unsqueeze(2).expand(n, c, og, h, w).reshape(n, c * og, h, w)
+
+    def _sum_repeats(self, grad: torch.Tensor,
+                     fmt: torch.memory_format) -> torch.Tensor:
+        """The transpose of :meth:`_repeat_channels`: each input channel
+        gets the sum of the gradients of its repeats."""
+        og = self.out_channels // self.groups
+        if og == 1:
+            return grad
+        n, c, h, w = grad.shape
+        if fmt == torch.channels_last:
+            return grad.permute(0, 2, 3, 1).reshape(n, h, w, c // og,
+                                                     og).sum(-1).permute(
+                                                         0, 3, 1, 2)
+        return grad.reshape(n, c // og, og, h, w).sum(2)
+
     def _group_sum(self, y: torch.Tensor) -> torch.Tensor:
         """The depthwise form's sum over the in/g channels of each group, in
         ``y``'s memory format."""
@@ -411,6 +446,16 @@ class PSAConv2d(nn.Conv2d):
             # output c of group g gathers the depthwise outputs of its in/g
             # input channels: each of them receives its gradient
             grad = self._group_spread(grad, fmt)
+            if part == 'input':  # of the repeated channels; only the
+                # shape of that input is read. The weight gradient is taken
+                # with the channel multiplier: oneDNN's depthwise weight
+                # gradient was slower on repeated channels.
+                x = torch.empty((x.shape[0], x.shape[1] *
+                                 (self.out_channels // self.groups)) +
+                                x.shape[2:],
+                                dtype=x.dtype,
+                                device=x.device,
+                                memory_format=fmt)
         if kind == 'other-format':
             x = x.contiguous(memory_format=_other_format(fmt))
             grad = grad.contiguous(memory_format=_other_format(fmt))
@@ -422,6 +467,8 @@ class PSAConv2d(nn.Conv2d):
             self.padding, self.dilation, False, (0, 0), conv_groups,
             [part == 'input', part == 'weight', False])
         if part == 'input':
+            if kind == 'depthwise':
+                grad_x = self._sum_repeats(grad_x, fmt)
             return grad_x.contiguous(memory_format=fmt)
         out_ch, in_pg, kh, kw = weight.shape
         og = out_ch // groups
@@ -523,6 +570,33 @@ class PSAConv2d(nn.Conv2d):
                     if min(best[i], warm[i]) <= self.max_slowdown * fastest:
                         best[i] = min(best[i], timer())
             return [b if b < float('inf') else w for b, w in zip(best, warm)]
+
+    def time_forms(self,
+                   x: torch.Tensor,
+                   part: str = 'forward') -> Dict[Form, float]:
+        """Seconds of one part of a step (``'forward'``, the ``'input'``
+        gradient or the ``'weight'`` gradient) in each form on input ``x``,
+        measured as the autotuning measures them (best of
+        :attr:`timing_rounds` runs; a form over :attr:`max_slowdown` times
+        the fastest keeps its first time). For a look at what it would
+        choose on this machine::
+
+            conv = PSAConv2d(128, 32, 9, padding=4, groups=16, bias=False)
+            x = torch.randn(8, 128, 28, 28).contiguous(
+                memory_format=torch.channels_last)
+            conv.time_forms(x, 'weight')
+        """
+        parts = ('forward', 'input', 'weight')
+        if part not in parts:
+            raise ValueError(f'PSAConv2d.time_forms: part must be one of '
+                             f'{parts}, got {part!r}')
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f'PSAConv2d.time_forms: x must have shape (N, '
+                f'{self.in_channels}, H, W), got {tuple(x.shape)}')
+        forms = self._part_forms(self.forms(), part, x.dtype)
+        times = self._time_forms(forms, x, _memory_format(x), part)
+        return dict(zip(forms, times))
 
     @staticmethod
     def _part_forms(forms: List[Form], part: str,
