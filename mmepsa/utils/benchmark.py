@@ -5,8 +5,8 @@ benchmark.py`` holds what ``tools/analysis_tools/benchmark.py`` calls):
 * :func:`parse_hw` / :func:`parse_nchw`: the ``--shape H [W]`` and
   ``NxHxW`` input sizes of the tools;
 * :func:`time_interleaved` / :func:`time_runs`: the timing loop (warm-up
-  runs discarded, CUDA synchronised around every run) and
-  :func:`summarise_times`;
+  runs discarded, CUDA synchronised around every run),
+  :func:`summarise_times` and :func:`paired_ratio`;
 * :func:`read_memory` / :func:`reset_peak_memory`: the process's resident
   memory and its high-water mark, from ``/proc/self`` (Linux);
 * :func:`build_detector` / :func:`detector_inputs`: a detector from its
@@ -90,14 +90,17 @@ def sync(device: torch.device) -> None:
 def time_interleaved(steps: Dict[str, Callable], device: torch.device,
                      warmup: int, runs: int) -> Dict[str, List[float]]:
     """Seconds per call of each of ``steps``, the steps taking turns run
-    after run (so that load on the machine hits them alike); the first
-    ``warmup`` rounds are not kept."""
+    after run (so that load on the machine hits them alike), in reverse
+    order every other round (so that no step always follows the same one);
+    the first ``warmup`` rounds are not kept. The i-th time of every step
+    comes from the same round (see :func:`paired_ratio`)."""
     if runs < 1 or warmup < 0:
         raise ValueError(f'need runs >= 1 and warmup >= 0, got runs={runs}, '
                          f'warmup={warmup}')
     times = {name: [] for name in steps}
+    order = list(steps.items())
     for i in range(warmup + runs):
-        for name, step in steps.items():
+        for name, step in order if i % 2 == 0 else order[::-1]:
             sync(device)
             start = time.perf_counter()
             step()
@@ -105,6 +108,22 @@ def time_interleaved(steps: Dict[str, Callable], device: torch.device,
             if i >= warmup:
                 times[name].append(time.perf_counter() - start)
     return times
+
+
+def paired_ratio(times: Sequence[float],
+                 reference: Sequence[float]) -> dict:
+    """Two steps timed by :func:`time_interleaved`, compared round by
+    round: the median of ``times[i] / reference[i]`` and in how many rounds
+    ``times`` was the faster. A slow spell on the machine that spans a
+    round slows both alike, so this ratio moves less with the machine's
+    load than the ratio of the two medians does."""
+    if len(times) != len(reference) or not times:
+        raise ValueError('paired_ratio needs two equally long, non-empty '
+                         f'series, got {len(times)} and {len(reference)}')
+    return dict(
+        median=statistics.median(t / r for t, r in zip(times, reference)),
+        faster_in=sum(t < r for t, r in zip(times, reference)),
+        rounds=len(times))
 
 
 def time_runs(fn: Callable, device: torch.device, warmup: int,

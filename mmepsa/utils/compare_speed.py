@@ -16,14 +16,14 @@ import os.path as osp
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 
 from .benchmark import (autocast, describe_machine, fmt_nchw, machine_info,
-                        read_memory, reset_peak_memory, summarise_times,
-                        time_interleaved)
+                        paired_ratio, read_memory, reset_peak_memory,
+                        summarise_times, time_interleaved)
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -451,6 +451,21 @@ def measure_memory(spec: dict, threads: Optional[int]) -> Optional[float]:
 # ------------------------------------------------------------- the runs ---
 
 
+def summarise_case(times: Dict[str, List[float]]) -> Dict[str, dict]:
+    """Each model's times (:func:`summarise_times`), its speed-up over
+    ``original`` and its time relative to ``resnet``: the ratio of the
+    medians, and the ratio paired round by round
+    (:func:`~mmepsa.utils.benchmark.paired_ratio`)."""
+    rows = {n: summarise_times(t) for n, t in times.items()}
+    for n, row in rows.items():
+        row['speedup_vs_original'] = (
+            rows['original']['median_ms'] / row['median_ms'])
+        row['time_vs_resnet'] = row['median_ms'] / rows['resnet']['median_ms']
+        row['time_vs_resnet_paired'] = paired_ratio(times[n],
+                                                    times['resnet'])
+    return rows
+
+
 def backbone_case(args, device: torch.device, shape, mode: str,
                   precision: str) -> dict:
     train, settings = MODES[mode]
@@ -476,11 +491,8 @@ def backbone_case(args, device: torch.device, shape, mode: str,
             steps[n]()
             diffs[n] = dict(first_call_s=time.perf_counter() - start)
     times = time_interleaved(steps, device, args.warmup, args.runs)
-    rows = {n: summarise_times(t) for n, t in times.items()}
+    rows = summarise_case(times)
     for n, row in rows.items():
-        row['speedup_vs_original'] = (
-            rows['original']['median_ms'] / row['median_ms'])
-        row['time_vs_resnet'] = row['median_ms'] / rows['resnet']['median_ms']
         row.update(diffs.get(n, {}))
     del models, steps
     if not args.no_memory:
@@ -504,11 +516,7 @@ def detector_case(args, device: torch.device, precision: str) -> dict:
         steps[n] = detector_step(model, detector_batch(model, shape, device),
                                  precision, device)
     times = time_interleaved(steps, device, args.warmup, args.runs)
-    rows = {n: summarise_times(t) for n, t in times.items()}
-    for n, row in rows.items():
-        row['speedup_vs_original'] = (
-            rows['original']['median_ms'] / row['median_ms'])
-        row['time_vs_resnet'] = row['median_ms'] / rows['resnet']['median_ms']
+    rows = summarise_case(times)
     del models, steps
     if not args.no_memory:
         for n in rows:
@@ -543,7 +551,9 @@ def markdown(result: dict) -> str:
         f"{env['device']}; median of "
         f"{env['runs']} timed runs after {env['warmup']} warm-up runs, "
         'models interleaved run by run. Speed-up = time of `original` / '
-        'time; ResNet ratio = time / time of mmdet `resnet`.', '',
+        'time; ResNet ratio = time / time of mmdet `resnet` (the medians; '
+        'in brackets the median of the ratios within each round, and in '
+        'how many rounds the model was the faster).', '',
         '| case | model | median ms | min-max ms | speed-up vs original | '
         'time / ResNet | peak MiB | max rel. diff vs original |',
         '| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |'
@@ -562,11 +572,15 @@ def markdown(result: dict) -> str:
                     diff += f", grads {row['gradients']:.1e}"
                 if row.get('dtype') == 'float64':
                     diff += ' (float64)'
+            ratio = f"{row['time_vs_resnet']:.2f}"
+            paired = row.get('time_vs_resnet_paired')
+            if paired and name != 'resnet':
+                ratio += (f" ({paired['median']:.2f}; faster in "
+                          f"{paired['faster_in']} of {paired['rounds']})")
             lines.append(
                 f"| {label} | {name} | {row['median_ms']:.1f} | "
                 f"{row['min_ms']:.1f}-{row['max_ms']:.1f} | "
-                f"{row['speedup_vs_original']:.2f}x | "
-                f"{row['time_vs_resnet']:.2f} | "
+                f"{row['speedup_vs_original']:.2f}x | {ratio} | "
                 f"{'-' if peak is None else f'{peak:.0f}'} | {diff} |")
         floor = case.get('noise_floor')
         if floor:

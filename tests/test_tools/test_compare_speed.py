@@ -48,6 +48,13 @@ def test_compare_speed_tool(tmp_path):
             assert len(row['runs_ms']) == 1 and row['median_ms'] > 0
             assert 'peak_mib' not in row
         assert case['models']['original']['speedup_vs_original'] == 1.0
+        resnet = case['models']['resnet']
+        assert resnet['time_vs_resnet_paired'] == dict(median=1.0,
+                                                       faster_in=0,
+                                                       rounds=1)
+        for row in case['models'].values():
+            paired = row['time_vs_resnet_paired']
+            assert paired['median'] == pytest.approx(row['time_vs_resnet'])
     cp = result['with_cp']
     assert 0 < cp['peak_mib_with_cp'] < cp['peak_mib_without_cp']
     env = result['environment']
@@ -60,6 +67,7 @@ def test_compare_speed_tool(tmp_path):
     assert table.count('| backbone inference 1x3x64x64 fp32 |') == len(
         cs.BACKBONES) - len(compiled) + 1
     assert 'with_cp' in table and 'noise floor' in table
+    assert '; faster in ' in table and 'within each round' in table
     assert osp.getsize(osp.join(out_dir, 'benchmark.png')) > 1000
 
 

@@ -16,9 +16,10 @@ from mmepsa.utils import compare_speed as cs
 from mmepsa.utils.benchmark import (ISA_FLAGS, EPSANetClassifier,
                                     build_detector, describe_machine,
                                     detector_inputs, fmt_nchw, machine_info,
-                                    parse_hw, parse_nchw, read_memory,
-                                    reset_peak_memory, summarise_times,
-                                    time_interleaved, time_runs)
+                                    paired_ratio, parse_hw, parse_nchw,
+                                    read_memory, reset_peak_memory,
+                                    summarise_times, time_interleaved,
+                                    time_runs)
 
 
 @pytest.mark.parametrize('values,default,expected', [
@@ -58,11 +59,24 @@ def test_time_interleaved_takes_turns_and_drops_warmup():
     calls = []
     steps = {'a': lambda: calls.append('a'), 'b': lambda: calls.append('b')}
     times = time_interleaved(steps, torch.device('cpu'), warmup=2, runs=3)
-    assert calls == ['a', 'b'] * 5
+    # the order turns round every other round
+    assert calls == ['a', 'b', 'b', 'a'] * 2 + ['a', 'b']
     assert {k: len(v) for k, v in times.items()} == {'a': 3, 'b': 3}
     assert all(t >= 0 for v in times.values() for t in v)
     with pytest.raises(ValueError, match='need runs >= 1'):
         time_interleaved(steps, torch.device('cpu'), warmup=0, runs=0)
+
+
+def test_paired_ratio_compares_round_by_round():
+    # a slow spell in round 2 slows both: the paired ratio sees through it
+    times, reference = [1.0, 4.0, 1.0], [2.0, 5.0, 2.0]
+    assert paired_ratio(times, reference) == dict(median=0.5, faster_in=3,
+                                                  rounds=3)
+    assert paired_ratio([3.0, 1.0], [1.0, 2.0])['faster_in'] == 1
+    with pytest.raises(ValueError, match='equally long, non-empty'):
+        paired_ratio([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match='equally long, non-empty'):
+        paired_ratio([], [])
 
 
 def test_time_runs_without_grad():
