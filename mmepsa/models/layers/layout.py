@@ -7,8 +7,12 @@ the whole image, so with C = 256 and a 200x304 map (an 800x1216 input's
 first stage) every source cache line is reloaded C times. Copying the
 transposition in tiles of a few hundred rows keeps each tile in cache and
 was 1.5-4x faster on this project's 2-core machine (docs/performance.md).
-The values are copied, not computed: the result equals ``x.contiguous()``
-bit for bit. The gradient goes back to channels-last with torch's own copy,
+An image under ``2 * TILE_ELEMENTS`` elements fits in cache whole, and there
+torch's own copy, in one call for the whole batch, was the faster (0.47
+against 1.31 ms for 8x2048x7x7, 1.1 against 1.5-1.9 ms for 8x1024x14x14
+and 8x256x28x28 on the Intel Xeon of docs/performance.md): it is used
+there. The values are copied, not computed: the result equals
+``x.contiguous()`` bit for bit. The gradient goes back to channels-last with torch's own copy,
 which is fast in that direction.
 """
 import torch
@@ -37,6 +41,8 @@ class _ToNCHW(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        if x[0].numel() < 2 * TILE_ELEMENTS:  # an image fits in cache
+            return x.contiguous()
         return _tiled_nchw(x)
 
     @staticmethod

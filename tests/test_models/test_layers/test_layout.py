@@ -23,6 +23,21 @@ def test_equals_contiguous_bit_for_bit(shape, monkeypatch):
         assert out.data_ptr() != x.data_ptr()
 
 
+def test_small_images_are_copied_by_torch_in_one_call(monkeypatch):
+    # an image under 2 * TILE_ELEMENTS elements: torch's own copy, which was
+    # the faster there; larger ones by tiles
+    def tiles(x):
+        raise AssertionError('copied by tiles')
+
+    monkeypatch.setattr(layout, '_tiled_nchw', tiles)
+    monkeypatch.setattr(layout, 'TILE_ELEMENTS', 1000)
+    x = torch.randn(4, 16, 11, 11).contiguous(memory_format=CL)  # 1936
+    assert torch.equal(to_contiguous_nchw(x), x.contiguous())
+    with pytest.raises(AssertionError, match='copied by tiles'):
+        to_contiguous_nchw(torch.randn(1, 16, 11, 12).contiguous(
+            memory_format=CL))  # 2112
+
+
 def test_gradient_comes_back_channels_last():
     x = torch.randn(2, 8, 5, 6).contiguous(memory_format=CL)
     x.requires_grad_()
