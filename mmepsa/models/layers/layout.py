@@ -12,8 +12,8 @@ torch's own copy, in one call for the whole batch, was the faster (0.47
 against 1.31 ms for 8x2048x7x7, 1.1 against 1.5-1.9 ms for 8x1024x14x14
 and 8x256x28x28 on the Intel Xeon of docs/performance.md): it is used
 there. The values are copied, not computed: the result equals
-``x.contiguous()`` bit for bit. The gradient goes back to channels-last with torch's own copy,
-which is fast in that direction.
+``x.contiguous()`` bit for bit. The gradient goes back to channels-last
+with torch's own copy, which is fast in that direction.
 """
 import torch
 
