@@ -36,6 +36,8 @@ def test_small_images_are_copied_by_torch_in_one_call(monkeypatch):
     with pytest.raises(AssertionError, match='copied by tiles'):
         to_contiguous_nchw(torch.randn(1, 16, 11, 12).contiguous(
             memory_format=CL))  # 2112
+    empty = torch.randn(0, 16, 11, 11).contiguous(memory_format=CL)
+    assert to_contiguous_nchw(empty).shape == (0, 16, 11, 11)
 
 
 def test_gradient_comes_back_channels_last():
