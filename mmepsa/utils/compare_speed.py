@@ -550,7 +550,8 @@ def markdown(result: dict) -> str:
         f"Measured {env['date']} on {describe_machine(env)}; device "
         f"{env['device']}; median of "
         f"{env['runs']} timed runs after {env['warmup']} warm-up runs, "
-        'models interleaved run by run. Speed-up = time of `original` / '
+        'models interleaved run by run (in reverse order every other '
+        'round). Speed-up = time of `original` / '
         'time; ResNet ratio = time / time of mmdet `resnet` (the medians; '
         'in brackets the median of the ratios within each round, and in '
         'how many rounds the model was the faster).', '',
