@@ -18,10 +18,10 @@ once per process on the real input and caches the fastest:
   channel) followed by a sum over the ``in / groups`` channels of each group
   (a matrix product with a 0/1 matrix over the channels). With more than
   one output per input channel, the forward pass and the input gradient
-  first repeat each input channel that many times, so that oneDNN runs its
-  depthwise kernel (one output per input channel), not its far slower
-  generic grouped one; the weight gradient keeps the channel multiplier
-  (oneDNN's depthwise weight gradient was slower on the repeats);
+  run one depthwise conv per output of a channel (each one output per input
+  channel: oneDNN's depthwise kernel, not its far slower generic grouped
+  one), and add up their group sums; the weight gradient keeps the channel
+  multiplier (oneDNN's depthwise weight gradient was slower per output);
 * ``polyphase`` (stride 1 or 2, odd kernel, padding ``k // 2``): the conv
   on the four 2x2 phases of its input, each a channel of a half-size image,
   with a kernel of ``k // 2 + 1`` taps; at stride 1 its output has four
@@ -327,10 +327,12 @@ class PSAConv2d(nn.Conv2d):
         if kind == 'other-format':
             x = x.contiguous(memory_format=_other_format(fmt))
         if kind == 'depthwise':
-            y = self._group_sum(
-                F.conv2d(self._repeat_channels(x, fmt), weight, None,
-                         self.stride, self.padding, self.dilation,
-                         weight.shape[0]))
+            y = None
+            for w, matrix in self._depthwise_parts(weight, x):
+                part = self._channel_product(
+                    F.conv2d(x, w, None, self.stride, self.padding,
+                             self.dilation, x.shape[1]), matrix, fmt)
+                y = part if y is None else y.add_(part)
         elif kind == 'polyphase':
             y = F.conv2d(self._input_phases(x, fmt), weight, None, 1, 0, 1,
                          self.groups)
@@ -392,44 +394,23 @@ class PSAConv2d(nn.Conv2d):
                 n, h, w, -1).permute(0, 3, 1, 2)
         return (matrix.t() @ t.reshape(n, c, h * w)).view(n, -1, h, w)
 
-    def _repeat_channels(self, x: torch.Tensor,
-                         fmt: torch.memory_format) -> torch.Tensor:
-        """The depthwise form's input: each input channel repeated
-        ``out / groups`` times in a row (channel ``c * og + o`` is input
-        channel ``c``), in memory format ``fmt``, so that the depthwise conv
-        has one output per input channel."""
+    def _depthwise_parts(
+        self, weight: torch.Tensor, like: torch.Tensor
+    ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """The depthwise form split by output of an input channel: for each
+        ``o < out / groups``, the depthwise weight of output ``o`` of every
+        input channel (one output per input channel) and the rows of
+        :meth:`_sum_matrix` that sum those outputs into the conv's."""
         og = self.out_channels // self.groups
-        if og == 1:
-            return x
-        n, c, h, w = x.shape
-        if fmt == torch.channels_last:
-            return x.permute(0, 2, 3, 1).unsqueeze(-1).expand(
-                n, h, w, c, og).reshape(n, h, w, c * og).permute(0, 3, 1, 2)
-        return x.unsqueeze(2).expand(n, c, og, h, w).reshape(n, c * og, h, w)
-
-    def _sum_repeats(self, grad: torch.Tensor,
-                     fmt: torch.memory_format) -> torch.Tensor:
-        """The transpose of :meth:`_repeat_channels`: each input channel
-        gets the sum of the gradients of its repeats."""
-        og = self.out_channels // self.groups
-        if og == 1:
-            return grad
-        n, c, h, w = grad.shape
-        if fmt == torch.channels_last:
-            return grad.permute(0, 2, 3, 1).reshape(n, h, w, c // og,
-                                                     og).sum(-1).permute(
-                                                         0, 3, 1, 2)
-        return grad.reshape(n, c // og, og, h, w).sum(2)
-
-    def _group_sum(self, y: torch.Tensor) -> torch.Tensor:
-        """The depthwise form's sum over the in/g channels of each group, in
-        ``y``'s memory format."""
-        return self._channel_product(y, self._sum_matrix(y), _memory_format(y))
+        weights = weight.view(-1, og, *weight.shape[1:]).unbind(1)
+        matrices = self._sum_matrix(like).view(-1, og,
+                                               self.out_channels).unbind(1)
+        return list(zip(weights, matrices))
 
     def _group_spread(self, grad: torch.Tensor,
                       fmt: torch.memory_format) -> torch.Tensor:
-        """The transpose of :meth:`_group_sum`: each depthwise output gets
-        the gradient of the conv output it is summed into."""
+        """The transpose of the depthwise form's group sum: each depthwise
+        output gets the gradient of the conv output it is summed into."""
         return self._channel_product(grad, self._sum_matrix(grad).t(), fmt)
 
     def _form_grad(self, form: Form, part: str, x: torch.Tensor,
@@ -442,20 +423,14 @@ class PSAConv2d(nn.Conv2d):
         groups = self.groups
         if kind == 'polyphase':
             return self._polyphase_grad(part, x, weight, grad, fmt)
+        if kind == 'depthwise' and part == 'input':
+            return self._depthwise_input_grad(x, weight, grad, fmt)
         if kind == 'depthwise':
             # output c of group g gathers the depthwise outputs of its in/g
-            # input channels: each of them receives its gradient
+            # input channels: each of them receives its gradient (the
+            # weight gradient with the channel multiplier: oneDNN's
+            # depthwise weight gradient was slower one output at a time)
             grad = self._group_spread(grad, fmt)
-            if part == 'input':  # of the repeated channels; only the
-                # shape of that input is read. The weight gradient is taken
-                # with the channel multiplier: oneDNN's depthwise weight
-                # gradient was slower on repeated channels.
-                x = torch.empty((x.shape[0], x.shape[1] *
-                                 (self.out_channels // self.groups)) +
-                                x.shape[2:],
-                                dtype=x.dtype,
-                                device=x.device,
-                                memory_format=fmt)
         if kind == 'other-format':
             x = x.contiguous(memory_format=_other_format(fmt))
             grad = grad.contiguous(memory_format=_other_format(fmt))
@@ -467,8 +442,6 @@ class PSAConv2d(nn.Conv2d):
             self.padding, self.dilation, False, (0, 0), conv_groups,
             [part == 'input', part == 'weight', False])
         if part == 'input':
-            if kind == 'depthwise':
-                grad_x = self._sum_repeats(grad_x, fmt)
             return grad_x.contiguous(memory_format=fmt)
         out_ch, in_pg, kh, kw = weight.shape
         og = out_ch // groups
@@ -479,6 +452,24 @@ class PSAConv2d(nn.Conv2d):
         elif kind == 'depthwise':
             grad_w = grad_w.view(groups, in_pg, og, kh, kw).transpose(1, 2)
         return grad_w.reshape(weight.shape).contiguous()
+
+    def _depthwise_input_grad(self, x: torch.Tensor, weight: torch.Tensor,
+                              grad: torch.Tensor,
+                              fmt: torch.memory_format) -> torch.Tensor:
+        """The depthwise form's input gradient: for each output of an
+        input channel, the gradient its group sum passes back, through that
+        output's depthwise conv, added up."""
+        grad_x = None
+        for w, matrix in self._depthwise_parts(
+                self._form_weight(('depthwise', 1), weight, fmt), grad):
+            part = torch.ops.aten.convolution_backward(
+                self._channel_product(grad, matrix.t(),
+                                      fmt).contiguous(memory_format=fmt), x,
+                w.contiguous(memory_format=fmt), None, self.stride,
+                self.padding, self.dilation, False, (0, 0), x.shape[1],
+                [True, False, False])[0]
+            grad_x = part if grad_x is None else grad_x.add_(part)
+        return grad_x.contiguous(memory_format=fmt)
 
     def _polyphase_grad(self, part: str, x: torch.Tensor,
                         weight: torch.Tensor, grad: torch.Tensor,

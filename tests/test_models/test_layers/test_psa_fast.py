@@ -137,27 +137,28 @@ def test_forms_exact_in_float64():
 @pytest.mark.parametrize('fmt', [torch.contiguous_format, CL])
 def test_depthwise_form_has_one_output_per_input_channel(fmt, monkeypatch):
     """With 2 outputs per input channel (8 in, 2 out per group), the
-    depthwise form repeats each input channel so that its conv is a true
-    depthwise one (oneDNN's fast kernel), forward and for the input
-    gradient; the weight gradient keeps the channel multiplier."""
+    depthwise form runs 2 depthwise convs with one output per input channel
+    (oneDNN's fast kernel), forward and for the input gradient; the weight
+    gradient keeps the channel multiplier."""
     conv = make_conv(**CONVS[1])  # 32 in, 8 out, 4 groups
     x = torch.randn(2, 32, 9, 9).contiguous(memory_format=fmt)
     calls = []
     conv2d = F.conv2d
 
     def spy(inp, weight, *args):
-        calls.append((inp.shape[1], weight.shape[:2], args[-1],
+        calls.append((inp.shape[1], tuple(weight.shape[:2]), args[-1],
                       inp.is_contiguous(memory_format=fmt)))
         return conv2d(inp, weight, *args)
 
     monkeypatch.setattr(psa_conv.F, 'conv2d', spy)
     conv.forward_form(x, ('depthwise', 1))
-    assert calls == [(64, (64, 1), 64, True)]
+    assert calls == [(32, (32, 1), 32, True)] * 2
     backward = []
     aten_backward = torch.ops.aten.convolution_backward
 
     def spy_backward(grad, inp, weight, *args):
-        backward.append((args[-1], inp.shape[1], args[-2]))
+        backward.append((args[-1], inp.shape[1], tuple(weight.shape[:2]),
+                         args[-2]))
         return aten_backward(grad, inp, weight, *args)
 
     monkeypatch.setattr(psa_conv.torch.ops.aten, 'convolution_backward',
@@ -165,8 +166,9 @@ def test_depthwise_form_has_one_output_per_input_channel(fmt, monkeypatch):
     x.requires_grad_()
     plan = (('grouped', 1), ('depthwise', 1), ('depthwise', 1))
     conv.forward_plan(x, plan).sum().backward()
-    assert sorted(backward) == [([False, True, False], 32, 32),
-                                ([True, False, False], 64, 64)]
+    assert sorted(backward) == [([False, True, False], 32, (64, 1), 32)] + [
+        ([True, False, False], 32, (32, 1), 32)
+    ] * 2
 
 
 def test_time_forms_times_each_form_of_a_part():
