@@ -585,9 +585,14 @@ class PSAConv2d(nn.Conv2d):
             raise ValueError(
                 f'PSAConv2d.time_forms: x must have shape (N, '
                 f'{self.in_channels}, H, W), got {tuple(x.shape)}')
+        return self._time_part(x, _memory_format(x), part)
+
+    def _time_part(self, x: torch.Tensor, fmt: torch.memory_format,
+                   part: str) -> Dict[Form, float]:
+        """:meth:`time_forms` on an input known to be in format ``fmt``:
+        the forms of ``part`` (:meth:`_part_forms`), timed."""
         forms = self._part_forms(self.forms(), part, x.dtype)
-        times = self._time_forms(forms, x, _memory_format(x), part)
-        return dict(zip(forms, times))
+        return dict(zip(forms, self._time_forms(forms, x, fmt, part)))
 
     @staticmethod
     def _part_forms(forms: List[Form], part: str,
@@ -601,11 +606,12 @@ class PSAConv2d(nn.Conv2d):
             return [form for form in forms if form[0] != 'polyphase']
         return forms
 
-    def _fastest(self, forms: List[Form], times: List[float]) -> Form:
+    def _fastest(self, times: Dict[Form, float]) -> Form:
         """The fastest form, if clearly faster than the grouped conv."""
-        best = min(range(len(forms)), key=times.__getitem__)
-        return forms[best] if times[best] < self.min_gain * times[0] \
-            else forms[0]
+        best = min(times, key=times.__getitem__)
+        grouped = ('grouped', 1)
+        return best if times[best] < self.min_gain * times[grouped] \
+            else grouped
 
     def _choose(self, x: torch.Tensor,
                 fmt: torch.memory_format) -> Union[Form, Plan]:
@@ -620,18 +626,14 @@ class PSAConv2d(nn.Conv2d):
         key = self._key(x, fmt)
         choice = _CHOICES.get(key)
         if choice is None:
-            forms = self.forms()
-            choice = self._fastest(forms, self._time_forms(forms, x, fmt))
+            choice = self._fastest(self._time_part(x, fmt, 'forward'))
             if torch.is_grad_enabled() and (x.requires_grad
                                             or self.weight.requires_grad):
                 plan = [choice]
                 for part, needed in (('input', x.requires_grad),
                                      ('weight', self.weight.requires_grad)):
-                    part_forms = self._part_forms(forms, part, x.dtype)
                     plan.append(
-                        self._fastest(part_forms,
-                                      self._time_forms(part_forms, x, fmt,
-                                                       part)
+                        self._fastest(self._time_part(x, fmt, part)
                                       ) if needed else ('grouped', 1))
                 choice = tuple(plan)
             _CHOICES[key] = choice
