@@ -1,15 +1,17 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
 """The local paths a config needs, checked before anything is built
 (``tools/train.py`` calls :func:`check_data_paths`)."""
+import os
 import os.path as osp
-from typing import Optional
+from typing import Optional, Tuple
 
 from mmengine.config import Config
 
 
 def check_data_paths(cfg: Config) -> Optional[str]:
     """An error message naming the first local path that training needs and
-    that does not exist, or None when they all exist.
+    that does not exist, or the first empty file in a data folder; None when
+    all is there.
 
     Checked: the data folders (``data_root``, ``data_prefix``) and annotation
     files of the train and val datasets (through ``dataset``/``datasets``
@@ -21,8 +23,14 @@ def check_data_paths(cfg: Config) -> Optional[str]:
     and on a missing image folder or val file once training has started, in
     a traceback. Remote paths (``://``, non-local ``backend_args``) are
     skipped.
+
+    The files directly in each ``data_prefix`` folder are checked for
+    emptiness too (one ``stat`` each, not in subfolders): OpenCV fails on a
+    0-byte image with ``!buf.empty()`` and mmcv passes that on without the
+    file's name, mid-training.
     """
     checks = []  # (config field, path, what it is, is a folder)
+    image_folders = []  # (config field, folder): data_prefix folders
 
     def is_local(node):
         return (node.get('backend_args') or {}).get('backend',
@@ -51,6 +59,7 @@ def check_data_paths(cfg: Config) -> Optional[str]:
                 name = 'data_prefix' if key is None else f'data_prefix.{key}'
                 checks.append((f'{field}.{name}', osp.join(root, folder),
                                'data folder', True))
+            image_folders.append((f'{field}.{name}', osp.join(root, folder)))
 
     def add_pretrained(field, node):
         if isinstance(node, dict):
@@ -91,4 +100,26 @@ def check_data_paths(cfg: Config) -> Optional[str]:
             if not osp.isabs(local):
                 path = f'{path} (resolved to {osp.abspath(local)})'
             return f'{what} not found: {path} ({field})'
+    for field, folder in image_folders:
+        if '://' in folder:
+            continue
+        first, count = _empty_files(osp.expanduser(folder))
+        if first is not None:
+            more = f'; {count} empty files there' if count > 1 else ''
+            return (f'empty file: {first} ({field}{more}; list them with '
+                    f'find {folder} -maxdepth 1 -type f -size 0)')
     return None
+
+
+def _empty_files(folder: str) -> Tuple[Optional[str], int]:
+    """The first (by name) 0-byte file directly in ``folder`` and how many
+    there are."""
+    empty = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            try:
+                if entry.is_file() and entry.stat().st_size == 0:
+                    empty.append(entry.path)
+            except OSError:  # e.g. a dangling link: the loader names it
+                continue
+    return (min(empty) if empty else None), len(empty)

@@ -38,6 +38,26 @@ def test_train_corrupt_image_names_the_file(tiny_project, tmp_path):
     assert f'failed to load image: {bad}' in proc.stdout, proc.stdout[-3000:]
 
 
+def test_train_empty_image_is_one_line(tiny_project, tmp_path):
+    """A 0-byte image: tools/train.py names it before building anything
+    (mmcv's loader would not: below)."""
+    root = tmp_path / 'empty'
+    shutil.copytree(osp.join(tiny_project['tmp'], 'data'), root / 'data')
+    empty = root / 'data' / 'images' / 'img_2.png'
+    empty.write_bytes(b'')
+    config = child_config(
+        tiny_project, tmp_path, 'empty.py',
+        f"train_dataloader = dict(dataset=dict(data_root='{root}/data/'))")
+    proc = run_tool('train.py', config, '--work-dir', root / 'work_dir',
+                    check=False)
+    assert proc.returncode == 1
+    assert proc.stdout.strip() == (
+        f'error: empty file: {empty} '
+        '(train_dataloader.dataset.data_prefix.img; list them with find '
+        f'{root}/data/images/ -maxdepth 1 -type f -size 0)')
+    assert not (root / 'work_dir').exists()
+
+
 @pytest.mark.xfail(strict=True, reason="mmcv's LoadImageFromFile re-raises "
                    "OpenCV's error for an empty file without its name")
 def test_empty_image_file_names_the_file(tmp_path):

@@ -1,7 +1,9 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
 """check_data_paths (what tools/train.py checks before building anything)
-names the first missing path of a config and the config field holding it."""
+names the first missing path of a config and the config field holding it,
+and the first empty file in a data folder."""
 import re
+import shutil
 
 import pytest
 from mmengine.config import Config
@@ -70,3 +72,25 @@ def test_check_data_paths_accepts_the_complete_project(tiny_project):
     cfg.train_dataloader.dataset = dict(
         type='ConcatDataset', datasets=[cfg.train_dataloader.dataset] * 2)
     assert check_data_paths(cfg) is None
+
+
+def test_check_data_paths_names_an_empty_image(tiny_project, tmp_path):
+    """A 0-byte file among the images: named with the field and the count
+    (OpenCV would fail on it mid-training without its name); a subfolder
+    and a non-empty file are not reported."""
+    data = tmp_path / 'data'
+    shutil.copytree(tiny_project['tmp'] + '/data', data)
+    images = data / 'images'
+    (images / 'nested').mkdir()
+    (images / 'nested' / 'deep.png').write_bytes(b'')  # not in subfolders
+    config = child_config(
+        tiny_project, tmp_path, 'empty.py',
+        f"train_dataloader = dict(dataset=dict(data_root='{data}/'))")
+    assert check_data_paths(Config.fromfile(config)) is None
+    for name in ('img_3.png', 'img_1.png'):
+        (images / name).write_bytes(b'')
+    message = check_data_paths(Config.fromfile(config))
+    assert message == (
+        f'empty file: {images}/img_1.png '
+        '(train_dataloader.dataset.data_prefix.img; 2 empty files there; '
+        f'list them with find {data}/images/ -maxdepth 1 -type f -size 0)')
