@@ -24,16 +24,24 @@ def test_train_missing_annotation_file_is_one_line(tiny_project, tmp_path):
         '(train_dataloader.dataset.ann_file)')
 
 
-def test_train_corrupt_image_names_the_file(tiny_project, tmp_path):
-    root = tmp_path / 'corrupt'
+def train_with_bad_image(tiny_project, tmp_path, name, content):
+    """tools/train.py on a copy of the tiny project's data whose image
+    ``name`` holds ``content``: (the process, the image, the copy's root)."""
+    root = tmp_path / 'bad'
     shutil.copytree(osp.join(tiny_project['tmp'], 'data'), root / 'data')
-    bad = root / 'data' / 'images' / 'img_1.png'
-    bad.write_bytes(b'<html>not an image</html>')
+    image = root / 'data' / 'images' / name
+    image.write_bytes(content)
     config = child_config(
-        tiny_project, tmp_path, 'corrupt.py',
+        tiny_project, tmp_path, 'bad.py',
         f"train_dataloader = dict(dataset=dict(data_root='{root}/data/'))")
     proc = run_tool('train.py', config, '--work-dir', root / 'work_dir',
                     check=False)
+    return proc, image, root
+
+
+def test_train_corrupt_image_names_the_file(tiny_project, tmp_path):
+    proc, bad, _ = train_with_bad_image(tiny_project, tmp_path, 'img_1.png',
+                                        b'<html>not an image</html>')
     assert proc.returncode != 0
     assert f'failed to load image: {bad}' in proc.stdout, proc.stdout[-3000:]
 
@@ -41,15 +49,8 @@ def test_train_corrupt_image_names_the_file(tiny_project, tmp_path):
 def test_train_empty_image_is_one_line(tiny_project, tmp_path):
     """A 0-byte image: tools/train.py names it before building anything
     (mmcv's loader would not: below)."""
-    root = tmp_path / 'empty'
-    shutil.copytree(osp.join(tiny_project['tmp'], 'data'), root / 'data')
-    empty = root / 'data' / 'images' / 'img_2.png'
-    empty.write_bytes(b'')
-    config = child_config(
-        tiny_project, tmp_path, 'empty.py',
-        f"train_dataloader = dict(dataset=dict(data_root='{root}/data/'))")
-    proc = run_tool('train.py', config, '--work-dir', root / 'work_dir',
-                    check=False)
+    proc, empty, root = train_with_bad_image(tiny_project, tmp_path,
+                                             'img_2.png', b'')
     assert proc.returncode == 1
     assert proc.stdout.strip() == (
         f'error: empty file: {empty} '
