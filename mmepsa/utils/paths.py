@@ -57,9 +57,9 @@ def check_data_paths(cfg: Config) -> Optional[str]:
         for key, folder in prefix.items():
             if isinstance(folder, str) and folder:
                 name = 'data_prefix' if key is None else f'data_prefix.{key}'
-                checks.append((f'{field}.{name}', osp.join(root, folder),
-                               'data folder', True))
-            image_folders.append((f'{field}.{name}', osp.join(root, folder)))
+                entry = (f'{field}.{name}', osp.join(root, folder))
+                checks.append(entry + ('data folder', True))
+                image_folders.append(entry)
 
     def add_pretrained(field, node):
         if isinstance(node, dict):
@@ -100,10 +100,13 @@ def check_data_paths(cfg: Config) -> Optional[str]:
             if not osp.isabs(local):
                 path = f'{path} (resolved to {osp.abspath(local)})'
             return f'{what} not found: {path} ({field})'
+    scanned = set()  # train and val often share a folder: scan it once
     for field, folder in image_folders:
-        if '://' in folder:
+        local = osp.expanduser(folder)
+        if '://' in folder or osp.realpath(local) in scanned:
             continue
-        first, count = _empty_files(osp.expanduser(folder))
+        scanned.add(osp.realpath(local))
+        first, count = _empty_files(local)
         if first is not None:
             more = f'; {count} empty files there' if count > 1 else ''
             return (f'empty file: {first} ({field}{more}; list them with '

@@ -72,6 +72,10 @@ def test_check_data_paths_accepts_the_complete_project(tiny_project):
     cfg.train_dataloader.dataset = dict(
         type='ConcatDataset', datasets=[cfg.train_dataloader.dataset] * 2)
     assert check_data_paths(cfg) is None
+    # an empty or unset data_prefix entry is neither checked nor scanned
+    for dataset in cfg.train_dataloader.dataset.datasets:
+        dataset.data_prefix = dict(seg=None, img='images/', sem='')
+    assert check_data_paths(cfg) is None
 
 
 def test_check_data_paths_names_an_empty_image(tiny_project, tmp_path):
