@@ -27,10 +27,17 @@ from .benchmark import (autocast, describe_machine, fmt_nchw, machine_info,
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
-DETECTORS = ('original', 'mmepsa', 'resnet')
+DETECTORS = ('original', 'mmepsa', 'mmepsa-nchw-neck', 'resnet')
 MASK_RCNN = {
     'epsanet': 'configs/mask_rcnn/mask-rcnn_epsanet50-s_fpn_1x_coco.py',
     'resnet': 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
+}
+#: ``mmepsa-nchw-neck``: mmepsa's Mask R-CNN with the backbone's features
+#: made contiguous NCHW and mmdet's FPN running NCHW on them, instead of the
+#: config's channels-last features into ChannelsLastFPN.
+NCHW_NECK = {
+    'model.backbone.contiguous_outputs': True,
+    'model.neck.type': 'FPN'
 }
 MIB = 1024 * 1024
 
@@ -224,15 +231,18 @@ def to_original_psa(detector: nn.Module) -> nn.Module:
 
 
 def build_mask_rcnn(name: str, seed: int, device: torch.device):
-    """Mask R-CNN from mmepsa's COCO config (``original``, ``mmepsa``) or
-    mmdet's R-50 one (``resnet``), torch's default initialisation, ready
-    for ``loss`` mode."""
+    """Mask R-CNN from mmepsa's COCO config (``original``, ``mmepsa``,
+    ``mmepsa-nchw-neck``: see :data:`NCHW_NECK`) or mmdet's R-50 one
+    (``resnet``), torch's default initialisation, ready for ``loss`` mode."""
     from mmepsa.utils.benchmark import build_detector
     path = MASK_RCNN['resnet' if name == 'resnet' else 'epsanet']
     if '::' not in path:
         path = osp.join(REPO, path)
     torch.manual_seed(seed)
-    model = build_detector(path, device=device)
+    model = build_detector(
+        path,
+        cfg_options=NCHW_NECK if name == 'mmepsa-nchw-neck' else None,
+        device=device)
     if name == 'original':
         to_original_psa(model)
     return model.train()

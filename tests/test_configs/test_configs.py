@@ -143,6 +143,10 @@ def test_detection_recipe(config):
     assert backbone.init_cfg.checkpoint == (
         f'checkpoints/epsanet{depth}-s_imagenet.pth')
     assert cfg.model.neck.in_channels == [256, 512, 1024, 2048]
+    # channels-last features into an FPN that runs channels-last and hands
+    # the heads contiguous NCHW ones (tests/test_models/test_necks)
+    assert backbone.contiguous_outputs is False
+    assert cfg.model.neck.type == 'ChannelsLastFPN'
 
     optim = cfg.optim_wrapper.optimizer
     assert optim.type == 'SGD'

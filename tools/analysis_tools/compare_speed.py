@@ -37,9 +37,11 @@ model: RSS high-water mark on CPU, ``torch.cuda.max_memory_allocated`` on GPU)
 and the largest relative difference to ``original`` (outputs; gradients for
 training) are reported, with the machine (CPU model and ISA flags, threads,
 GPU, library versions). Also measured: a whole Mask R-CNN train step with each
-backbone formulation, and the peak memory of a backbone train step with and
-without ``with_cp``. Writes ``benchmark.json``, ``benchmark.md`` and
-``benchmark.png`` to ``--out-dir``. The logic is in
+backbone formulation (and ``mmepsa-nchw-neck``: mmepsa's config with the
+backbone's features made contiguous NCHW for mmdet's FPN, instead of its
+channels-last features into ``ChannelsLastFPN``), and the peak memory of a
+backbone train step with and without ``with_cp``. Writes ``benchmark.json``,
+``benchmark.md`` and ``benchmark.png`` to ``--out-dir``. The logic is in
 :mod:`mmepsa.utils.compare_speed`, its model list in
 ``mmepsa.utils.compare_speed.BACKBONES``. Example (the README's command)::
 

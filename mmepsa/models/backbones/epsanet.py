@@ -324,9 +324,16 @@ class EPSANet(ResNet):
             memory format (NHWC), where oneDNN's grouped 5x5/7x7/9x9
             convolutions are much faster. ``None`` (default) turns it on for
             CPU inputs and off for others (not measured on GPU; set True to
-            try). The input is converted on entry and the returned features
-            are made contiguous NCHW again, so callers see no difference;
-            parameters and checkpoints are unaffected.
+            try). The input is converted on entry; parameters and
+            checkpoints are unaffected.
+        contiguous_outputs (bool): Return the features contiguous NCHW, as
+            an NCHW run would (True, default: copied from channels-last by
+            tiles), so that any neck or head can take them. False returns
+            them in the memory format the network ran in, for a neck that
+            takes channels-last features and converts its own outputs, as
+            :class:`mmepsa.models.ChannelsLastFPN` does (mmepsa's COCO
+            detection configs); torch's ops accept either, but mmcv's CPU
+            RoIAlign reads NCHW memory and must not get them.
         in_channels (int): Input image channels. Defaults to 3.
         stem_channels (int): Channels of the stem. Defaults to 64.
         base_channels (int): Base width of the first stage. Defaults to 64.
@@ -385,6 +392,7 @@ class EPSANet(ResNet):
                  se_ratio: int = 16,
                  widen_factor: int = 1,
                  channels_last: Optional[bool] = None,
+                 contiguous_outputs: bool = True,
                  in_channels: int = 3,
                  stem_channels: int = 64,
                  base_channels: int = 64,
@@ -438,6 +446,7 @@ class EPSANet(ResNet):
             se_ratio=se_ratio,
             widen_factor=widen_factor,
             channels_last=channels_last,
+            contiguous_outputs=contiguous_outputs,
             **resnet_args)
         # What make_res_layer needs, set before ResNet builds the stages (as
         # mmdet's ResNeSt does).
@@ -459,6 +468,7 @@ class EPSANet(ResNet):
             stage_with_dcn=(False, ) * num_stages))
         self.in_channels = in_channels
         self.channels_last = channels_last
+        self.contiguous_outputs = contiguous_outputs
 
     def make_res_layer(self, **kwargs) -> ResLayer:
         """Pack a stage's EPSA blocks into a ``ResLayer``."""
@@ -495,7 +505,8 @@ class EPSANet(ResNet):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """ResNet's forward, after checking the input shape, in channels-last
-        memory format where ``channels_last`` says so. A BN in eval mode is
+        memory format where ``channels_last`` says so, the outputs in the
+        format ``contiguous_outputs`` says. A BN in eval mode is
         folded into the conv before it (``mmepsa.models.layers.fold_bn``)."""
         if (x.dim() != 4 or x.shape[1] != self.in_channels
                 or 0 in x.shape[2:]):
@@ -510,8 +521,10 @@ class EPSANet(ResNet):
             return self._forward_stages(x)
         x = x.contiguous(memory_format=torch.channels_last)
         outs = self._forward_stages(x)
-        # Callers get contiguous NCHW features, as from an NCHW run (copied
-        # by tiles: torch's own copy was up to 4x slower on CPU).
+        if not self.contiguous_outputs:
+            return outs
+        # Contiguous NCHW features, as from an NCHW run (copied by tiles:
+        # torch's own copy was up to 4x slower on CPU).
         return tuple(to_contiguous_nchw(out) for out in outs)
 
     def _forward_stages(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:

@@ -47,11 +47,11 @@ def _check_layer_cfg(name: str, cfg, kinds: tuple) -> None:
 
 def check_epsanet_args(cls: type, *, depth, variant, conv_kernels,
                        conv_groups, se_ratio, widen_factor, channels_last,
-                       in_channels, stem_channels, base_channels, num_stages,
-                       strides, dilations, out_indices, style, deep_stem,
-                       avg_down, frozen_stages, conv_cfg, norm_cfg, norm_eval,
-                       dcn, stage_with_dcn, plugins, with_cp,
-                       zero_init_residual, pretrained,
+                       contiguous_outputs, in_channels, stem_channels,
+                       base_channels, num_stages, strides, dilations,
+                       out_indices, style, deep_stem, avg_down, frozen_stages,
+                       conv_cfg, norm_cfg, norm_eval, dcn, stage_with_dcn,
+                       plugins, with_cp, zero_init_residual, pretrained,
                        init_cfg) -> Tuple[tuple, tuple]:
     """Check every argument of ``cls`` (EPSANet: its ``arch_settings``,
     ``variant_settings`` and ``plugin_positions``) up front, so that a bad
@@ -167,6 +167,9 @@ def check_epsanet_args(cls: type, *, depth, variant, conv_kernels,
         raise ValueError('EPSANet: channels_last must be None (auto: on '
                          f'for CPU inputs), True or False, got '
                          f'{channels_last!r}')
+    if not isinstance(contiguous_outputs, bool):
+        raise ValueError('EPSANet: contiguous_outputs must be True or False, '
+                         f'got {contiguous_outputs!r}')
     if init_cfg is not None and pretrained is not None:
         raise ValueError('EPSANet: init_cfg and pretrained cannot be '
                          'specified at the same time')

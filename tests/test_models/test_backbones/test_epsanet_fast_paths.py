@@ -65,6 +65,38 @@ def test_channels_last_bad_value(value):
         EPSANet(50, channels_last=value, **TINY)
 
 
+@pytest.mark.parametrize('channels_last', [None, False])
+def test_contiguous_outputs_false_keeps_the_memory_format(channels_last):
+    """contiguous_outputs=False hands over the features in the format the
+    network ran in (channels-last on CPU by default), equal bit for bit to
+    the contiguous ones; gradients flow back through them alike."""
+    torch.manual_seed(0)
+    model = EPSANet(50, channels_last=channels_last, norm_eval=False,
+                    **TINY).train()
+    x = torch.randn(2, 3, 75, 61)
+    ref_outs = model(x)
+    sum(o.square().mean() for o in ref_outs).backward()
+    ref_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model.contiguous_outputs = False
+    outs = model(x)
+    sum(o.square().mean() for o in outs).backward()
+    for a, b in zip(outs, ref_outs):
+        assert a.is_contiguous(memory_format=torch.channels_last if
+                               channels_last is None else
+                               torch.contiguous_format)
+        assert torch.equal(a, b)
+    for p, g in zip(model.parameters(), ref_grads):
+        torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize('value', [None, 'no', 0])
+def test_contiguous_outputs_bad_value(value):
+    with pytest.raises(ValueError, match='contiguous_outputs must be True or '
+                       f'False, got {value!r}'):
+        EPSANet(50, contiguous_outputs=value, **TINY)
+
+
 def test_training_step_same_gradients():
     """A training step (train-mode BN) of mmepsa and of the original give
     the same outputs and gradients (float64: see assert_train_step_equal)."""
