@@ -161,6 +161,8 @@ DETECTION_SETTINGS = dict(frozen_stages=1, norm_eval=True)
 BACKBONES: Dict[str, Callable[[int, int, bool, dict], nn.Module]] = {
     'original': lambda d, s, cp, kw: Stages(_reference(d, s), **kw),
     'mmepsa': lambda d, s, cp, kw: _mmepsa(d, s, cp, **kw),
+    'mmepsa-cl-out': lambda d, s, cp, kw: _mmepsa(
+        d, s, cp, contiguous_outputs=False, **kw),
     'mmepsa-untuned': lambda d, s, cp, kw: Untuned(_mmepsa(d, s, cp, **kw)),
     'mmepsa-deploy': lambda d, s, cp, kw: _deploy(_mmepsa(d, s)),
     'mmepsa-compiled': lambda d, s, cp, kw: _deploy(_mmepsa(d, s), True),
@@ -283,9 +285,12 @@ def backbone_step(model: nn.Module, x: torch.Tensor, train: bool,
         with autocast(x.device, precision):
             outs = model(x)
         if not projections:
+            # in each output's memory format, as a consumer of that format
+            # (ChannelsLastFPN for channels-last ones) sends gradients back
             g = torch.Generator().manual_seed(0)
             projections.extend(
-                torch.randn(o.shape, generator=g).to(o.device) for o in outs)
+                torch.empty_like(o, dtype=torch.float32).copy_(
+                    torch.randn(o.shape, generator=g)) for o in outs)
         sum((o.float() * w).mean()
             for o, w in zip(outs, projections)).backward()
         return outs
@@ -350,8 +355,8 @@ def differences(models: Dict[str, nn.Module], x: torch.Tensor, train: bool,
     floor is reported as well, so fp32 figures can be read against it.
     """
     names = [
-        n for n in ('mmepsa', 'mmepsa-untuned', 'mmepsa-deploy',
-                    'mmepsa-compiled') if n in models
+        n for n in ('mmepsa', 'mmepsa-cl-out', 'mmepsa-untuned',
+                    'mmepsa-deploy', 'mmepsa-compiled') if n in models
     ]
     dtype = torch.float64 if train else None
     first_call = {}

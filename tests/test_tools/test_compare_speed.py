@@ -39,7 +39,8 @@ def test_compare_speed_tool(tmp_path):
     assert inference['mmepsa']['outputs'] < 1e-5
     assert inference['mmepsa-deploy']['outputs'] < 1e-5
     assert inference['mmepsa-untuned']['outputs'] < 1e-5
-    for name in ('mmepsa', 'mmepsa-untuned'):
+    assert inference['mmepsa-cl-out']['outputs'] < 1e-5
+    for name in ('mmepsa', 'mmepsa-cl-out', 'mmepsa-untuned'):
         for mode in ('train', 'train-detection'):
             train = cases['backbone', mode]['models'][name]
             assert train['outputs'] < 1e-9 and train['gradients'] < 1e-6

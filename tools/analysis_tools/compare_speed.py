@@ -10,6 +10,10 @@ Models (same depth; the two EPSANets share the same random weights):
 * ``mmepsa``: :class:`mmepsa.models.EPSANet` as a config builds it
   (one SE pass, one concatenation, channels-last on CPU, PSA convs that
   autotune their form);
+* ``mmepsa-cl-out``: ``mmepsa`` with ``contiguous_outputs=False``: the
+  features in channels-last, as mmepsa's detection configs hand them to
+  ``ChannelsLastFPN`` (which copies its own, smaller outputs to NCHW: the
+  Mask R-CNN case below times the whole);
 * ``mmepsa-untuned``: ``mmepsa`` with that autotuning off (the plain
   grouped PSA convs), so the table shows what the autotuning gains;
 * ``mmepsa-deploy`` (inference only): ``mmepsa`` with conv+BN pairs folded by
