@@ -272,10 +272,16 @@ def detector_batch(model: nn.Module, shape: Sequence[int],
 def backbone_step(model: nn.Module, x: torch.Tensor, train: bool,
                   precision: str) -> Callable:
     """A closure running one inference pass or one training step: forward,
-    then backward of ``sum(mean(out * w))`` with fixed random ``w`` per
-    output. (A plain mean would be a poor test: behind train-mode BN its
-    gradient is zero analytically, leaving only rounding noise.)"""
-    projections = []
+    then backward from fixed random output gradients ``w / numel`` (those of
+    the loss ``sum(mean(out * w))``; a plain mean would be a poor test:
+    behind train-mode BN its gradient is zero analytically, leaving only
+    rounding noise), each in its output's memory format, as a neck sends
+    them back. The gradients are handed to ``torch.autograd.backward``
+    directly, so that no loss pass over the features is timed: such a pass
+    belongs to the head, and its speed depends on the memory formats it
+    mixes (before 2026-12-02 the loss itself was run and timed). Outputs
+    of frozen stages take no gradient."""
+    grads = []
 
     def run():
         if not train:
@@ -284,15 +290,14 @@ def backbone_step(model: nn.Module, x: torch.Tensor, train: bool,
         model.zero_grad(set_to_none=True)
         with autocast(x.device, precision):
             outs = model(x)
-        if not projections:
-            # in each output's memory format, as a consumer of that format
-            # (ChannelsLastFPN for channels-last ones) sends gradients back
+        if not grads:
             g = torch.Generator().manual_seed(0)
-            projections.extend(
-                torch.empty_like(o, dtype=torch.float32).copy_(
-                    torch.randn(o.shape, generator=g)) for o in outs)
-        sum((o.float() * w).mean()
-            for o, w in zip(outs, projections)).backward()
+            grads.extend(
+                torch.empty_like(o).copy_(
+                    torch.randn(o.shape, generator=g) / o.numel())
+                for o in outs)
+        pairs = [(o, w) for o, w in zip(outs, grads) if o.requires_grad]
+        torch.autograd.backward([o for o, _ in pairs], [w for _, w in pairs])
         return outs
 
     return run
