@@ -293,9 +293,8 @@ def backbone_step(model: nn.Module, x: torch.Tensor, train: bool,
         if not grads:
             g = torch.Generator().manual_seed(0)
             grads.extend(
-                torch.empty_like(o).copy_(
-                    torch.randn(o.shape, generator=g) / o.numel())
-                for o in outs)
+                torch.empty_like(o).copy_(torch.randn(
+                    o.shape, generator=g)).div_(o.numel()) for o in outs)
         pairs = [(o, w) for o, w in zip(outs, grads) if o.requires_grad]
         torch.autograd.backward([o for o, _ in pairs], [w for _, w in pairs])
         return outs
