@@ -269,6 +269,10 @@ BAD_ARGUMENTS = [
                  r"channels_last must be None \(auto: on for CPU inputs\), "
                  r"True or False, got 'yes'",
                  id='channels_last'),
+    pytest.param(tiny(contiguous_outputs=None),
+                 ValueError,
+                 r'contiguous_outputs must be True or False, got None',
+                 id='contiguous_outputs'),
     pytest.param(tiny(pretrained=pathlib.Path('a.pth')),
                  TypeError,
                  r'pretrained must be a str or None, got PosixPath',
