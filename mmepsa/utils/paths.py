@@ -103,9 +103,10 @@ def check_data_paths(cfg: Config) -> Optional[str]:
     scanned = set()  # train and val often share a folder: scan it once
     for field, folder in image_folders:
         local = osp.expanduser(folder)
-        if '://' in folder or osp.realpath(local) in scanned:
+        real = osp.realpath(local)
+        if '://' in folder or real in scanned:
             continue
-        scanned.add(osp.realpath(local))
+        scanned.add(real)
         first, count = _empty_files(local)
         if first is not None:
             more = f'; {count} empty files there' if count > 1 else ''

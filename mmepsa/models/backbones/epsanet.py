@@ -24,7 +24,7 @@ from mmdet.models.layers import ResLayer
 from mmengine.model import BaseModule
 
 from ..layers.fold_bn import conv_bn, eval_bn_affine, foldable, run_folded
-from ..layers.layout import to_contiguous_nchw
+from ..layers.layout import to_contiguous_nchw, use_channels_last
 from ..layers.psa_conv import PSAConv2d, _exporting, _memory_format
 from .epsanet_args import check_epsanet_args
 
@@ -514,10 +514,7 @@ class EPSANet(ResNet):
                 f'EPSANet expects input of shape (N, {self.in_channels}, H, '
                 f'W) (in_channels={self.in_channels}, H and W >= 1), got '
                 f'{tuple(x.shape)}')
-        channels_last = self.channels_last
-        if channels_last is None:
-            channels_last = x.device.type == 'cpu'
-        if not channels_last:
+        if not use_channels_last(self.channels_last, x):
             return self._forward_stages(x)
         x = x.contiguous(memory_format=torch.channels_last)
         outs = self._forward_stages(x)

@@ -14,6 +14,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.instancenorm import _InstanceNorm
 
+from ..layers.layout import check_channels_last
+
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
@@ -163,10 +165,7 @@ def check_epsanet_args(cls: type, *, depth, variant, conv_kernels,
                 f'EPSANet: stage {i + 1} has {split} channels per '
                 f'branch, fewer than se_ratio={se_ratio}; raise '
                 'base_channels or lower se_ratio')
-    if channels_last is not None and not isinstance(channels_last, bool):
-        raise ValueError('EPSANet: channels_last must be None (auto: on '
-                         f'for CPU inputs), True or False, got '
-                         f'{channels_last!r}')
+    check_channels_last('EPSANet', channels_last)
     if not isinstance(contiguous_outputs, bool):
         raise ValueError('EPSANet: contiguous_outputs must be True or False, '
                          f'got {contiguous_outputs!r}')

@@ -15,6 +15,8 @@ there. The values are copied, not computed: the result equals
 ``x.contiguous()`` bit for bit. The gradient goes back to channels-last
 with torch's own copy, which is fast in that direction.
 """
+from typing import Optional
+
 import torch
 
 from .psa_conv import _exporting
@@ -59,3 +61,17 @@ def to_contiguous_nchw(x: torch.Tensor) -> torch.Tensor:
             or _exporting()):
         return x.contiguous()
     return _ToNCHW.apply(x)
+
+
+def check_channels_last(owner: str, value) -> None:
+    """The check of a ``channels_last`` argument (EPSANet's, the neck's):
+    None (auto), True or False, else a ValueError naming ``owner``."""
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f'{owner}: channels_last must be None (auto: on for '
+                         f'CPU inputs), True or False, got {value!r}')
+
+
+def use_channels_last(setting: Optional[bool], x: torch.Tensor) -> bool:
+    """Whether to run channels-last: ``setting``, or for None (auto)
+    whether ``x`` is a CPU tensor."""
+    return x.device.type == 'cpu' if setting is None else setting

@@ -20,7 +20,8 @@ from typing import Optional, Tuple
 import torch
 from mmdet.models.necks import FPN
 
-from ..layers.layout import to_contiguous_nchw
+from ..layers.layout import (check_channels_last, to_contiguous_nchw,
+                             use_channels_last)
 
 
 class ChannelsLastFPN(FPN):
@@ -56,10 +57,7 @@ class ChannelsLastFPN(FPN):
 
     def __init__(self, *args, channels_last: Optional[bool] = None,
                  **kwargs) -> None:
-        if channels_last is not None and not isinstance(channels_last, bool):
-            raise ValueError('ChannelsLastFPN: channels_last must be None '
-                             '(auto: on for CPU inputs), True or False, got '
-                             f'{channels_last!r}')
+        check_channels_last('ChannelsLastFPN', channels_last)
         super().__init__(*args, **kwargs)
         self.channels_last = channels_last
 
@@ -68,11 +66,9 @@ class ChannelsLastFPN(FPN):
         """FPN's forward on channels-last copies of ``inputs`` (no copy for
         inputs already so) where ``channels_last`` says so; the outputs
         are contiguous NCHW either way."""
-        channels_last = self.channels_last
-        if channels_last is None:
-            channels_last = inputs[0].device.type == 'cpu'
         memory_format = (
-            torch.channels_last if channels_last else torch.contiguous_format)
+            torch.channels_last if use_channels_last(
+                self.channels_last, inputs[0]) else torch.contiguous_format)
         outs = super().forward(
             tuple(x.contiguous(memory_format=memory_format) for x in inputs))
         return tuple(to_contiguous_nchw(out) for out in outs)

@@ -73,10 +73,10 @@ def test_same_outputs_and_gradients_as_mmdet_fpn(neck, memory_format,
                                    msg=name)
 
 
-@pytest.mark.parametrize('channels_last,device_auto,expected', [
-    (None, True, True), (True, False, True), (False, False, False)])
-def test_runs_in_the_memory_format_it_says(channels_last, device_auto,
-                                           expected):
+@pytest.mark.parametrize('channels_last,expected', [(None, True),
+                                                   (True, True),
+                                                   (False, False)])
+def test_runs_in_the_memory_format_it_says(channels_last, expected):
     ours, _ = fpn_pair('rcnn', channels_last=channels_last)
     seen = []
     ours.fpn_convs[0].register_forward_pre_hook(
