@@ -10,8 +10,9 @@ outputs contiguous: five 256-channel maps (1.33x the elements of the finest
 one) are copied instead of the backbone's four (1.875x), and the FPN's convs
 run the faster format. The heads get contiguous NCHW features, as before, so
 mmcv's CPU RoIAlign (which reads NCHW memory) and every other head work
-unchanged. A Mask R-CNN training step at 1x3x800x1216 took 0.95x the time of
-the same model with mmdet's FPN on a 2-core Intel Xeon (docs/performance.md).
+unchanged. A Mask R-CNN training step at 1x3x800x1216 on a 2-core Intel Xeon
+took 0.95x the time of the same model with mmdet's FPN in one run and 0.99x
+in another, at 0.89x its peak memory (docs/performance.md).
 
 The parameters are mmdet's FPN's: checkpoints load either way.
 """
