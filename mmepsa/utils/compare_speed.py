@@ -73,6 +73,22 @@ class Untuned(nn.Module):
             return self.model(x)
 
 
+class Unfused(nn.Module):
+    """Runs a model with the PSA weighting unfused
+    (``mmepsa.models.layers.psa_fusion(False)``): products and
+    ``torch.cat``, the SE module's 1x1 convs as convs (what the fusion
+    gains)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        from mmepsa.models.layers import psa_fusion
+        with psa_fusion(False):
+            return self.model(x)
+
+
 class Stages(nn.Module):
     """The original classifier's four stage outputs as a backbone, with
     ResNet's ``frozen_stages`` and ``norm_eval`` (for the detection
@@ -164,12 +180,15 @@ BACKBONES: Dict[str, Callable[[int, int, bool, dict], nn.Module]] = {
     'mmepsa-cl-out': lambda d, s, cp, kw: _mmepsa(
         d, s, cp, contiguous_outputs=False, **kw),
     'mmepsa-untuned': lambda d, s, cp, kw: Untuned(_mmepsa(d, s, cp, **kw)),
+    'mmepsa-unfused': lambda d, s, cp, kw: Unfused(_mmepsa(d, s, cp, **kw)),
     'mmepsa-deploy': lambda d, s, cp, kw: _deploy(_mmepsa(d, s)),
     'mmepsa-compiled': lambda d, s, cp, kw: _deploy(_mmepsa(d, s), True),
     'resnet': lambda d, s, cp, kw: _resnet(d, s, **kw),
     'resnet-cl': lambda d, s, cp, kw: ChannelsLast(_resnet(d, s, **kw)),
     'resnet-compiled': lambda d, s, cp, kw: _deploy(_resnet(d, s), True),
 }
+#: The yardsticks, in every backbone case whatever ``--models`` selects.
+YARDSTICKS = ('original', 'resnet')
 #: Models that cannot train (BN folded, or frozen by compilation).
 INFERENCE_ONLY = ('mmepsa-deploy', 'mmepsa-compiled', 'resnet-compiled')
 #: The backbone cases: mode -> (a training step?, backbone settings).
@@ -360,7 +379,8 @@ def differences(models: Dict[str, nn.Module], x: torch.Tensor, train: bool,
     """
     names = [
         n for n in ('mmepsa', 'mmepsa-cl-out', 'mmepsa-untuned',
-                    'mmepsa-deploy', 'mmepsa-compiled') if n in models
+                    'mmepsa-unfused', 'mmepsa-deploy', 'mmepsa-compiled')
+        if n in models
     ]
     dtype = torch.float64 if train else None
     first_call = {}
@@ -488,10 +508,12 @@ def summarise_case(times: Dict[str, List[float]]) -> Dict[str, dict]:
 def backbone_case(args, device: torch.device, shape, mode: str,
                   precision: str) -> dict:
     train, settings = MODES[mode]
+    selected = getattr(args, 'models', None) or list(BACKBONES)
     names = [
         n for n in BACKBONES
-        if not (train and n in INFERENCE_ONLY) and not (
-            args.no_compile and n.endswith('-compiled'))
+        if (n in YARDSTICKS or n in selected)
+        and not (train and n in INFERENCE_ONLY)
+        and not (args.no_compile and n.endswith('-compiled'))
     ]
     models = {
         n: build_backbone(n, args.depth, args.seed, train,
@@ -674,7 +696,8 @@ def compare_speed(args) -> dict:
     ``args.out_dir``; return the results.
 
     ``args`` holds the options of ``tools/analysis_tools/compare_speed.py``
-    (``depth``, ``sizes``, ``modes``, ``precisions``, ``device``, ``runs``,
+    (``depth``, ``sizes``, ``modes``, ``models`` (None: all of
+    :data:`BACKBONES`), ``precisions``, ``device``, ``runs``,
     ``warmup``, ``seed``, ``threads``, ``detector_size``, ``cp_size``,
     ``no_detector``, ``no_cp``, ``no_compile``, ``no_memory``,
     ``out_dir``).

@@ -40,7 +40,9 @@ def test_compare_speed_tool(tmp_path):
     assert inference['mmepsa-deploy']['outputs'] < 1e-5
     assert inference['mmepsa-untuned']['outputs'] < 1e-5
     assert inference['mmepsa-cl-out']['outputs'] < 1e-5
-    for name in ('mmepsa', 'mmepsa-cl-out', 'mmepsa-untuned'):
+    assert inference['mmepsa-unfused']['outputs'] < 1e-5
+    for name in ('mmepsa', 'mmepsa-cl-out', 'mmepsa-untuned',
+                 'mmepsa-unfused'):
         for mode in ('train', 'train-detection'):
             train = cases['backbone', mode]['models'][name]
             assert train['outputs'] < 1e-9 and train['gradients'] < 1e-6
@@ -72,11 +74,29 @@ def test_compare_speed_tool(tmp_path):
     assert osp.getsize(osp.join(out_dir, 'benchmark.png')) > 1000
 
 
+def test_compare_speed_models_selects_rows(tmp_path):
+    """--models runs the rows it names and the two yardsticks only."""
+    out_dir = str(tmp_path / 'bench')
+    run_tool(TOOL, '--sizes', '1x64x64', '--modes', 'inference', 'train',
+             '--models', 'mmepsa', 'mmepsa-unfused', '--runs', '2',
+             '--warmup', '0', '--no-memory', '--no-detector', '--no-cp',
+             '--out-dir', out_dir)
+    with open(osp.join(out_dir, 'benchmark.json')) as f:
+        result = json.load(f)
+    assert [c['mode'] for c in result['cases']] == ['inference', 'train']
+    for case in result['cases']:
+        assert set(case['models']) == {'original', 'resnet', 'mmepsa',
+                                       'mmepsa-unfused'}
+        assert all(len(r['runs_ms']) == 2 for r in case['models'].values())
+    assert 'with_cp' not in result
+
+
 @pytest.mark.parametrize('argv, message', [
     (['--sizes', '8x224'], 'size must be NxHxW'),
     (['--sizes', '0x224x224'], 'size must be positive'),
     (['--runs', '0'], '--runs must be >= 1'),
     (['--device', 'cpu', '--precisions', 'amp'], 'amp needs a CUDA'),
+    (['--models', 'resnet'], "invalid choice: 'resnet'"),
 ])
 def test_compare_speed_bad_arguments(argv, message):
     proc = run_tool(TOOL, *argv, check=False)

@@ -8,7 +8,7 @@ Models (same depth; the two EPSANets share the same random weights):
   (:class:`mmepsa.testing.RefEPSANet`: four SE passes, the growing
   concatenations, NCHW), the yardstick;
 * ``mmepsa``: :class:`mmepsa.models.EPSANet` as a config builds it
-  (one SE pass, one concatenation, channels-last on CPU, PSA convs that
+  (one SE pass, the fused weighting, channels-last on CPU, PSA convs that
   autotune their form);
 * ``mmepsa-cl-out``: ``mmepsa`` with ``contiguous_outputs=False``: the
   features in channels-last, as mmepsa's detection configs hand them to
@@ -16,6 +16,9 @@ Models (same depth; the two EPSANets share the same random weights):
   Mask R-CNN case below times the whole);
 * ``mmepsa-untuned``: ``mmepsa`` with that autotuning off (the plain
   grouped PSA convs), so the table shows what the autotuning gains;
+* ``mmepsa-unfused``: ``mmepsa`` with the PSA weighting unfused
+  (``psa_fusion(False)``: products, then ``torch.cat``; the SE module's
+  1x1 convs as convs), so the table shows what the fusion gains;
 * ``mmepsa-deploy`` (inference only): ``mmepsa`` with conv+BN pairs folded by
   :func:`mmcv.cnn.fuse_conv_bn` (:func:`mmepsa.utils.deploy_model`);
 * ``mmepsa-compiled`` (inference only): that, compiled by ``torch.compile``
@@ -29,6 +32,8 @@ Models (same depth; the two EPSANets share the same random weights):
 
 Compilation happens in the warm-up and is not timed (its first-call time is
 reported); ``--no-compile`` skips the compiled models.
+``--models`` runs only the rows it names besides ``original`` and ``resnet``
+(the yardsticks), e.g. for many rounds of two rows.
 
 For each case (input size x inference / training step = forward + backward,
 with every BN in training mode (``train``) or with the backbone settings of
@@ -56,7 +61,7 @@ import os.path as osp
 
 import torch
 
-from mmepsa.utils.compare_speed import MODES
+from mmepsa.utils.compare_speed import BACKBONES, MODES, YARDSTICKS
 
 
 def _size(text: str):
@@ -87,6 +92,13 @@ def parse_args(argv=None):
         help='train: a training step with every BN in training mode; '
         'train-detection: with the backbone settings of mmdet\'s detection '
         'configs (frozen_stages=1, norm_eval=True)')
+    parser.add_argument(
+        '--models',
+        nargs='+',
+        choices=[n for n in BACKBONES if n not in YARDSTICKS],
+        default=None,
+        help='the backbone rows to run besides original and resnet, which '
+        'always run (default: all)')
     parser.add_argument(
         '--detector-size',
         type=_size,

@@ -17,15 +17,18 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_conv_layer, build_norm_layer
 from mmdet.models.backbones.resnet import Bottleneck, ResNet
 from mmdet.models.layers import ResLayer
 from mmengine.model import BaseModule
 
-from ..layers.fold_bn import conv_bn, eval_bn_affine, foldable, run_folded
+from ..layers.fold_bn import (_has_hooks, conv_bn, eval_bn_affine, foldable,
+                              run_folded)
 from ..layers.layout import to_contiguous_nchw, use_channels_last
-from ..layers.psa_conv import PSAConv2d, _exporting, _memory_format
+from ..layers.psa_attention import fusing, weighted_concat
+from ..layers.psa_conv import PSAConv2d
 from .epsanet_args import check_epsanet_args
 
 ConfigType = Union[dict, None]
@@ -55,7 +58,21 @@ class SEWeightModule(BaseModule):
         self.fc2 = nn.Conv2d(channels // ratio, channels, kernel_size=1)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.fc2(self.relu(self.fc1(pooled))))
+        layers = (self.fc1, self.relu, self.fc2)
+        if (pooled.dim() != 4 or pooled.shape[2:] != (1, 1) or not fusing()
+                or _has_hooks(*layers)
+                or type(self.fc1) is not nn.Conv2d
+                or type(self.fc2) is not nn.Conv2d):
+            return torch.sigmoid(self.fc2(self.relu(self.fc1(pooled))))
+        # A 1x1 conv of a 1x1 map is a matrix product, and runs faster as
+        # one (docs/performance.md); with hooks (a FLOPs counter's), under
+        # export or with psa_fusion(False), the convs run.
+        hidden = F.linear(
+            pooled.flatten(1), self.fc1.weight.flatten(1),
+            self.fc1.bias).relu_()
+        return torch.sigmoid(
+            F.linear(hidden, self.fc2.weight.flatten(1),
+                     self.fc2.bias)).view(pooled.shape[0], -1, 1, 1)
 
 
 class PSAModule(BaseModule):
@@ -68,10 +85,11 @@ class PSAModule(BaseModule):
     first (the authors' order).
 
     The four SE passes of the original run here as one batched pass (the SE
-    weights are shared), and the weighted branches go into the output in the
-    authors' order by a single concatenation, with no intermediate
-    concatenation of the raw branches; the result equals the authors'
-    formulation (``mmepsa.testing.RefPSA``) to float rounding.
+    weights are shared), and each weighted branch is written straight into
+    its slice of the output, in the authors' order, with no intermediate
+    concatenation of the raw branches (``mmepsa.models.layers.psa_fusion``);
+    the result equals the authors' formulation (``mmepsa.testing.RefPSA``)
+    to float rounding.
 
     Args:
         in_channels (int): Input channels.
@@ -139,8 +157,11 @@ class PSAModule(BaseModule):
             self.conv_4(x)
         ]
         # One SE pass over the 4 branches: stack their pooled vectors on the
-        # batch axis, then a softmax across the branches, per channel.
-        pooled = torch.cat([f.mean((2, 3), keepdim=True) for f in feats])
+        # batch axis, then a softmax across the branches, per channel. The
+        # mean is taken as sum / (H * W): a sum's gradient is an expanded
+        # view, which autograd adds to the branch's gradient in place.
+        area = feats[0].shape[2] * feats[0].shape[3]
+        pooled = torch.cat([f.sum((2, 3), keepdim=True) for f in feats]) / area
         attention = self.se(pooled).unflatten(0, (4, x.shape[0])).softmax(0)
         shift = None
         if norm is not None and foldable(norm):
@@ -149,29 +170,9 @@ class PSAModule(BaseModule):
                             for t in eval_bn_affine(norm))
             attention = attention * scale
             norm = None  # applied
-        if (torch.is_grad_enabled() and attention.requires_grad) or \
-                _exporting():
-            out = torch.cat([
-                feats[i] * attention[i] if shift is None else torch.addcmul(
-                    shift[i], feats[i], attention[i]) for i in (3, 2, 1, 0)
-            ], 1)
-        else:
-            # Inference: write each weighted branch straight into its slice
-            # of the output (one pass instead of a product and a
-            # concatenation).
-            first = feats[0]
-            out = torch.empty(
-                (first.shape[0], 4 * self.split_channels) + first.shape[2:],
-                dtype=torch.promote_types(first.dtype, attention.dtype),
-                device=first.device,
-                memory_format=_memory_format(first))
-            for i, j in enumerate((3, 2, 1, 0)):
-                part = out[:, i * self.split_channels:(i + 1) *
-                           self.split_channels]
-                if shift is None:
-                    torch.mul(feats[j], attention[j], out=part)
-                else:
-                    torch.addcmul(shift[j], feats[j], attention[j], out=part)
+        # Each weighted branch straight into its slice of the output
+        # (mmepsa.models.layers.psa_attention).
+        out = weighted_concat(feats, attention, shift)
         return out if norm is None else norm(out)
 
 

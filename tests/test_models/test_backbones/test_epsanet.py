@@ -11,6 +11,7 @@ from mmengine.analysis import get_model_complexity_info
 from torch.nn.modules import GroupNorm
 
 from mmepsa.models import EPSABlock, EPSANet, PSAModule
+from mmepsa.models.layers import psa_fusion
 from mmepsa.testing import RefEPSANet, RefPSA, randomize_
 # A narrow EPSANet keeps the tests fast where the full width is not the point.
 from tests.utils import TINY_BACKBONE as TINY
@@ -554,6 +555,81 @@ def test_psa_module_matches_reference():
     ours.load_state_dict(ref.state_dict())
     x = torch.randn(3, 64, 23, 17)
     torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('memory_format',
+                         [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize('with_norm', [False, True])
+def test_psa_fast_path_equals_the_concatenation(memory_format, with_norm):
+    """The fused weighting (``_WeightedConcat``) and the SE module as
+    matrix products give the outputs and the gradients (input, convs, SE,
+    the folded eval-mode BN's weight and bias) of the concatenation of
+    products, in float64."""
+    torch.manual_seed(0)
+    psa = PSAModule(16, 16, conv_groups=(1, 2, 4, 4), se_ratio=4).double()
+    norm = nn.BatchNorm2d(16).double().eval()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+        norm.running_mean.uniform_(-0.5, 0.5)
+        norm.running_var.uniform_(0.5, 1.5)
+    x = torch.randn(2, 16, 9, 7, dtype=torch.float64)
+    x = x.contiguous(memory_format=memory_format).requires_grad_()
+    params = [x] + list(psa.parameters()) + (
+        [norm.weight, norm.bias] if with_norm else [])
+
+    def run():
+        out = psa(x, norm) if with_norm else psa(x)
+        return out, torch.autograd.grad(out, params, grad)
+
+    torch.manual_seed(1)
+    grad = torch.randn(2, 16, 9, 7, dtype=torch.float64)
+    out, grads = run()
+    assert out.is_contiguous(memory_format=memory_format)
+    with psa_fusion(False):  # the authors' products and torch.cat
+        ref, ref_grads = run()
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    assert len(grads) == len(params)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    # No gradient reaches an input that does not need one.
+    with torch.no_grad():
+        assert not psa(x).requires_grad
+
+
+@pytest.mark.parametrize('value', [0, 'yes', None])
+def test_psa_fusion_bad_value(value):
+    with pytest.raises(TypeError, match='psa_fusion expects True or False'):
+        with psa_fusion(value):
+            pass
+
+
+def test_psa_fast_path_double_backward():
+    """The fused weighting's backward is differentiable: gradcheck and
+    gradgradcheck pass through the PSA module (float64)."""
+    torch.manual_seed(0)
+    psa = PSAModule(8, 8, conv_groups=(1, 2, 2, 2), se_ratio=2).double()
+    x = torch.randn(1, 8, 4, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(psa, (x, ))
+    assert torch.autograd.gradgradcheck(psa, (x, ))
+
+
+def test_se_module_runs_its_convs_for_hooks():
+    """With a hook on fc1/fc2 (e.g. a FLOPs counter's) the SE module calls
+    its convs, so the hook sees them; both ways agree (float64)."""
+    torch.manual_seed(0)
+    se = PSAModule(64, 64).se.double()
+    pooled = torch.randn(6, 16, 1, 1, dtype=torch.float64)
+    fast = se(pooled)
+    calls = []
+    handle = se.fc1.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        slow = se(pooled)
+    finally:
+        handle.remove()
+    assert calls == [1]
+    assert fast.shape == slow.shape == (6, 16, 1, 1)
+    torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-12)
 
 
 def test_branch_order_is_reversed():
