@@ -59,33 +59,19 @@ class ChannelsLast(nn.Module):
         return tuple(to_contiguous_nchw(o) for o in outs)
 
 
-class Untuned(nn.Module):
-    """Runs a model with PSAConv2d's autotuning off: every PSA conv is the
-    plain grouped conv, forward and backward (what the autotuning gains)."""
+class SwitchedOff(nn.Module):
+    """Runs a model with one of ``mmepsa.models.layers``' switches off, to
+    show what it gains: ``'autotuning'`` (every PSA conv the plain grouped
+    conv, forward and backward) or ``'psa_fusion'`` (the PSA weighting by
+    products and ``torch.cat``, the SE module's 1x1 convs as convs)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, switch: str) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.switch = model, switch
 
     def forward(self, x):
-        from mmepsa.models.layers import autotuning
-        with autotuning(False):
-            return self.model(x)
-
-
-class Unfused(nn.Module):
-    """Runs a model with the PSA weighting unfused
-    (``mmepsa.models.layers.psa_fusion(False)``): products and
-    ``torch.cat``, the SE module's 1x1 convs as convs (what the fusion
-    gains)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        from mmepsa.models.layers import psa_fusion
-        with psa_fusion(False):
+        from mmepsa.models import layers
+        with getattr(layers, self.switch)(False):
             return self.model(x)
 
 
@@ -179,8 +165,10 @@ BACKBONES: Dict[str, Callable[[int, int, bool, dict], nn.Module]] = {
     'mmepsa': lambda d, s, cp, kw: _mmepsa(d, s, cp, **kw),
     'mmepsa-cl-out': lambda d, s, cp, kw: _mmepsa(
         d, s, cp, contiguous_outputs=False, **kw),
-    'mmepsa-untuned': lambda d, s, cp, kw: Untuned(_mmepsa(d, s, cp, **kw)),
-    'mmepsa-unfused': lambda d, s, cp, kw: Unfused(_mmepsa(d, s, cp, **kw)),
+    'mmepsa-untuned': lambda d, s, cp, kw: SwitchedOff(
+        _mmepsa(d, s, cp, **kw), 'autotuning'),
+    'mmepsa-unfused': lambda d, s, cp, kw: SwitchedOff(
+        _mmepsa(d, s, cp, **kw), 'psa_fusion'),
     'mmepsa-deploy': lambda d, s, cp, kw: _deploy(_mmepsa(d, s)),
     'mmepsa-compiled': lambda d, s, cp, kw: _deploy(_mmepsa(d, s), True),
     'resnet': lambda d, s, cp, kw: _resnet(d, s, **kw),
@@ -349,7 +337,7 @@ def max_rel_diff(a: Sequence[torch.Tensor],
 
 def epsanet_grads(model: nn.Module) -> Dict[str, torch.Tensor]:
     """Gradients by the original's parameter names (the ``ref.`` prefix of
-    :class:`Stages` and the ``model.`` of :class:`Untuned` off)."""
+    :class:`Stages` and the ``model.`` of :class:`SwitchedOff` off)."""
     grads = {}
     for n, p in model.named_parameters():
         if p.grad is not None:
