@@ -588,13 +588,22 @@ def test_psa_fast_path_equals_the_concatenation(memory_format, with_norm):
     assert out.is_contiguous(memory_format=memory_format)
     with psa_fusion(False):  # the authors' products and torch.cat
         ref, ref_grads = run()
+    assert type(out.grad_fn).__name__ == '_WeightedConcatBackward'
+    assert type(ref.grad_fn).__name__.startswith('CatBackward')
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     assert len(grads) == len(params)
     for a, b in zip(grads, ref_grads):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
-    # No gradient reaches an input that does not need one.
-    with torch.no_grad():
-        assert not psa(x).requires_grad
+    # Branches that need no gradient (frozen convs, an input that needs
+    # none) while the SE module trains: the SE gradients still agree.
+    for i in range(1, 5):
+        getattr(psa, f'conv_{i}').requires_grad_(False)
+    x, params = x.detach(), list(psa.se.parameters())
+    out, grads = run()
+    with psa_fusion(False):
+        ref, ref_grads = run()
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize('value', [0, 'yes', None])
