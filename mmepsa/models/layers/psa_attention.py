@@ -66,7 +66,6 @@ class _WeightedConcat(torch.autograd.Function):
             else:
                 torch.addcmul(shift[j], feats[j], attention[j], out=part)
         ctx.save_for_backward(attention, *feats)
-        ctx.has_shift = shift is not None
         return out
 
     @staticmethod
@@ -79,7 +78,7 @@ class _WeightedConcat(torch.autograd.Function):
         if needs[0]:
             grad_attention = torch.stack([(part * feat).sum(
                 (2, 3), keepdim=True) for part, feat in zip(parts, feats)])
-        if ctx.has_shift and needs[1]:
+        if needs[1]:  # False where shift is None
             grad_shift = torch.stack(
                 [part.sum((0, 2, 3), keepdim=True) for part in parts])
         grad_feats = [
