@@ -496,7 +496,7 @@ def summarise_case(times: Dict[str, List[float]]) -> Dict[str, dict]:
 def backbone_case(args, device: torch.device, shape, mode: str,
                   precision: str) -> dict:
     train, settings = MODES[mode]
-    selected = getattr(args, 'models', None) or list(BACKBONES)
+    selected = args.models or list(BACKBONES)
     names = [
         n for n in BACKBONES
         if (n in YARDSTICKS or n in selected)
