@@ -1,6 +1,6 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
 from .backbones import EPSABlock, EPSANet, PSAModule, SEWeightModule
-from .necks import ChannelsLastFPN
+from .fast import ChannelsLastFPN
 from .registry import REGISTERED_IN, register_models
 
 register_models()

@@ -8,7 +8,7 @@ import importlib
 from typing import List
 
 from .backbones import EPSANet
-from .necks import ChannelsLastFPN
+from .fast import ChannelsLastFPN
 
 #: Codebases whose ``MODELS`` registry may receive mmepsa's models. mmdet is
 #: a runtime requirement; mmpretrain and mmseg are optional.

@@ -16,7 +16,7 @@ def deploy_model(model: nn.Module, compile: bool = False) -> nn.Module:
     after each PSA module stays (the attention sits between it and the
     branch convs); EPSANet folds it into the weighting of the branches at
     run time, as it folds every eval-mode BN
-    (``mmepsa.models.layers.fold_bn``), so for EPSANet the gain of this
+    (``mmepsa.models.fast.fold``), so for EPSANet the gain of this
     function is the saved run-time fold and its cache. Compile a detector's
     backbone, not the whole detector (its heads run Python-side
     post-processing).

@@ -1,13 +1,14 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
 """tools/analysis_tools/compare_speed.py as users run it, on tiny sizes (the
-logic: mmepsa.utils.compare_speed)."""
+logic: mmepsa.analysis.compare_speed)."""
+import argparse
 import json
 import os.path as osp
 
 import pytest
 
-from mmepsa.utils import compare_speed as cs
-from mmepsa.utils.benchmark import ISA_FLAGS
+from mmepsa.analysis import compare_speed as cs
+from mmepsa.analysis.benchmark import ISA_FLAGS
 from tests.utils import run_tool
 
 TOOL = 'analysis_tools/compare_speed.py'
@@ -39,10 +40,8 @@ def test_compare_speed_tool(tmp_path):
     assert inference['mmepsa']['outputs'] < 1e-5
     assert inference['mmepsa-deploy']['outputs'] < 1e-5
     assert inference['mmepsa-untuned']['outputs'] < 1e-5
-    assert inference['mmepsa-cl-out']['outputs'] < 1e-5
-    assert inference['mmepsa-unfused']['outputs'] < 1e-5
-    for name in ('mmepsa', 'mmepsa-cl-out', 'mmepsa-untuned',
-                 'mmepsa-unfused'):
+    assert inference['mmepsa-plain']['outputs'] < 1e-5
+    for name in ('mmepsa', 'mmepsa-untuned', 'mmepsa-plain'):
         for mode in ('train', 'train-detection'):
             train = cases['backbone', mode]['models'][name]
             assert train['outputs'] < 1e-9 and train['gradients'] < 1e-6
@@ -78,7 +77,7 @@ def test_compare_speed_models_selects_rows(tmp_path):
     """--models runs the rows it names and the two yardsticks only."""
     out_dir = str(tmp_path / 'bench')
     run_tool(TOOL, '--sizes', '1x64x64', '--modes', 'inference', 'train',
-             '--models', 'mmepsa', 'mmepsa-unfused', '--runs', '2',
+             '--models', 'mmepsa', 'mmepsa-plain', '--runs', '2',
              '--warmup', '0', '--no-memory', '--no-detector', '--no-cp',
              '--out-dir', out_dir)
     with open(osp.join(out_dir, 'benchmark.json')) as f:
@@ -86,7 +85,7 @@ def test_compare_speed_models_selects_rows(tmp_path):
     assert [c['mode'] for c in result['cases']] == ['inference', 'train']
     for case in result['cases']:
         assert set(case['models']) == {'original', 'resnet', 'mmepsa',
-                                       'mmepsa-unfused'}
+                                       'mmepsa-plain'}
         assert all(len(r['runs_ms']) == 2 for r in case['models'].values())
     assert 'with_cp' not in result
 
@@ -101,3 +100,54 @@ def test_compare_speed_models_selects_rows(tmp_path):
 def test_compare_speed_bad_arguments(argv, message):
     proc = run_tool(TOOL, *argv, check=False)
     assert proc.returncode == 2 and message in proc.stdout, proc.stdout
+
+
+def _check_args(tmp_path, runs=2):
+    return argparse.Namespace(depth=50, seed=0, runs=runs, warmup=0,
+                              device='cpu', threads=None,
+                              out_dir=str(tmp_path / 'check'))
+
+
+def test_fast_path_check(tmp_path, monkeypatch):
+    """The fast path check on tiny sizes: each case times the first tuned
+    step alone and every row interleaved, and reports the tuning cost in
+    steady steps and each row's time against the plain model, with
+    verdicts against the bounds; files written."""
+    monkeypatch.setattr(cs, 'FAST_PATH_CASES',
+                        (('train-detection', (1, 3, 64, 64)),
+                         ('inference', (1, 3, 64, 48))))
+    result = cs.fast_path_check(_check_args(tmp_path))
+    assert [(c['mode'], c['shape']) for c in result['cases']] == [
+        ('train-detection', [1, 3, 64, 64]), ('inference', [1, 3, 64, 48])]
+    for case in result['cases']:
+        assert set(case['models']) == set(cs.FAST_PATH_ROWS)
+        assert case['first_tuned_step_s'] > 0
+        tuned_ms = case['models']['tuned']['median_ms']
+        assert case['tuning_cost_steps'] == pytest.approx(
+            case['first_tuned_step_s'] * 1000 / tuned_ms - 1)
+        assert case['tuning_ok'] == (case['tuning_cost_steps'] <=
+                                     cs.MAX_TUNING_STEPS)
+        for name, row in case['models'].items():
+            assert len(row['runs_ms']) == 2
+            assert row['time_vs_plain'] == pytest.approx(
+                row['median_ms'] / case['models']['plain']['median_ms'])
+            assert row['ok'] == (name == 'plain' or row['time_vs_plain'] <=
+                                 cs.MAX_TIME_VS_PLAIN)
+    table = open(osp.join(tmp_path, 'check', 'fast_path_check.md')).read()
+    assert table.count('| train-detection 1x3x64x64 |') == 4
+    with open(osp.join(tmp_path, 'check', 'fast_path_check.json')) as f:
+        assert json.load(f)['ok'] == result['ok']
+
+
+def test_fast_path_check_fails_past_its_bounds(tmp_path, monkeypatch):
+    """A bound exceeded: the verdict says NO and the result is not ok (the
+    tool then exits 1)."""
+    monkeypatch.setattr(cs, 'FAST_PATH_CASES',
+                        (('inference', (1, 3, 32, 32)), ))
+    monkeypatch.setattr(cs, 'MAX_TIME_VS_PLAIN', 0.0)
+    result = cs.fast_path_check(_check_args(tmp_path, runs=1))
+    assert not result['ok']
+    rows = result['cases'][0]['models']
+    assert rows['plain']['ok'] and not rows['untuned']['ok']
+    table = open(osp.join(tmp_path, 'check', 'fast_path_check.md')).read()
+    assert '| NO |' in table

@@ -3,7 +3,7 @@
 
 Warm-up runs are discarded, then the median time over ``--runs`` timed runs
 is reported (CUDA is synchronised around every run), with the machine it
-ran on. The logic is in :mod:`mmepsa.utils.benchmark`. Examples::
+ran on. The logic is in :mod:`mmepsa.analysis.benchmark`. Examples::
 
     # backbones alone, 224x224, batch 32, on GPU
     python tools/analysis_tools/benchmark.py --arch epsanet50 epsanet101 \\
@@ -60,7 +60,7 @@ def parse_args(argv=None):
         action=DictAction,
         help='override settings of the config, key=value')
     args = parser.parse_args(argv)
-    from mmepsa.utils.benchmark import parse_hw
+    from mmepsa.analysis.benchmark import parse_hw
     try:
         args.shape = parse_hw(args.shape,
                               [800, 1333] if args.config else [224])
@@ -80,7 +80,7 @@ def main(argv=None):
         sys.exit('error: --device cuda but CUDA is not available')
 
     from mmepsa.models import EPSANet
-    from mmepsa.utils.benchmark import (autocast, build_detector,
+    from mmepsa.analysis.benchmark import (autocast, build_detector,
                                         describe_machine, detector_inputs,
                                         machine_info, time_runs)
 

@@ -7,18 +7,11 @@ Models (same depth; the two EPSANets share the same random weights):
 * ``original``: the authors' EPSANet formulation
   (:class:`mmepsa.testing.RefEPSANet`: four SE passes, the growing
   concatenations, NCHW), the yardstick;
-* ``mmepsa``: :class:`mmepsa.models.EPSANet` as a config builds it
-  (one SE pass, the fused weighting, channels-last on CPU, PSA convs that
-  autotune their form);
-* ``mmepsa-cl-out``: ``mmepsa`` with ``contiguous_outputs=False``: the
-  features in channels-last, as mmepsa's detection configs hand them to
-  ``ChannelsLastFPN`` (which copies its own, smaller outputs to NCHW: the
-  Mask R-CNN case below times the whole);
-* ``mmepsa-untuned``: ``mmepsa`` with that autotuning off (the plain
-  grouped PSA convs), so the table shows what the autotuning gains;
-* ``mmepsa-unfused``: ``mmepsa`` with the PSA weighting unfused
-  (``psa_fusion(False)``: products, then ``torch.cat``; the SE module's
-  1x1 convs as convs), so the table shows what the fusion gains;
+* ``mmepsa``: :class:`mmepsa.models.EPSANet` as a config builds it, with
+  the fast path as this stack's defaults have it (:mod:`mmepsa.models.fast`);
+* ``mmepsa-untuned``: the fast path with the autotuner off
+  (``fast_path(autotune=False)``), so the table shows what it gains;
+* ``mmepsa-plain``: the plain model (``fast_path(False)``);
 * ``mmepsa-deploy`` (inference only): ``mmepsa`` with conv+BN pairs folded by
   :func:`mmcv.cnn.fuse_conv_bn` (:func:`mmepsa.utils.deploy_model`);
 * ``mmepsa-compiled`` (inference only): that, compiled by ``torch.compile``
@@ -34,6 +27,15 @@ Compilation happens in the warm-up and is not timed (its first-call time is
 reported); ``--no-compile`` skips the compiled models.
 ``--models`` runs only the rows it names besides ``original`` and ``resnet``
 (the yardsticks), e.g. for many rounds of two rows.
+
+``--fast-path-check`` runs only the fast path's check instead
+(:func:`mmepsa.analysis.compare_speed.fast_path_check`): the cost of tuning
+an input size in steady steps and the fast path's steady time (untuned,
+tuned, as by default) against the plain model, for a 2x3x800x1088
+detection-setting train step and a 1x3x800x1216 inference pass; it exits
+with status 1 if a bound is exceeded. Run it on each stack::
+
+    python tools/analysis_tools/compare_speed.py --fast-path-check
 
 For each case (input size x inference / training step = forward + backward,
 with every BN in training mode (``train``) or with the backbone settings of
@@ -51,8 +53,8 @@ backbone's features made contiguous NCHW for mmdet's FPN, instead of its
 channels-last features into ``ChannelsLastFPN``), and the peak memory of a
 backbone train step with and without ``with_cp``. Writes ``benchmark.json``,
 ``benchmark.md`` and ``benchmark.png`` to ``--out-dir``. The logic is in
-:mod:`mmepsa.utils.compare_speed`, its model list in
-``mmepsa.utils.compare_speed.BACKBONES``. Example (the README's command)::
+:mod:`mmepsa.analysis.compare_speed`, its model list in
+``mmepsa.analysis.compare_speed.BACKBONES``. Example (the README's command)::
 
     python tools/analysis_tools/compare_speed.py --out-dir work_dirs/benchmark
 """
@@ -61,11 +63,11 @@ import os.path as osp
 
 import torch
 
-from mmepsa.utils.compare_speed import BACKBONES, MODES, YARDSTICKS
+from mmepsa.analysis.compare_speed import BACKBONES, MODES, YARDSTICKS
 
 
 def _size(text: str):
-    from mmepsa.utils.benchmark import parse_nchw
+    from mmepsa.analysis.benchmark import parse_nchw
     try:
         return parse_nchw(text)
     except ValueError as e:
@@ -140,6 +142,11 @@ def parse_args(argv=None):
         type=int,
         default=None,
         help='CPU threads (torch.set_num_threads); default: torch\'s')
+    parser.add_argument(
+        '--fast-path-check',
+        action='store_true',
+        help='run only the fast path check (tuning cost, fast path vs '
+        'plain model) and exit 1 if a bound is exceeded')
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--runs', type=int, default=5)
     parser.add_argument('--seed', type=int, default=0)
@@ -168,7 +175,12 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from mmepsa.utils.compare_speed import compare_speed
+    from mmepsa.analysis.compare_speed import compare_speed, fast_path_check
+    if args.fast_path_check:
+        result = fast_path_check(args)
+        if not result['ok']:
+            raise SystemExit(1)
+        return result
     return compare_speed(args)
 
 

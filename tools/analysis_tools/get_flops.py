@@ -68,7 +68,7 @@ def parse_args(argv=None):
         action=DictAction,
         help='override settings of the config, key=value')
     args = parser.parse_args(argv)
-    from mmepsa.utils.benchmark import parse_hw
+    from mmepsa.analysis.benchmark import parse_hw
     try:
         args.shape = parse_hw(args.shape,
                               [800, 1333] if args.config else [224])
@@ -90,7 +90,7 @@ def main(argv=None):
     MMLogger.get_current_instance().setLevel('ERROR')
 
     from mmepsa.models import EPSANet
-    from mmepsa.utils.benchmark import (EPSANetClassifier, build_detector,
+    from mmepsa.analysis.benchmark import (EPSANetClassifier, build_detector,
                                         detector_inputs)
 
     h, w = args.shape

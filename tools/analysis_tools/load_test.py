@@ -47,7 +47,7 @@ varies by much less than that from image to image with no leak (about 2 %
 in a 30-image stream, 0.04 % over the 450 images after image 50 of the
 README's run).
 
-The logic is in :mod:`mmepsa.utils.load_test`. Without ``--checkpoint`` the
+The logic is in :mod:`mmepsa.analysis.load_test`. Without ``--checkpoint`` the
 model is randomly initialised (a note says
 so): fine for memory and speed, but its detections mean nothing.
 """
@@ -141,7 +141,7 @@ def main(argv=None) -> dict:
     config = find_config(args.config)
     if args.checkpoint and not osp.isfile(args.checkpoint):
         sys.exit(f'error: checkpoint file not found: {args.checkpoint}')
-    from mmepsa.utils.load_test import (build_inferencer, image_specs,
+    from mmepsa.analysis.load_test import (build_inferencer, image_specs,
                                         markdown, read_memory, run_stream,
                                         summarize, write_images)
     try:
@@ -191,5 +191,5 @@ def main(argv=None) -> dict:
 if __name__ == '__main__':
     summary = main()
     # imported after main(): a bad argument fails before mmepsa is imported
-    from mmepsa.utils.load_test import exit_status
+    from mmepsa.analysis.load_test import exit_status
     sys.exit(exit_status(summary))

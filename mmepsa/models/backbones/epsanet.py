@@ -17,62 +17,46 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 from mmcv.cnn import build_conv_layer, build_norm_layer
 from mmdet.models.backbones.resnet import Bottleneck, ResNet
 from mmdet.models.layers import ResLayer
+from mmdet.utils import OptConfigType
 from mmengine.model import BaseModule
 
-from ..layers.fold_bn import (_has_hooks, conv_bn, eval_bn_affine, foldable,
-                              run_folded)
-from ..layers.layout import to_contiguous_nchw, use_channels_last
-from ..layers.psa_attention import fusing, weighted_concat
-from ..layers.psa_conv import PSAConv2d
+from .. import fast
 from .epsanet_args import check_epsanet_args
-
-ConfigType = Union[dict, None]
 
 
 class SEWeightModule(BaseModule):
-    """Squeeze-and-excitation weights shared by the four PSA branches.
-
-    Takes globally pooled features of shape ``(N, C, 1, 1)`` and returns
-    sigmoid attention of the same shape: 1x1 conv (``C -> C // ratio``, with
-    bias), ReLU, 1x1 conv back to ``C``, sigmoid. The pooling lives in
-    :class:`PSAModule` so that the four branches share one batched pass.
+    """Squeeze-and-excitation weights of one PSA branch (the weights are
+    shared by the four branches): global average pooling, 1x1 conv
+    (``C -> C // ratio``, with bias), ReLU, 1x1 conv back to ``C``,
+    sigmoid; ``(N, C, H, W)`` in, ``(N, C, 1, 1)`` out.
 
     Args:
         channels (int): Channels of one branch.
         ratio (int): Squeeze ratio. Defaults to 16.
         init_cfg (dict, optional): Initialization config. Defaults to None.
+
+    Example:
+        >>> import torch
+        >>> se = SEWeightModule(64)
+        >>> se(torch.rand(2, 64, 8, 8)).shape
+        torch.Size([2, 64, 1, 1])
     """
 
     def __init__(self,
                  channels: int,
                  ratio: int = 16,
-                 init_cfg: ConfigType = None) -> None:
+                 init_cfg: OptConfigType = None) -> None:
         super().__init__(init_cfg)
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
         self.fc1 = nn.Conv2d(channels, channels // ratio, kernel_size=1)
         self.relu = nn.ReLU(inplace=True)
         self.fc2 = nn.Conv2d(channels // ratio, channels, kernel_size=1)
 
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        layers = (self.fc1, self.relu, self.fc2)
-        if (pooled.dim() != 4 or pooled.shape[2:] != (1, 1) or not fusing()
-                or _has_hooks(*layers)
-                or type(self.fc1) is not nn.Conv2d
-                or type(self.fc2) is not nn.Conv2d):
-            return torch.sigmoid(self.fc2(self.relu(self.fc1(pooled))))
-        # A 1x1 conv of a 1x1 map is a matrix product, and runs faster as
-        # one (docs/performance.md); with hooks (a FLOPs counter's), under
-        # export or with psa_fusion(False), the convs run.
-        hidden = F.linear(
-            pooled.flatten(1), self.fc1.weight.flatten(1),
-            self.fc1.bias).relu_()
-        return torch.sigmoid(
-            F.linear(hidden, self.fc2.weight.flatten(1),
-                     self.fc2.bias)).view(pooled.shape[0], -1, 1, 1)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.fc2(self.relu(self.fc1(self.avg_pool(x)))))
 
 
 class PSAModule(BaseModule):
@@ -83,13 +67,6 @@ class PSAModule(BaseModule):
     turns each branch into channel attention, a softmax across the branches
     recalibrates it, and the weighted branches are concatenated, branch 4
     first (the authors' order).
-
-    The four SE passes of the original run here as one batched pass (the SE
-    weights are shared), and each weighted branch is written straight into
-    its slice of the output, in the authors' order, with no intermediate
-    concatenation of the raw branches (``mmepsa.models.layers.psa_fusion``);
-    the result equals the authors' formulation (``mmepsa.testing.RefPSA``)
-    to float rounding.
 
     Args:
         in_channels (int): Input channels.
@@ -117,63 +94,42 @@ class PSAModule(BaseModule):
                  stride: int = 1,
                  dilation: int = 1,
                  se_ratio: int = 16,
-                 conv_cfg: ConfigType = None,
-                 init_cfg: ConfigType = None) -> None:
+                 conv_cfg: OptConfigType = None,
+                 init_cfg: OptConfigType = None) -> None:
         super().__init__(init_cfg)
         if len(conv_kernels) != 4 or len(conv_groups) != 4:
             raise ValueError('PSAModule needs 4 branches: got conv_kernels='
                              f'{tuple(conv_kernels)}, conv_groups='
                              f'{tuple(conv_groups)}')
         self.split_channels = out_channels // 4
-        # A plain conv becomes a PSAConv2d (same parameters, the fastest of
-        # its exact forms); other conv types are built as configured.
-        plain = conv_cfg is None or conv_cfg.get('type') in ('Conv', 'Conv2d')
         for i, (kernel, groups) in enumerate(zip(conv_kernels, conv_groups)):
-            kwargs = dict(
-                kernel_size=kernel,
-                stride=stride,
-                padding=dilation * (kernel // 2),
-                dilation=dilation,
-                groups=groups,
-                bias=False)
             self.add_module(
                 f'conv_{i + 1}',
-                PSAConv2d(in_channels, self.split_channels, **kwargs)
-                if plain else build_conv_layer(
-                    conv_cfg, in_channels, self.split_channels, **kwargs))
+                build_conv_layer(
+                    conv_cfg,
+                    in_channels,
+                    self.split_channels,
+                    kernel_size=kernel,
+                    stride=stride,
+                    padding=dilation * (kernel // 2),
+                    dilation=dilation,
+                    groups=groups,
+                    bias=False))
         self.se = SEWeightModule(self.split_channels, se_ratio)
 
-    def forward(self,
-                x: torch.Tensor,
-                norm: Optional[nn.Module] = None) -> torch.Tensor:
-        """The PSA output, or ``norm`` of it if ``norm`` is given (the
-        block's ``norm2``): an eval-mode BN is then folded into the
-        weighting of the branches (``mmepsa.models.layers.fold_bn``), which
-        saves its pass over the output."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = [
             self.conv_1(x),
             self.conv_2(x),
             self.conv_3(x),
             self.conv_4(x)
         ]
-        # One SE pass over the 4 branches: stack their pooled vectors on the
-        # batch axis, then a softmax across the branches, per channel. The
-        # mean is taken as sum / (H * W): a sum's gradient is an expanded
-        # view, which autograd adds to the branch's gradient in place.
-        area = feats[0].shape[2] * feats[0].shape[3]
-        pooled = torch.cat([f.sum((2, 3), keepdim=True) for f in feats]) / area
-        attention = self.se(pooled).unflatten(0, (4, x.shape[0])).softmax(0)
-        shift = None
-        if norm is not None and foldable(norm):
-            # norm(branch * attention) = branch * (attention * scale) + shift
-            scale, shift = (t.view(4, 1, -1, 1, 1).flip(0)
-                            for t in eval_bn_affine(norm))
-            attention = attention * scale
-            norm = None  # applied
-        # Each weighted branch straight into its slice of the output
-        # (mmepsa.models.layers.psa_attention).
-        out = weighted_concat(feats, attention, shift)
-        return out if norm is None else norm(out)
+        # Channel attention of each branch, softmax across the branches.
+        attention = torch.stack([self.se(f) for f in feats]).softmax(dim=0)
+        # The weighted branches, concatenated branch 4 first (the authors'
+        # order, which their checkpoints depend on).
+        return torch.cat([feats[i] * attention[i] for i in (3, 2, 1, 0)],
+                         dim=1)
 
 
 class EPSABlock(Bottleneck):
@@ -262,57 +218,30 @@ class EPSABlock(Bottleneck):
             se_ratio=se_ratio,
             conv_cfg=self.conv_cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Bottleneck's forward, with eval-mode BN folded into the conv or
-        PSA module before it (``mmepsa.models.layers.fold_bn``); ``with_cp``
-        checkpoints with ``use_reentrant=False``."""
-
-        def _inner_forward(x: torch.Tensor) -> torch.Tensor:
-            out = self.relu(conv_bn(self.conv1, self.norm1, x))
-            if self.with_plugins:
-                out = self.forward_plugin(out, self.after_conv1_plugin_names)
-            if isinstance(self.conv2, PSAModule):
-                out = self.relu(self.conv2(out, self.norm2))
-            else:  # a replaced conv2 (e.g. the authors' PSA, in tests)
-                out = self.relu(self.norm2(self.conv2(out)))
-            if self.with_plugins:
-                out = self.forward_plugin(out, self.after_conv2_plugin_names)
-            out = conv_bn(self.conv3, self.norm3, out)
-            if self.with_plugins:
-                out = self.forward_plugin(out, self.after_conv3_plugin_names)
-            identity = x if self.downsample is None else run_folded(
-                self.downsample, x)
-            out += identity  # in place, as mmdet's Bottleneck
-            return out
-
-        if self.with_cp and x.requires_grad:
-            out = cp.checkpoint(_inner_forward, x, use_reentrant=False)
-        else:
-            out = _inner_forward(x)
-        return self.relu(out)
-
 
 class EPSANet(ResNet):
     """EPSANet backbone: mmdet's ResNet built of :class:`EPSABlock`.
 
     A member of mmdet's ResNet family (as ResNeSt and Res2Net are): the
     stem, stages (``ResLayer``), freezing, ``norm_eval`` and the
-    ``init_cfg``/``pretrained`` logic are ResNet's, with ResNet's argument
-    names and meanings. Its own arguments come first below.
+    ``init_cfg``/``pretrained`` logic are ResNet's, and so are the
+    arguments after ``contiguous_outputs``, with the same names and
+    meanings (``stem_channels=None`` is ``base_channels``), except that
+    deformable convs are refused: a PSA module is not a 3x3 conv
+    (``dcn=None``, ``stage_with_dcn`` all False). ``plugins`` take the
+    positions 'after_conv1', 'after_conv2' (after the PSA module) and
+    'after_conv3'.
 
-    A BN layer in eval mode (in inference, in frozen stages, and throughout
-    with ``norm_eval=True``) is folded into the conv before it at run time,
-    which saves its pass over the features; the parameters stay as they are
-    (``mmepsa.models.layers.fold_bn``; ``with bn_folding(False):`` turns it
-    off).
+    On CPU, ``forward`` runs the model through the fast path
+    (:mod:`mmepsa.models.fast`: same sums, same parameters), which
+    ``mmepsa.models.fast.fast_path(False)`` or ``MMEPSA_FAST_PATH=0`` turn
+    off; everywhere else it runs the plain modules.
 
     Args:
         depth (int): 50 or 101.
         variant (str): PSA setting by name. Only ``'small'`` (kernels
             (3, 5, 7, 9), groups (1, 4, 8, 16)) is shipped: the authors
-            released no definition of 'large' (see the docs for a
-            reconstruction from the paper's counts). Pass
-            ``conv_kernels``/``conv_groups`` for other settings.
+            released no definition of 'large'.
         conv_kernels (Sequence[int], optional): The 4 PSA kernel sizes; given,
             they override ``variant``.
         conv_groups (Sequence[int], optional): The 4 PSA group counts; given,
@@ -321,51 +250,18 @@ class EPSANet(ResNet):
         widen_factor (int): Inner width of each block = its base width x
             ``widen_factor`` (conv1, PSA, conv3's input); block outputs keep
             their width, as in Wide-ResNet. Defaults to 1.
-        channels_last (bool, optional): Run the network in channels-last
-            memory format (NHWC), where oneDNN's grouped 5x5/7x7/9x9
-            convolutions are much faster. ``None`` (default) turns it on for
-            CPU inputs and off for others (not measured on GPU; set True to
-            try). The input is converted on entry; parameters and
-            checkpoints are unaffected.
-        contiguous_outputs (bool): Return the features contiguous NCHW, as
-            an NCHW run would (True, default: copied from channels-last by
-            tiles), so that any neck or head can take them. False returns
-            them in the memory format the network ran in, for a neck that
-            takes channels-last features and converts its own outputs, as
-            :class:`mmepsa.models.ChannelsLastFPN` does (mmepsa's COCO
-            detection configs); torch's ops accept either, but mmcv's CPU
-            RoIAlign reads NCHW memory and must not get them.
-        in_channels (int): Input image channels. Defaults to 3.
-        stem_channels (int): Channels of the stem. Defaults to 64.
-        base_channels (int): Base width of the first stage. Defaults to 64.
-        num_stages (int): Stages used, 1 to 4. Defaults to 4.
-        strides (Sequence[int]): Stride of each stage.
-        dilations (Sequence[int]): Dilation of each stage's PSA convs.
-        out_indices (Sequence[int]): Stages whose outputs are returned.
-        style (str): "pytorch" (stride on the PSA convs) or "caffe" (stride on
-            the first 1x1 conv). Defaults to "pytorch".
-        deep_stem (bool): Three 3x3 convs instead of the 7x7 stem conv
-            (``stem.0``...), as in ResNetV1c/V1d. Defaults to False.
-        avg_down (bool): Downsample shortcuts by a 2x2 average pool and a
-            stride-1 1x1 conv, as in ResNetV1d (their conv and norm become
-            ``downsample.1``/``.2``). Defaults to False.
-        frozen_stages (int): Stages to freeze (stop grad and eval mode);
-            -1 freezes nothing, 0 the stem, k the stem and stages 1..k.
-        conv_cfg (dict, optional): Config of conv layers.
-        norm_cfg (dict): Config of norm layers (BN, SyncBN, GN...).
-        norm_eval (bool): Keep BN layers in eval mode while training.
-            Defaults to True.
-        dcn (dict, optional): Not supported (the PSA convs are not
-            deformable): must be None.
-        stage_with_dcn (Sequence[bool]): Must be all False.
-        plugins (list[dict], optional): mmdet ResNet's plugins (e.g. a
-            ContextBlock), each ``dict(cfg=..., position=..., stages=...)``
-            with position 'after_conv1', 'after_conv2' (after the PSA
-            module) or 'after_conv3'.
-        with_cp (bool): Checkpoint each block to save memory.
-        zero_init_residual (bool): Zero-init the last norm of each block.
-        pretrained (str, optional): Deprecated, use ``init_cfg``.
-        init_cfg (dict or list[dict], optional): Initialization config.
+        channels_last (bool, optional): Fast path only: run in channels-last
+            memory format (NHWC). ``None`` (default): where measured to win
+            (:func:`mmepsa.models.fast.switch.measured_win`).
+        contiguous_outputs (bool): Fast path only: return the features
+            contiguous NCHW (True, default), or in the memory format the
+            network ran in (False), for a neck that takes channels-last
+            features, as :class:`mmepsa.models.ChannelsLastFPN` does.
+        **ResNet's arguments: in_channels, stem_channels, base_channels,
+            num_stages, strides, dilations, out_indices, style, deep_stem,
+            avg_down, frozen_stages, conv_cfg, norm_cfg, norm_eval, dcn,
+            stage_with_dcn, plugins, with_cp, zero_init_residual,
+            pretrained, init_cfg.
 
     Example:
         >>> import torch
@@ -395,7 +291,7 @@ class EPSANet(ResNet):
                  channels_last: Optional[bool] = None,
                  contiguous_outputs: bool = True,
                  in_channels: int = 3,
-                 stem_channels: int = 64,
+                 stem_channels: Optional[int] = None,
                  base_channels: int = 64,
                  num_stages: int = 4,
                  strides: Sequence[int] = (1, 2, 2, 2),
@@ -405,16 +301,18 @@ class EPSANet(ResNet):
                  deep_stem: bool = False,
                  avg_down: bool = False,
                  frozen_stages: int = -1,
-                 conv_cfg: ConfigType = None,
+                 conv_cfg: OptConfigType = None,
                  norm_cfg: dict = dict(type='BN', requires_grad=True),
                  norm_eval: bool = True,
-                 dcn: ConfigType = None,
+                 dcn: OptConfigType = None,
                  stage_with_dcn: Sequence[bool] = (False, False, False, False),
                  plugins: Optional[List[dict]] = None,
                  with_cp: bool = False,
                  zero_init_residual: bool = True,
                  pretrained: Optional[str] = None,
                  init_cfg: Union[dict, List[dict], None] = None) -> None:
+        if stem_channels is None:  # as mmdet's ResNet
+            stem_channels = base_channels
         # ResNet's own arguments, passed on as they are once checked.
         resnet_args = dict(
             depth=depth,
@@ -501,44 +399,22 @@ class EPSANet(ResNet):
                     'or an mmpretrain one with '
                     'tools/model_converters/epsanet_to_mmdet.py; see '
                     'docs/checkpoints.md), or set init_cfg=None to train from '
-                    'scratch.')
+                    'scratch (configs/scratch: the recipe for detection).')
         super().init_weights()
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """ResNet's forward, after checking the input shape, in channels-last
-        memory format where ``channels_last`` says so, the outputs in the
-        format ``contiguous_outputs`` says. A BN in eval mode is
-        folded into the conv before it (``mmepsa.models.layers.fold_bn``)."""
+        """ResNet's forward, after checking the input shape; on CPU through
+        the fast path (:mod:`mmepsa.models.fast`), which computes the same
+        sums."""
         if (x.dim() != 4 or x.shape[1] != self.in_channels
                 or 0 in x.shape[2:]):
             raise ValueError(
                 f'EPSANet expects input of shape (N, {self.in_channels}, H, '
                 f'W) (in_channels={self.in_channels}, H and W >= 1), got '
                 f'{tuple(x.shape)}')
-        if not use_channels_last(self.channels_last, x):
-            return self._forward_stages(x)
-        x = x.contiguous(memory_format=torch.channels_last)
-        outs = self._forward_stages(x)
-        if not self.contiguous_outputs:
-            return outs
-        # Contiguous NCHW features, as from an NCHW run (copied by tiles:
-        # torch's own copy was up to 4x slower on CPU).
-        return tuple(to_contiguous_nchw(out) for out in outs)
-
-    def _forward_stages(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """ResNet's forward, with eval-mode BN folded into the stem conv
-        (``mmepsa.models.layers.fold_bn``), as the blocks fold theirs."""
-        if self.deep_stem:
-            x = run_folded(self.stem, x)
-        else:
-            x = self.relu(conv_bn(self.conv1, self.norm1, x))
-        x = self.maxpool(x)
-        outs = []
-        for i, layer_name in enumerate(self.res_layers):
-            x = getattr(self, layer_name)(x)
-            if i in self.out_indices:
-                outs.append(x)
-        return tuple(outs)
+        if fast.engaged(self, x):
+            return fast.forward_resnet(self, x, psa_type=PSAModule)
+        return super().forward(x)
 
     def train(self, mode: bool = True) -> 'EPSANet':
         """ResNet's train (frozen stages and, with ``norm_eval``, BN stay in

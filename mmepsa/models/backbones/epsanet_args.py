@@ -14,7 +14,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-from ..layers.layout import check_channels_last
+from ..fast.layout import check_channels_last
 
 
 def _is_int(value) -> bool:
@@ -65,7 +65,9 @@ def check_epsanet_args(cls: type, *, depth, variant, conv_kernels,
     """
     if depth not in cls.arch_settings:
         raise KeyError(f'EPSANet: invalid depth {depth!r}, allowed: '
-                       f'{sorted(cls.arch_settings)}')
+                       f'{sorted(cls.arch_settings)} (a PSA module replaces '
+                       "the 3x3 conv of a Bottleneck; ResNet-18/34's "
+                       'BasicBlocks have none)')
     if variant not in cls.variant_settings:
         raise KeyError(
             f'EPSANet: invalid variant {variant!r}, allowed: '
@@ -176,6 +178,7 @@ def check_epsanet_args(cls: type, *, depth, variant, conv_kernels,
         raise TypeError('EPSANet: pretrained must be a str or None, got '
                         f'{type(pretrained).__name__}')
     return conv_kernels, conv_groups
+
 
 def _check_plugins(cls, plugins, num_stages: int) -> None:
     if plugins is None:

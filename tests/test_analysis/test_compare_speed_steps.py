@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from mmepsa.models import EPSANet
-from mmepsa.utils.compare_speed import backbone_step
+from mmepsa.analysis.compare_speed import backbone_step
 from tests.utils import TINY_BACKBONE as TINY
 
 CL = torch.channels_last

@@ -4,8 +4,8 @@ bit for bit, tile by tile, and sends gradients back in channels-last."""
 import pytest
 import torch
 
-from mmepsa.models.layers import layout
-from mmepsa.models.layers.layout import to_contiguous_nchw
+from mmepsa.models.fast import layout
+from mmepsa.models.fast.layout import to_contiguous_nchw
 
 CL = torch.channels_last
 

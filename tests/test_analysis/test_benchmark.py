@@ -1,8 +1,8 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
-"""mmepsa.utils.benchmark, what the benchmark and analysis tools share: shape
+"""mmepsa.analysis.benchmark, what the benchmark and analysis tools share: shape
 parsing, the timing loop, /proc memory, a detector from its config, the
 machine description; and the side-by-side benchmark's models
-(mmepsa.utils.compare_speed)."""
+(mmepsa.analysis.compare_speed)."""
 import copy
 import mmap
 import re
@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmepsa.utils import compare_speed as cs
-from mmepsa.utils.benchmark import (ISA_FLAGS, EPSANetClassifier,
+from mmepsa.analysis import compare_speed as cs
+from mmepsa.analysis.benchmark import (ISA_FLAGS, EPSANetClassifier,
                                     build_detector, describe_machine,
                                     detector_inputs, fmt_nchw, machine_info,
                                     paired_ratio, parse_hw, parse_nchw,

@@ -1,7 +1,7 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
-"""PSAConv2d's exact forms compute the grouped conv (outputs and gradients),
-its autotuning picks one of them once per input key, can be switched off,
-and stays out of tracing; EPSANet with any forced form equals the authors'
+"""TunedConv's exact forms compute the grouped conv (outputs and gradients),
+its autotuning picks one of them once per input key within its time budget
+and follows the switch; EPSANet with any forced form equals the authors'
 formulation. No timing is asserted."""
 import copy
 import itertools
@@ -11,11 +11,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmepsa.models import EPSANet, PSAModule
-from mmepsa.models.layers import (PSAConv2d, autotune_choices, autotuning,
-                                  clear_autotune_choices, set_autotune)
-from mmepsa.models.layers import psa_conv
-from mmepsa.testing import RefEPSANet, RefPSA, randomize_
+from mmepsa.models import EPSANet
+from mmepsa.models.fast import TunedConv
+from mmepsa.models.fast import choices as autotune_choices
+from mmepsa.models.fast import clear_choices as clear_autotune_choices
+from mmepsa.models.fast import conv_forms, fast_path
+from mmepsa.testing import RefEPSANet, randomize_
 from mmepsa.utils import deploy_model
 from tests.utils import assert_train_step_equal
 
@@ -23,13 +24,12 @@ CL = torch.channels_last
 
 
 @pytest.fixture(autouse=True)
-def fresh_autotune(monkeypatch):
-    """Every test starts with no choices and the default switch."""
-    monkeypatch.delenv('MMEPSA_PSA_AUTOTUNE', raising=False)
-    set_autotune(None)
+def fresh_autotune():
+    """Every test starts with no choices and the autotuner on, on every
+    stack (by default it is on only where measured to win)."""
     clear_autotune_choices()
-    yield
-    set_autotune(None)
+    with fast_path(True, autotune=True):
+        yield
     clear_autotune_choices()
 
 
@@ -39,20 +39,21 @@ def make_conv(in_ch=32,
               groups=8,
               stride=1,
               dilation=1,
-              bias=False):
+              bias=False,
+              dtype=torch.float32):
     torch.manual_seed(0)
-    conv = PSAConv2d(in_ch,
+    conv = nn.Conv2d(in_ch,
                      out_ch,
                      k,
                      stride=stride,
                      padding=dilation * (k // 2),
                      dilation=dilation,
                      groups=groups,
-                     bias=bias)
+                     bias=bias).to(dtype)
     with torch.no_grad():  # non-zero bias, so that a lost bias shows
         if bias:
             conv.bias.normal_()
-    return conv
+    return TunedConv(conv)
 
 
 CONVS = [
@@ -73,8 +74,8 @@ def test_forms_listed():
     for kwargs in (dict(k=7, groups=4, dilation=2), dict(k=1, groups=2),
                    dict(k=5, groups=2, stride=3)):
         assert ('polyphase', 1) not in make_conv(**kwargs).forms(), kwargs
-    assert ('polyphase', 1) not in PSAConv2d(8, 8, 4, padding=2,
-                                             groups=2).forms()
+    assert ('polyphase', 1) not in TunedConv(
+        nn.Conv2d(8, 8, 4, padding=2, groups=2)).forms()
     assert make_conv(k=3, groups=1).forms() == [('grouped', 1),
                                                 ('other-format', 1)]
     with pytest.raises(ValueError, match='is not one of'):
@@ -124,7 +125,7 @@ def test_every_form_is_the_grouped_conv(kwargs, fmt):
 def test_forms_exact_in_float64():
     """In float64 the forms agree to 1e-12: they add the same products
     (plus exact zeros), only in another order."""
-    conv = make_conv(**CONVS[1]).double()
+    conv = make_conv(**CONVS[1], dtype=torch.float64)
     x = torch.randn(1, 32, 9, 9, dtype=torch.float64)
     expected = F.conv2d(x, conv.weight, None, 1, 4, 1, 4)
     for form in conv.forms():
@@ -150,7 +151,7 @@ def test_depthwise_form_has_one_output_per_input_channel(fmt, monkeypatch):
                       inp.is_contiguous(memory_format=fmt)))
         return conv2d(inp, weight, *args)
 
-    monkeypatch.setattr(psa_conv.F, 'conv2d', spy)
+    monkeypatch.setattr(conv_forms.F, 'conv2d', spy)
     conv.forward_form(x, ('depthwise', 1))
     assert calls == [(32, (32, 1), 32, True)] * 2
     backward = []
@@ -161,7 +162,7 @@ def test_depthwise_form_has_one_output_per_input_channel(fmt, monkeypatch):
                          args[-2]))
         return aten_backward(grad, inp, weight, *args)
 
-    monkeypatch.setattr(psa_conv.torch.ops.aten, 'convolution_backward',
+    monkeypatch.setattr(conv_forms.torch.ops.aten, 'convolution_backward',
                         spy_backward)
     x.requires_grad_()
     plan = (('grouped', 1), ('depthwise', 1), ('depthwise', 1))
@@ -187,15 +188,15 @@ def test_time_forms_times_each_form_of_a_part():
 
 
 def test_autotune_chooses_once_per_key(monkeypatch):
-    monkeypatch.setattr(PSAConv2d, 'min_tuned_macs', 0)
+    monkeypatch.setattr(TunedConv, 'min_tuned_macs', 0)
     timed = []
-    real = PSAConv2d._time_forms
+    real = TunedConv._time_forms
 
     def spy(self, forms, x, fmt, part='forward'):
         timed.append((tuple(forms), part))
         return real(self, forms, x, fmt, part)
 
-    monkeypatch.setattr(PSAConv2d, '_time_forms', spy)
+    monkeypatch.setattr(TunedConv, '_time_forms', spy)
     conv = make_conv()
     forms = tuple(conv.forms())
     x = torch.randn(2, 32, 16, 16).contiguous(memory_format=CL)
@@ -245,11 +246,12 @@ def test_slow_forms_are_not_timed_again(monkeypatch):
 
         return run
 
-    monkeypatch.setattr(PSAConv2d, '_timer', fake_timer)
+    monkeypatch.setattr(TunedConv, '_timer', fake_timer)
+    monkeypatch.setattr(TunedConv, 'max_tuning_cost', 1000)
     times = conv._time_forms(conv.forms(), torch.rand(1, 32, 8, 8),
                              torch.contiguous_format)
     assert times == [seconds[f] for f in conv.forms()]
-    rounds = 1 + PSAConv2d.timing_rounds
+    rounds = 1 + TunedConv.timing_rounds
     assert runs == {
         ('grouped', 1): rounds,
         ('other-format', 1): 1,
@@ -263,7 +265,7 @@ def test_slow_forms_are_not_timed_again(monkeypatch):
 def test_chooses_the_fastest_clearly_faster_form(monkeypatch):
     """The fastest form wins when it beats the grouped conv by more than
     min_gain; a near tie keeps the grouped conv."""
-    monkeypatch.setattr(PSAConv2d, 'min_tuned_macs', 0)
+    monkeypatch.setattr(TunedConv, 'min_tuned_macs', 0)
     conv = make_conv()
     x = torch.randn(1, 32, 8, 8)
     for times, expected in (([1.0, 0.9, 0.5, 0.7, 0.8, 0.6],
@@ -272,7 +274,7 @@ def test_chooses_the_fastest_clearly_faster_form(monkeypatch):
                              ('polyphase', 1)),
                             ([1.0, 0.97, 1.2, 1.1, 0.99, 1.3],
                              ('grouped', 1))):
-        monkeypatch.setattr(PSAConv2d,
+        monkeypatch.setattr(TunedConv,
                             '_time_forms',
                             lambda self, forms, *a, times=times: times)
         clear_autotune_choices()
@@ -288,56 +290,56 @@ def test_small_convs_not_timed():
     assert autotune_choices() == {}
 
 
-def test_switches(monkeypatch):
-    monkeypatch.setattr(PSAConv2d, 'min_tuned_macs', 0)
+def test_timing_stops_at_its_budget(monkeypatch):
+    """A part stops timing forms once it has spent max_tuning_cost grouped
+    conv runs; forms not run are not chosen; a form over ``hopeless``
+    times the grouped conv is not timed again in this process."""
+    conv = make_conv()
+    forms = conv.forms()
+    runs = {f: 0 for f in forms}
+    seconds = dict(zip(forms, (1.0, 5.0, 1.0, 1.0, 0.5, 0.1)))
+
+    def fake_timer(self, form, part, x, fmt):
+
+        def run():
+            runs[form] += 1
+            return seconds[form]
+
+        return run
+
+    monkeypatch.setattr(TunedConv, '_timer', fake_timer)
+    monkeypatch.setattr(TunedConv, 'max_tuning_cost', 7)
+    x = torch.rand(1, 32, 8, 8)
+    times = conv._time_forms(forms, x, torch.contiguous_format)
+    # warm-up: grouped 1 + other-format 5 + regroup-2 1 = 7 s, regroup-4 1
+    # more: over budget, so depthwise and polyphase never run
+    assert [runs[f] for f in forms] == [1, 1, 1, 1, 0, 0]
+    assert times[-2:] == [float('inf')] * 2
+    assert conv._fastest(dict(zip(forms, times))) == ('grouped', 1)
+    # other-format was 5x the grouped conv: hopeless from now on
+    monkeypatch.setattr(TunedConv, 'max_tuning_cost', 1000)
+    conv._time_forms(forms, x, torch.contiguous_format)
+    assert runs[('other-format', 1)] == 1
+    assert runs[('polyphase', 1)] == 1 + TunedConv.timing_rounds
+    # ... for that part and memory format only
+    conv._time_forms(forms, x, torch.contiguous_format, 'input')
+    assert runs[('other-format', 1)] == 2
+    clear_autotune_choices()  # forgets it
+    conv._time_forms(forms, x, torch.contiguous_format)
+    assert runs[('other-format', 1)] == 3
+
+
+def test_follows_the_switch(monkeypatch):
+    monkeypatch.setattr(TunedConv, 'min_tuned_macs', 0)
     conv = make_conv()
     x = torch.randn(1, 32, 8, 8)
-    set_autotune(False)
-    conv(x)
+    with fast_path(True, autotune=False):
+        out = conv(x)
     assert autotune_choices() == {}
-    set_autotune(None)
-    monkeypatch.setenv('MMEPSA_PSA_AUTOTUNE', '0')
-    conv(x)
-    assert autotune_choices() == {}
-    monkeypatch.setenv('MMEPSA_PSA_AUTOTUNE', 'yes')
-    with pytest.raises(ValueError, match="must be '0' or '1'"):
-        conv(x)
-    monkeypatch.setenv('MMEPSA_PSA_AUTOTUNE', '1')
-    conv(x)
+    torch.testing.assert_close(out,
+                               F.conv2d(x, conv.weight, None, 1, 2, 1, 8))
+    conv(x)  # the fixture's autotune=True
     assert len(autotune_choices()) == 1
-    with pytest.raises(TypeError, match='True, False or None'):
-        set_autotune('on')
-    # for a with block only, and back to what it was (even on an error)
-    clear_autotune_choices()
-    set_autotune(True)
-    with pytest.raises(RuntimeError):
-        with autotuning(False):
-            conv(x)
-            assert autotune_choices() == {}
-            raise RuntimeError
-    conv(x)
-    assert len(autotune_choices()) == 1
-
-
-def test_default_on_for_cpu(monkeypatch):
-    cpu, cuda = torch.device('cpu'), torch.device('cuda')
-    assert psa_conv._autotune_enabled(cpu)
-    assert not psa_conv._autotune_enabled(cuda)
-    monkeypatch.setenv('MMEPSA_PSA_AUTOTUNE', '1')
-    assert psa_conv._autotune_enabled(cuda)
-    monkeypatch.setenv('MMEPSA_PSA_AUTOTUNE', '0')
-    assert not psa_conv._autotune_enabled(cpu)
-    # deterministic algorithms (mmengine's randomness.deterministic): off,
-    # unless asked for explicitly
-    monkeypatch.delenv('MMEPSA_PSA_AUTOTUNE')
-    was = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        assert not psa_conv._autotune_enabled(cpu)
-        monkeypatch.setenv('MMEPSA_PSA_AUTOTUNE', '1')
-        assert psa_conv._autotune_enabled(cpu)
-    finally:
-        torch.use_deterministic_algorithms(was)
 
 
 @pytest.mark.parametrize('kwargs', CONVS)
@@ -346,7 +348,7 @@ def test_every_plan_is_the_grouped_conv(kwargs, fmt):
     """Forward pass, input gradient and weight gradient each in any form:
     the output and every gradient equal F.conv2d's to 1e-12 in float64
     (the same products, summed in another order)."""
-    conv = make_conv(**kwargs).double()
+    conv = make_conv(**kwargs, dtype=torch.float64)
     x = torch.randn(2, conv.in_channels, 13, 11, dtype=torch.float64)
     x = x.contiguous(memory_format=fmt)
     assert_each_is_the_conv(conv, x,
@@ -371,9 +373,9 @@ def planned(monkeypatch):
     """A conv whose timings (:func:`fake_part_times`) choose a different
     form for each part of a training step, and a channels-last input that
     needs its gradient."""
-    monkeypatch.setattr(PSAConv2d, 'min_tuned_macs', 0)
+    monkeypatch.setattr(TunedConv, 'min_tuned_macs', 0)
     monkeypatch.setattr(
-        PSAConv2d, '_time_forms',
+        TunedConv, '_time_forms',
         lambda self, forms, x, fmt, part='forward': fake_part_times(
             forms, part))
     x = torch.randn(2, 32, 12, 12).contiguous(memory_format=CL)
@@ -394,7 +396,7 @@ def test_training_step_runs_each_part_in_its_form(planned, monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
     # an all-grouped plan is the plain conv, with autograd's own backward
     clear_autotune_choices()
-    monkeypatch.setattr(PSAConv2d, '_time_forms',
+    monkeypatch.setattr(TunedConv, '_time_forms',
                         lambda self, forms, *a: [1.0] * len(forms))
     assert type(conv(x).grad_fn).__name__ == 'ConvolutionBackward0'
 
@@ -408,7 +410,7 @@ def test_training_plan_under_bf16_autocast(planned, fastest, monkeypatch):
     conv, x = planned
     if fastest is not None:
         monkeypatch.setattr(
-            PSAConv2d, '_time_forms',
+            TunedConv, '_time_forms',
             lambda self, forms, x, fmt, part='forward':
             [0.1 if f == fastest else 1.0 for f in forms])
     with torch.autocast('cpu', dtype=torch.bfloat16):
@@ -429,21 +431,10 @@ def test_training_plan_under_bf16_autocast(planned, fastest, monkeypatch):
         torch.testing.assert_close(a, b, rtol=2e-2, atol=5e-2)
 
 
-def test_tracing_runs_the_plain_conv(monkeypatch):
-    monkeypatch.setattr(PSAConv2d, 'min_tuned_macs', 0)
-    conv = make_conv().eval()
-    x = torch.randn(1, 32, 8, 8)
-    traced = torch.jit.trace(conv, (x, ), check_trace=False)
-    assert autotune_choices() == {}
-    nodes = [n.kind() for n in traced.graph.nodes()]
-    assert 'aten::_convolution' in nodes and 'aten::sum' not in nodes
-    torch.testing.assert_close(traced(x), conv(x), rtol=1e-5, atol=1e-5)
-
-
 def test_inference_weight_cache_follows_the_weight(monkeypatch):
     """The prepared weight of a form is reused in inference and rebuilt
     when the weight changes (an optimizer step, a load, BN folding)."""
-    monkeypatch.setattr(PSAConv2d, '_choose', lambda self, x, fmt:
+    monkeypatch.setattr(TunedConv, '_choose', lambda self, x, fmt:
                         ('regroup', 2))
     conv = make_conv()
     x = torch.randn(1, 32, 8, 8)
@@ -455,36 +446,6 @@ def test_inference_weight_cache_follows_the_weight(monkeypatch):
                                F.conv2d(x, conv.weight, None, 1, 2, 1, 8),
                                rtol=1e-5,
                                atol=1e-5)
-
-
-def test_psa_module_state_dict_unchanged():
-    psa = PSAModule(64, 64, stride=2)
-    ref = RefPSA(64, 64, stride=2)
-    assert {
-        k: v.shape
-        for k, v in psa.state_dict().items()
-    } == {
-        k: v.shape
-        for k, v in ref.state_dict().items()
-    }
-    assert all(
-        type(getattr(psa, f'conv_{i}')) is PSAConv2d for i in range(1, 5))
-    # another conv type is built as configured
-    other = PSAModule(64, 64, conv_cfg=dict(type='Conv2dAdaptivePadding'))
-    assert type(other.conv_1).__name__ == 'Conv2dAdaptivePadding'
-
-
-def test_psa_module_inference_output_is_the_training_formulation():
-    psa = PSAModule(64, 64)
-    ref = RefPSA(64, 64)
-    ref.load_state_dict(psa.state_dict())
-    for fmt in (torch.contiguous_format, CL):
-        x = torch.randn(2, 64, 12, 10).contiguous(memory_format=fmt)
-        with torch.no_grad():
-            out = psa(x)
-        assert out.is_contiguous(memory_format=fmt)
-        torch.testing.assert_close(out, ref(x), rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(psa(x), out, rtol=1e-5, atol=1e-5)
 
 
 def backbone_pair(**kwargs):
@@ -521,7 +482,7 @@ def test_backbone_with_each_form_equals_the_original(form, monkeypatch):
             return plan if torch.is_grad_enabled() else plan[0]
         return form if form in self.forms() else ('grouped', 1)
 
-    monkeypatch.setattr(PSAConv2d, '_choose', choose)
+    monkeypatch.setattr(TunedConv, '_choose', choose)
     ref, ours = backbone_pair()
     x = torch.randn(2, 3, 64, 48)
     ref.eval(), ours.eval()

@@ -1,8 +1,8 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
-"""mmepsa.utils.load_test, the logic of tools/analysis_tools/load_test.py:
+"""mmepsa.analysis.load_test, the logic of tools/analysis_tools/load_test.py:
 the exit status and the generated images. (The tool itself, streaming
 images through the demo model: test_tools/test_load_test.py.)"""
-from mmepsa.utils.load_test import (KINDS, exit_status, image_specs,
+from mmepsa.analysis.load_test import (KINDS, exit_status, image_specs,
                                     write_images)
 
 

@@ -5,8 +5,8 @@ A BN layer in eval mode is a fixed per-channel affine map, ``y = x * scale +
 shift`` with ``scale = weight / sqrt(running_var + eps)`` and ``shift =
 bias - running_mean * scale``. After a conv it folds into the conv's weight
 and bias (what :func:`mmcv.cnn.fuse_conv_bn` does once, in place, for
-deployment), which saves the BN pass over the feature map. EPSANet does this
-whenever a BN is in eval mode: at inference, and in training with
+deployment), which saves the BN pass over the feature map. The fast path
+does this whenever a BN is in eval mode: at inference, and in training with
 ``norm_eval=True`` (mmdet's detection configs) or in frozen stages.
 
 * The parameters and buffers are untouched: the folded weight is computed
@@ -14,58 +14,25 @@ whenever a BN is in eval mode: at inference, and in training with
   to the conv weight and to the BN's weight and bias as through the BN;
   otherwise it is cached until one of them changes (their version counters,
   which optimizers and ``load_state_dict`` bump, and for a train-mode BN
-  pass, the version of ``num_batches_tracked``). The cache holds one copy of
-  the folded convs' weights.
+  pass, the version of ``num_batches_tracked``).
 * The result equals ``norm(conv(x))`` to float rounding.
-* It is skipped (``norm(conv(x))`` runs) for a BN in training mode or without
-  running statistics, for conv or norm types other than plain
-  ``nn.Conv2d`` / ``nn.BatchNorm2d`` / ``nn.SyncBatchNorm``, when either
-  module has hooks (or global module hooks are set), under tracing,
-  scripting, ``torch.compile`` and ONNX export, and inside
-  ``with bn_folding(False)``.
+* Only a plain ``nn.Conv2d`` followed by an ``nn.BatchNorm2d`` or
+  ``nn.SyncBatchNorm`` in eval mode with running statistics is folded;
+  anything else runs as ``norm(conv(x))``.
 """
-import contextlib
-from typing import Iterator, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn as nn
-from torch.nn.modules import module as _module
 
-from .psa_conv import _exporting
-
-_FOLDING = True
 _BN_TYPES = (nn.BatchNorm2d, nn.SyncBatchNorm)
 _CACHE = '_mmepsa_fold_cache'
 
 
-@contextlib.contextmanager
-def bn_folding(enabled: bool) -> Iterator[None]:
-    """Turn the folding of eval-mode BN on or off for a ``with`` block
-    (it is on by default), then back to what it was."""
-    global _FOLDING
-    if not isinstance(enabled, bool):
-        raise TypeError(f'bn_folding expects True or False, got {enabled!r}')
-    previous, _FOLDING = _FOLDING, enabled
-    try:
-        yield
-    finally:
-        _FOLDING = previous
-
-
-def _has_hooks(*modules: nn.Module) -> bool:
-    if (_module._global_forward_hooks or _module._global_forward_pre_hooks
-            or _module._global_backward_hooks):
-        return True
-    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
-               or getattr(m, '_backward_pre_hooks', None) for m in modules)
-
-
 def foldable(norm: nn.Module) -> bool:
-    """Whether ``norm`` is a BN in eval mode that may be folded (see the
-    module docstring)."""
-    return (_FOLDING and type(norm) in _BN_TYPES and not norm.training
-            and norm.running_var is not None and not _exporting()
-            and not _has_hooks(norm))
+    """Whether ``norm`` is a BN in eval mode that may be folded."""
+    return (type(norm) in _BN_TYPES and not norm.training
+            and norm.running_var is not None)
 
 
 def eval_bn_affine(norm: nn.Module) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -95,8 +62,7 @@ def conv_bn(conv: nn.Module, norm: nn.Module,
             x: torch.Tensor) -> torch.Tensor:
     """``norm(conv(x))``, with ``norm`` folded into ``conv`` where it is an
     eval-mode BN after a plain ``nn.Conv2d`` (see the module docstring)."""
-    if (type(conv) is not nn.Conv2d or _has_hooks(conv)
-            or not foldable(norm)):
+    if type(conv) is not nn.Conv2d or not foldable(norm):
         return norm(conv(x))
     # a train-mode pass updates the running statistics without bumping
     # their version counters, but it bumps num_batches_tracked's
@@ -118,9 +84,9 @@ def conv_bn(conv: nn.Module, norm: nn.Module,
 
 
 def run_folded(seq: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Run ``seq``; if it is an ``nn.Sequential`` (without hooks of its
-    own), with each conv followed by a BN run by :func:`conv_bn`."""
-    if not isinstance(seq, nn.Sequential) or _has_hooks(seq):
+    """Run ``seq``; if it is an ``nn.Sequential``, with each conv followed
+    by a BN run by :func:`conv_bn`."""
+    if not isinstance(seq, nn.Sequential):
         return seq(x)
     modules = list(seq)
     i = 0

@@ -124,7 +124,6 @@ def build_inferencer(config: str,
     import torch
     from mmengine.config import Config
 
-    import mmepsa  # noqa: F401  (registers EPSANet)
     from mmdet.apis import DetInferencer
 
     cfg = Config.fromfile(config)

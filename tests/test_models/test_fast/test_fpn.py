@@ -11,6 +11,8 @@ from mmdet.registry import MODELS
 
 import mmepsa  # noqa: F401  (registers the models)
 from mmepsa.models import ChannelsLastFPN, EPSANet
+from mmepsa.models.fast import fast_path
+from mmepsa.models.fast.switch import measured_win
 from tests.utils import TINY_BACKBONE as TINY
 
 CL = torch.channels_last
@@ -73,9 +75,9 @@ def test_same_outputs_and_gradients_as_mmdet_fpn(neck, memory_format,
                                    msg=name)
 
 
-@pytest.mark.parametrize('channels_last,expected', [(None, True),
-                                                   (True, True),
-                                                   (False, False)])
+@pytest.mark.parametrize(
+    'channels_last,expected',
+    [(None, measured_win(torch.device('cpu'))), (True, True), (False, False)])
 def test_runs_in_the_memory_format_it_says(channels_last, expected):
     ours, _ = fpn_pair('rcnn', channels_last=channels_last)
     seen = []
@@ -86,6 +88,11 @@ def test_runs_in_the_memory_format_it_says(channels_last, expected):
         ours(inputs(torch.contiguous_format))
         ours(inputs(CL))
     assert seen == [expected, expected]
+    # the fast path off: mmdet's FPN as it is
+    seen.clear()
+    with torch.no_grad(), fast_path(False):
+        ours(inputs(torch.contiguous_format))
+    assert seen == [False]
 
 
 def test_roi_features_as_on_mmdet_fpn():
@@ -94,8 +101,8 @@ def test_roi_features_as_on_mmdet_fpn():
     path (contiguous outputs into mmdet's FPN). RoIAlign reads raw NCHW
     memory: a channels-last map would give other values."""
     torch.manual_seed(0)
-    backbone = EPSANet(50, contiguous_outputs=False, init_cfg=None,
-                       **TINY).eval()
+    backbone = EPSANet(50, channels_last=True, contiguous_outputs=False,
+                       init_cfg=None, **TINY).eval()
     ours, theirs = fpn_pair('rcnn')
     x = torch.randn(2, 3, 160, 112)
     rois = torch.tensor([[0, 8., 4., 100., 150.], [1, 30., 20., 60., 90.]])
@@ -129,7 +136,7 @@ def test_built_from_mmdet_registry_loads_fpn_checkpoints():
 @pytest.mark.parametrize('value', ['yes', 1])
 def test_bad_channels_last(value):
     with pytest.raises(ValueError, match=r'ChannelsLastFPN: channels_last '
-                       r'must be None \(auto: on for CPU inputs\), True or '
-                       f'False, got {value!r}'):
+                       r'must be None \(auto: on where measured to win\), '
+                       f'True or False, got {value!r}'):
         ChannelsLastFPN(in_channels=IN_CHANNELS, out_channels=32, num_outs=5,
                         channels_last=value)

@@ -185,7 +185,6 @@ def build_detector(config,
     from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import DefaultScope
 
-    import mmepsa  # noqa: F401  (registers EPSANet)
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
 

@@ -6,8 +6,13 @@ models, the cases and what is reported).
 
 The models are :data:`BACKBONES`, a dict of builders. The peak memory of a
 step is measured in a fresh interpreter (``python -m
-mmepsa.utils.compare_speed SPEC``). Every result records the machine
-(:func:`mmepsa.utils.benchmark.machine_info`) and the table says it too.
+mmepsa.analysis.compare_speed SPEC``). Every result records the machine
+(:func:`mmepsa.analysis.benchmark.machine_info`) and the table says it too.
+
+:func:`fast_path_check` measures what the fast path costs and gains on this
+stack: the first step that tunes an input size against a steady step, and
+the steady step with the fast path (tuned, untuned and as the defaults have
+it) against the plain model.
 """
 import copy
 import json
@@ -54,24 +59,23 @@ class ChannelsLast(nn.Module):
         self.backbone = backbone
 
     def forward(self, x):
-        from mmepsa.models.layers import to_contiguous_nchw
+        from mmepsa.models.fast import to_contiguous_nchw
         outs = self.backbone(x.contiguous(memory_format=torch.channels_last))
         return tuple(to_contiguous_nchw(o) for o in outs)
 
 
-class SwitchedOff(nn.Module):
-    """Runs a model with one of ``mmepsa.models.layers``' switches off, to
-    show what it gains: ``'autotuning'`` (every PSA conv the plain grouped
-    conv, forward and backward) or ``'psa_fusion'`` (the PSA weighting by
-    products and ``torch.cat``, the SE module's 1x1 convs as convs)."""
+class Switched(nn.Module):
+    """Runs a model inside ``fast_path(**switch)``: ``enabled=False`` (the
+    plain model) or ``autotune=False`` (the fast path, untuned), to show
+    what the fast path and its autotuner gain."""
 
-    def __init__(self, model: nn.Module, switch: str) -> None:
+    def __init__(self, model: nn.Module, **switch) -> None:
         super().__init__()
         self.model, self.switch = model, switch
 
     def forward(self, x):
-        from mmepsa.models import layers
-        with getattr(layers, self.switch)(False):
+        from mmepsa.models.fast import fast_path
+        with fast_path(**self.switch):
             return self.model(x)
 
 
@@ -112,9 +116,7 @@ class Stages(nn.Module):
         return self
 
     def forward(self, x):
-        from mmepsa.models.layers import bn_folding
-        with bn_folding(False):
-            return tuple(self.ref.stages(x))
+        return tuple(self.ref.stages(x))
 
 
 def _reference(depth: int, seed: int) -> nn.Module:
@@ -163,12 +165,10 @@ DETECTION_SETTINGS = dict(frozen_stages=1, norm_eval=True)
 BACKBONES: Dict[str, Callable[[int, int, bool, dict], nn.Module]] = {
     'original': lambda d, s, cp, kw: Stages(_reference(d, s), **kw),
     'mmepsa': lambda d, s, cp, kw: _mmepsa(d, s, cp, **kw),
-    'mmepsa-cl-out': lambda d, s, cp, kw: _mmepsa(
-        d, s, cp, contiguous_outputs=False, **kw),
-    'mmepsa-untuned': lambda d, s, cp, kw: SwitchedOff(
-        _mmepsa(d, s, cp, **kw), 'autotuning'),
-    'mmepsa-unfused': lambda d, s, cp, kw: SwitchedOff(
-        _mmepsa(d, s, cp, **kw), 'psa_fusion'),
+    'mmepsa-untuned': lambda d, s, cp, kw: Switched(
+        _mmepsa(d, s, cp, **kw), autotune=False),
+    'mmepsa-plain': lambda d, s, cp, kw: Switched(
+        _mmepsa(d, s, cp, **kw), enabled=False),
     'mmepsa-deploy': lambda d, s, cp, kw: _deploy(_mmepsa(d, s)),
     'mmepsa-compiled': lambda d, s, cp, kw: _deploy(_mmepsa(d, s), True),
     'resnet': lambda d, s, cp, kw: _resnet(d, s, **kw),
@@ -210,17 +210,16 @@ def to_original_psa(detector: nn.Module) -> nn.Module:
     from mmepsa.models import PSAModule
     from mmepsa.testing import RefPSA
 
-    from mmepsa.models.layers import bn_folding
+    from mmepsa.models.fast import fast_path
 
     backbone = detector.backbone
-    backbone.channels_last = False
     forward = backbone.forward
 
-    def unfolded(x):  # the BN layers run as such
-        with bn_folding(False):
+    def plain(x):  # NCHW, the BN layers run as such
+        with fast_path(False):
             return forward(x)
 
-    backbone.forward = unfolded
+    backbone.forward = plain
     for block_name, block in list(backbone.named_modules()):
         psa = getattr(block, 'conv2', None)
         if not isinstance(psa, PSAModule):
@@ -243,7 +242,7 @@ def build_mask_rcnn(name: str, seed: int, device: torch.device):
     """Mask R-CNN from mmepsa's COCO config (``original``, ``mmepsa``,
     ``mmepsa-nchw-neck``: see :data:`NCHW_NECK`) or mmdet's R-50 one
     (``resnet``), torch's default initialisation, ready for ``loss`` mode."""
-    from mmepsa.utils.benchmark import build_detector
+    from mmepsa.analysis.benchmark import build_detector
     path = MASK_RCNN['resnet' if name == 'resnet' else 'epsanet']
     if '::' not in path:
         path = osp.join(REPO, path)
@@ -337,7 +336,7 @@ def max_rel_diff(a: Sequence[torch.Tensor],
 
 def epsanet_grads(model: nn.Module) -> Dict[str, torch.Tensor]:
     """Gradients by the original's parameter names (the ``ref.`` prefix of
-    :class:`Stages` and the ``model.`` of :class:`SwitchedOff` off)."""
+    :class:`Stages` and the ``model.`` of :class:`Switched` off)."""
     grads = {}
     for n, p in model.named_parameters():
         if p.grad is not None:
@@ -366,8 +365,8 @@ def differences(models: Dict[str, nn.Module], x: torch.Tensor, train: bool,
     floor is reported as well, so fp32 figures can be read against it.
     """
     names = [
-        n for n in ('mmepsa', 'mmepsa-cl-out', 'mmepsa-untuned',
-                    'mmepsa-unfused', 'mmepsa-deploy', 'mmepsa-compiled')
+        n for n in ('mmepsa', 'mmepsa-untuned', 'mmepsa-plain',
+                    'mmepsa-deploy', 'mmepsa-compiled')
         if n in models
     ]
     dtype = torch.float64 if train else None
@@ -482,7 +481,7 @@ def summarise_case(times: Dict[str, List[float]]) -> Dict[str, dict]:
     """Each model's times (:func:`summarise_times`), its speed-up over
     ``original`` and its time relative to ``resnet``: the ratio of the
     medians, and the ratio paired round by round
-    (:func:`~mmepsa.utils.benchmark.paired_ratio`)."""
+    (:func:`~mmepsa.analysis.benchmark.paired_ratio`)."""
     rows = {n: summarise_times(t) for n, t in times.items()}
     for n, row in rows.items():
         row['speedup_vs_original'] = (
@@ -568,6 +567,114 @@ def with_cp_case(args, device: torch.device) -> dict:
         saving = 1 - peaks[True] / peaks[False]
     return dict(shape=list(args.cp_size), peak_mib_without_cp=peaks[False],
                 peak_mib_with_cp=peaks[True], saving=saving)
+
+
+# ------------------------------------------------------ fast path check ---
+
+#: The fast path check's cases: (mode, NCHW input). A detection-setting
+#: train step at a COCO-like batch, and an inference pass.
+FAST_PATH_CASES = (('train-detection', (2, 3, 800, 1088)),
+                   ('inference', (1, 3, 800, 1216)))
+#: The switch of each row of the check (``default``: as in force).
+FAST_PATH_ROWS = {
+    'plain': dict(enabled=False),
+    'untuned': dict(enabled=True, autotune=False),
+    'tuned': dict(enabled=True, autotune=True),
+    'default': None,
+}
+#: Bounds: tuning an input size costs at most this many steady steps, and
+#: a fast-path row's median time is at most this many times the plain
+#: model's (run-to-run noise).
+MAX_TUNING_STEPS = 10
+MAX_TIME_VS_PLAIN = 1.03
+
+
+def fast_path_case(args, device: torch.device, mode: str,
+                   shape: Sequence[int]) -> dict:
+    """One case of :func:`fast_path_check`: the first tuned step (which
+    times the PSA convs' forms) alone, then the rows of
+    :data:`FAST_PATH_ROWS` interleaved."""
+    from mmepsa.models.fast import clear_choices
+    train, settings = MODES[mode]
+    model = _mmepsa(args.depth, args.seed, **settings).to(device)
+    model.train(train)
+    torch.manual_seed(args.seed)
+    x = torch.randn(*shape, device=device)
+    steps = {
+        name: backbone_step(
+            Switched(model, **switch) if switch else model, x, train,
+            'fp32')
+        for name, switch in FAST_PATH_ROWS.items()
+    }
+    clear_choices()
+    start = time.perf_counter()
+    steps['tuned']()
+    first = time.perf_counter() - start
+    times = time_interleaved(steps, device, 1, args.runs)
+    rows = {n: summarise_times(t) for n, t in times.items()}
+    tuned_ms = rows['tuned']['median_ms']
+    tuning_steps = (first * 1000 - tuned_ms) / tuned_ms
+    for name, row in rows.items():
+        row['time_vs_plain'] = row['median_ms'] / rows['plain']['median_ms']
+        row['time_vs_plain_paired'] = paired_ratio(times[name],
+                                                   times['plain'])
+        row['ok'] = (name == 'plain'
+                     or row['time_vs_plain'] <= MAX_TIME_VS_PLAIN)
+    return dict(
+        mode=mode,
+        shape=list(shape),
+        first_tuned_step_s=first,
+        tuning_cost_steps=tuning_steps,
+        tuning_ok=tuning_steps <= MAX_TUNING_STEPS,
+        models=rows)
+
+
+def fast_path_check(args) -> dict:
+    """What the fast path costs and gains on this stack, for each case of
+    :data:`FAST_PATH_CASES`: the cost of tuning an input size in steady
+    steps (bound :data:`MAX_TUNING_STEPS`), and the steady time of the fast
+    path untuned, tuned and by default against the plain model (bound
+    :data:`MAX_TIME_VS_PLAIN`). Writes ``fast_path_check.json`` and
+    ``.md`` to ``args.out_dir``."""
+    device = torch.device(args.device)
+    result = dict(environment=environment(args, device), cases=[])
+    for mode, shape in FAST_PATH_CASES:
+        print(f'fast path check: {mode} {fmt_nchw(shape)}...', flush=True)
+        result['cases'].append(fast_path_case(args, device, mode, shape))
+    result['ok'] = all(
+        case['tuning_ok'] and all(r['ok'] for r in case['models'].values())
+        for case in result['cases'])
+    env = result['environment']
+    lines = [
+        f"Measured {env['date']} on {describe_machine(env)}; median of "
+        f"{env['runs']} interleaved runs. Tuning cost = (first tuned step "
+        f'- steady tuned step) / steady tuned step, bound '
+        f'{MAX_TUNING_STEPS}; time / plain bound {MAX_TIME_VS_PLAIN} (in '
+        'brackets: the median of the ratios within each round).', '',
+        '| case | tuning cost (steps) | row | median ms | time / plain | '
+        'ok |', '| --- | ---: | --- | ---: | ---: | --- |'
+    ]
+    for case in result['cases']:
+        label = f"{case['mode']} {fmt_nchw(case['shape'])}"
+        for name, row in case['models'].items():
+            paired = row['time_vs_plain_paired']
+            ratio = f"{row['time_vs_plain']:.2f}"
+            if paired and name != 'plain':
+                ratio += f" ({paired['median']:.2f})"
+            cost = (f"{case['tuning_cost_steps']:.1f}"
+                    if name == 'tuned' else '')
+            ok = row['ok'] and (name != 'tuned' or case['tuning_ok'])
+            lines.append(f"| {label} | {cost} | {name} | "
+                         f"{row['median_ms']:.0f} | {ratio} | "
+                         f"{'yes' if ok else 'NO'} |")
+    table = '\n'.join(lines) + '\n'
+    os.makedirs(args.out_dir, exist_ok=True)
+    with open(osp.join(args.out_dir, 'fast_path_check.json'), 'w') as f:
+        json.dump(result, f, indent=1)
+    with open(osp.join(args.out_dir, 'fast_path_check.md'), 'w') as f:
+        f.write(table)
+    print(table)
+    return result
 
 
 # -------------------------------------------------------------- reports ---
@@ -668,7 +775,7 @@ def bar_chart(result: dict, path: str) -> None:
 
 
 def environment(args, device: torch.device) -> dict:
-    """The machine (:func:`~mmepsa.utils.benchmark.machine_info`) and the
+    """The machine (:func:`~mmepsa.analysis.benchmark.machine_info`) and the
     settings of the run."""
     env = machine_info(device)
     env.update(
@@ -690,7 +797,6 @@ def compare_speed(args) -> dict:
     ``no_detector``, ``no_cp``, ``no_compile``, ``no_memory``,
     ``out_dir``).
     """
-    import mmepsa  # noqa: F401  (registers EPSANet)
     device = torch.device(args.device)
     result = dict(environment=environment(args, device), cases=[])
     for precision in args.precisions:
@@ -721,7 +827,7 @@ def compare_speed(args) -> dict:
 
 
 if __name__ == '__main__':
-    # python -m mmepsa.utils.compare_speed SPEC [THREADS]: the peak memory
+    # python -m mmepsa.analysis.compare_speed SPEC [THREADS]: the peak memory
     # of one step in a fresh process (see measure_memory)
     if len(sys.argv) > 2:
         torch.set_num_threads(int(sys.argv[2]))

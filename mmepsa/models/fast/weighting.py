@@ -1,49 +1,44 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
-"""The weighting of the PSA module's branches, fused.
+"""The PSA module's attention and weighting, fused.
 
-``PSAModule`` multiplies each of its four branches by its attention (and,
-with an eval-mode BN folded in, adds the BN's shift) and concatenates the
-results in the authors' order, branch 4 first. :func:`weighted_concat` does
-that in one pass that writes each weighted branch straight into its slice
-of the output, and its backward computes each branch's gradients from its
-slice of the output's gradient: no product tensors and no concatenation,
-in training as in inference. The SE module runs its 1x1 convs (on 1x1
-maps) as matrix products where this fusion is on.
-
-On by default; ``with psa_fusion(False):`` runs the authors' operations
-(products, then ``torch.cat``; the SE module's convs), as tracing,
-scripting, ``torch.compile`` and ONNX export always do. Both give the same
-outputs and gradients to float rounding (tests compare them in float64).
+The plain ``PSAModule`` runs its SE module on each branch, a softmax across
+the branches, multiplies each branch by its attention and concatenates the
+products in the authors' order, branch 4 first. Here the four branches are
+pooled into one batch for a single SE pass, whose 1x1 convs on 1x1 maps run
+as matrix products (:func:`se_attention`), and :func:`weighted_concat`
+writes each weighted branch straight into its slice of the output; its
+backward computes each branch's gradients from its slice of the output's
+gradient: no product tensors and no concatenation, in training as in
+inference. Outputs and gradients equal the plain module's to float
+rounding.
 """
-import contextlib
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
-from .psa_conv import _exporting, _memory_format
-
-_FUSION = True
-
-
-@contextlib.contextmanager
-def psa_fusion(enabled: bool) -> Iterator[None]:
-    """Turn the fused PSA weighting (and the SE module's matrix products)
-    on or off for a ``with`` block (it is on by default), then back to what
-    it was."""
-    global _FUSION
-    if not isinstance(enabled, bool):
-        raise TypeError(f'psa_fusion expects True or False, got {enabled!r}')
-    previous, _FUSION = _FUSION, enabled
-    try:
-        yield
-    finally:
-        _FUSION = previous
+from .probes import memory_format
 
 
-def fusing() -> bool:
-    """Whether the fused forms run now: on, and not tracing, scripting,
-    compiling or exporting."""
-    return _FUSION and not _exporting()
+def se_attention(se: nn.Module, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The softmax across branches of the SE attention of each branch, of
+    shape ``(4, N, C, 1, 1)``, in one batched SE pass. ``se`` is the PSA
+    module's ``SEWeightModule`` (``fc1``, ``relu``, ``fc2``)."""
+    n, _, h, w = feats[0].shape
+    # The mean as sum / (H * W): a sum's gradient is an expanded view,
+    # which autograd adds to the branch's gradient in place.
+    pooled = torch.cat([f.sum((2, 3)) for f in feats]) / (h * w)
+    if type(se.fc1) is nn.Conv2d and type(se.fc2) is nn.Conv2d:
+        # a 1x1 conv of a 1x1 map is a matrix product
+        hidden = F.linear(pooled, se.fc1.weight.flatten(1),
+                          se.fc1.bias).relu_()
+        weights = torch.sigmoid(
+            F.linear(hidden, se.fc2.weight.flatten(1), se.fc2.bias))
+    else:
+        weights = torch.sigmoid(
+            se.fc2(se.relu(se.fc1(pooled[..., None, None]))))
+    return weights.view(4, n, -1, 1, 1).softmax(0)
 
 
 class _WeightedConcat(torch.autograd.Function):
@@ -58,7 +53,7 @@ class _WeightedConcat(torch.autograd.Function):
             (first.shape[0], 4 * channels) + first.shape[2:],
             dtype=torch.promote_types(first.dtype, attention.dtype),
             device=first.device,
-            memory_format=_memory_format(first))
+            memory_format=memory_format(first))
         for i, j in enumerate((3, 2, 1, 0)):
             part = out[:, i * channels:(i + 1) * channels]
             if shift is None:
@@ -94,11 +89,6 @@ def weighted_concat(feats: Sequence[torch.Tensor],
     """``cat([feats[j] * attention[j] (+ shift[j]) for j in (3, 2, 1, 0)],
     1)``: the four ``(N, C, H, W)`` branches weighted by ``attention`` of
     shape ``(4, N, C, 1, 1)``, plus ``shift`` of shape ``(4, 1, C, 1, 1)``
-    if given, concatenated branch 4 first, in the branches' memory format.
-    Fused (:class:`_WeightedConcat`) where :func:`fusing` says so."""
-    if fusing():
-        return _WeightedConcat.apply(attention, shift, *feats)
-    return torch.cat([
-        feats[j] * attention[j] if shift is None else torch.addcmul(
-            shift[j], feats[j], attention[j]) for j in (3, 2, 1, 0)
-    ], 1)
+    if given, concatenated branch 4 first, in the branches' memory format,
+    in one pass (:class:`_WeightedConcat`)."""
+    return _WeightedConcat.apply(attention, shift, *feats)

@@ -1,12 +1,13 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
-"""The PSA branch conv: an ``nn.Conv2d`` that picks its fastest exact form.
+"""The PSA branch convs' exact forms, and the autotuner that picks one.
 
 oneDNN runs grouped convolutions with few channels per group (EPSANet's
 5x5/7x7/9x9 convs: 4 input and 1 output channel per group in stage 1) far
 below the speed of dense ones, and which rewriting is fastest depends on the
 shape, the memory format, the CPU and whether gradients are needed. So, like
-``torch.backends.cudnn.benchmark``, :class:`PSAConv2d` times its exact forms
-once per process on the real input and caches the fastest:
+``torch.backends.cudnn.benchmark``, :class:`TunedConv` times a conv's exact
+forms once per process and input size on the real input and caches the
+fastest:
 
 * ``grouped``: the grouped conv itself, in the input's memory format;
 * ``other-format``: the same in the other memory format (NCHW <-> NHWC),
@@ -16,158 +17,71 @@ once per process on the real input and caches the fastest:
   up to R times the multiply-adds;
 * ``depthwise``: a depthwise conv (``out / groups`` outputs per input
   channel) followed by a sum over the ``in / groups`` channels of each group
-  (a matrix product with a 0/1 matrix over the channels). With more than
-  one output per input channel, the forward pass and the input gradient
-  run one depthwise conv per output of a channel (each one output per input
-  channel: oneDNN's depthwise kernel, not its far slower generic grouped
-  one), and add up their group sums; the weight gradient keeps the channel
-  multiplier (oneDNN's depthwise weight gradient was slower per output);
+  (a matrix product with a 0/1 matrix over the channels), one depthwise conv
+  per output of a channel for the forward pass and the input gradient;
 * ``polyphase`` (stride 1 or 2, odd kernel, padding ``k // 2``): the conv
   on the four 2x2 phases of its input, each a channel of a half-size image,
   with a kernel of ``k // 2 + 1`` taps; at stride 1 its output has four
-  phases too, interleaved back into the output. Each group then has 4x the
-  input channels (and, at stride 1, 4x the output channels), at
-  ``4 * (k // 2 + 1) ** 2 / k ** 2`` times the multiply-adds (1.23x for
-  9x9, 1.31x for 7x7).
+  phases too, interleaved back into the output.
 
 All compute the same sums (the extra terms are exact zeros), so they agree
-to float rounding. In a training step the three parts of a conv, forward
-pass, input gradient and weight gradient, are timed and chosen separately
-(a form that is fast forward can be slow backward): the step runs each part
-in its own form. The parameter is the plain ``weight`` (and ``bias``), so
-state dicts, checkpoints and :func:`mmcv.cnn.fuse_conv_bn` see an ordinary
-conv.
+to float rounding. In a training step the forward pass, the input gradient
+and the weight gradient are timed and chosen separately. The conv's own
+``weight`` and ``bias`` are used, so state dicts and checkpoints see an
+ordinary conv.
 
-Autotuning is on for CPU tensors and off elsewhere (GPUs were not
-measured). As with ``cudnn.benchmark``, the choice depends on timings, so
-two processes may pick different forms and differ by float rounding; so,
-as mmengine turns ``cudnn.benchmark`` off for
-``randomness=dict(deterministic=True)``, the autotuning is off while
-``torch.are_deterministic_algorithms_enabled()``. The environment variable
-``MMEPSA_PSA_AUTOTUNE`` overrides the default (``0``: always the plain conv;
-``1``: on for every device and even in deterministic mode), and so does
-:func:`set_autotune`. Under ``torch.jit`` tracing
-or scripting, ``torch.compile`` and ONNX export the plain conv runs.
+The timing of one input size is bounded: each part stops timing forms once
+it has spent :attr:`TunedConv.max_tuning_cost` times the grouped conv's
+time, and a form that ran more than :attr:`TunedConv.hopeless` times slower
+than the grouped conv is not timed again in this process for that part and
+memory format. Whether it runs at all is the switch's
+(:func:`mmepsa.models.fast.switch.autotuning`).
 """
 import contextlib
 import functools
 import itertools
 import math
-import os
 import time
-from typing import Dict, Iterator, List, Optional, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.logging import print_log
+
+from .probes import autocast_dtype, memory_format, other_format
+from .switch import autotuning
 
 Form = Tuple[str, int]  # (kind, regroup factor)
 # A training step's forms: forward, input gradient, weight gradient.
 Plan = Tuple[Form, Form, Form]
 
 # (conv config, input key) -> chosen form (inference) or plan (training);
-# shared by all instances.
+# shared by all convs.
 _CHOICES: Dict[tuple, Union[Form, Plan]] = {}
-_AUTOTUNE: Optional[bool] = None  # None: the environment variable / device
+# (form, part, memory format) found hopeless in this process.
+_HOPELESS: Set[tuple] = set()
+# A log line to print before the next timing (see announce).
+_ANNOUNCEMENT: List[str] = []
 
 
-def set_autotune(enabled: Optional[bool]) -> None:
-    """Turn the autotuning of :class:`PSAConv2d` on (``True``), off
-    (``False``: always the plain grouped conv) or back to the default
-    (``None``: ``MMEPSA_PSA_AUTOTUNE``, else on for CPU tensors). The
-    choices made so far are kept (:func:`clear_autotune_choices` forgets
-    them)."""
-    global _AUTOTUNE
-    if enabled is not None and not isinstance(enabled, bool):
-        raise TypeError(
-            f'set_autotune expects True, False or None, got {enabled!r}')
-    _AUTOTUNE = enabled
+def announce(message: Optional[str]) -> None:
+    """Log ``message`` before the next conv is timed, if one is (the
+    caller knows the input size; only a timing knows it is slow); None
+    withdraws it."""
+    _ANNOUNCEMENT[:] = [] if message is None else [message]
 
 
-@contextlib.contextmanager
-def autotuning(enabled: Optional[bool]) -> Iterator[None]:
-    """:func:`set_autotune` for the duration of a ``with`` block, then back
-    to the switch as it was."""
-    global _AUTOTUNE
-    previous = _AUTOTUNE
-    set_autotune(enabled)
-    try:
-        yield
-    finally:
-        _AUTOTUNE = previous
-
-
-def clear_autotune_choices() -> None:
-    """Forget the choices made so far: the next calls time the forms
-    again."""
+def clear_choices() -> None:
+    """Forget the choices made so far (and the forms found hopeless): the
+    next calls time the forms again."""
     _CHOICES.clear()
+    _HOPELESS.clear()
 
 
-def autotune_choices() -> Dict[tuple, Union[Form, Plan]]:
+def choices() -> Dict[tuple, Union[Form, Plan]]:
     """A copy of the choices made so far (for logs and tests)."""
     return dict(_CHOICES)
-
-
-def _autotune_enabled(device: torch.device) -> bool:
-    """Explicitly on or off, else on for CPU tensors unless deterministic
-    algorithms were asked for (``torch.use_deterministic_algorithms``, which
-    mmengine's ``randomness=dict(deterministic=True)`` calls)."""
-    if _AUTOTUNE is not None:
-        return _AUTOTUNE
-    env = os.environ.get('MMEPSA_PSA_AUTOTUNE', '').strip()
-    if env in ('0', '1'):
-        return env == '1'
-    if env:
-        raise ValueError(
-            f"MMEPSA_PSA_AUTOTUNE must be '0' or '1', got {env!r}")
-    return (device.type == 'cpu'
-            and not torch.are_deterministic_algorithms_enabled())
-
-
-def _compiling() -> bool:
-    """``torch.compiler.is_compiling()`` (torch >= 2.3), else dynamo's."""
-    is_compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling',
-                           None)
-    if is_compiling is None:  # torch 2.0 - 2.2
-        from torch import _dynamo
-        is_compiling = _dynamo.is_compiling
-    return is_compiling()
-
-
-def _autocast_dtype(device_type: str) -> Optional[torch.dtype]:
-    """The autocast dtype in force on ``device_type``, or None."""
-    if hasattr(torch, 'get_autocast_dtype'):  # torch >= 2.4
-        if torch.is_autocast_enabled(device_type):
-            return torch.get_autocast_dtype(device_type)
-        return None
-    if device_type == 'cpu':
-        enabled, dtype = (torch.is_autocast_cpu_enabled(),
-                          torch.get_autocast_cpu_dtype())
-    else:
-        enabled, dtype = (torch.is_autocast_enabled(),
-                          torch.get_autocast_gpu_dtype())
-    return dtype if enabled else None
-
-
-def _exporting() -> bool:
-    """Tracing, scripting, compiling or exporting: run the plain conv."""
-    if torch.jit.is_scripting() or torch.jit.is_tracing():
-        return True
-    if _compiling():
-        return True
-    return torch.onnx.is_in_onnx_export()
-
-
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
-            memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
-
-
-def _other_format(fmt: torch.memory_format) -> torch.memory_format:
-    return (torch.contiguous_format
-            if fmt == torch.channels_last else torch.channels_last)
 
 
 def _size_bucket(n: int) -> int:
@@ -252,9 +166,24 @@ def _from_phases(z: torch.Tensor, offset: Tuple[int, int],
     return out
 
 
-class PSAConv2d(nn.Conv2d):
-    """``nn.Conv2d`` that runs the fastest of its exact forms (see the module
-    docstring); arguments as ``nn.Conv2d``'s (``padding_mode='zeros'``)."""
+class TunedConv:
+    """A plain ``nn.Conv2d`` run in the fastest of its exact forms (see the
+    module docstring). It reads the conv's attributes and parameters; the
+    fast path wraps a PSA branch conv in it for a call.
+
+    Args:
+        conv (nn.Conv2d): The conv (``padding_mode='zeros'`` for forms other
+            than the grouped conv in either memory format).
+
+    Example:
+        >>> import torch
+        >>> import torch.nn as nn
+        >>> conv = nn.Conv2d(64, 16, 9, padding=4, groups=16, bias=False)
+        >>> x = torch.rand(1, 64, 32, 32)
+        >>> y = TunedConv(conv).forward_form(x, ('depthwise', 1))
+        >>> torch.allclose(y, conv(x), atol=1e-5)
+        True
+    """
 
     # A form may do at most this many times the conv's multiply-adds.
     max_flops_ratio = 4
@@ -266,6 +195,21 @@ class PSAConv2d(nn.Conv2d):
     timing_rounds = 3
     min_gain = 0.95
     max_slowdown = 2.0
+
+    # The time spent timing one part of a step, in grouped-conv runs, and
+    # the slowdown past which a form is not timed again in this process.
+    max_tuning_cost = 8
+    hopeless = 4.0
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        self.conv = conv
+
+    def __getattr__(self, name: str):
+        # the conv's attributes and parameters (weight, groups, stride...)
+        return getattr(self.__dict__['conv'], name)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x)
 
     def forms(self) -> List[Form]:
         """The exact forms this conv can run in."""
@@ -314,7 +258,7 @@ class PSAConv2d(nn.Conv2d):
             weight = weight.permute(0, 2, 3, 1, 4, 5, 6, 7).reshape(
                 -1, in_pg * 4, *taps.shape[-2:])
         if kind == 'other-format':
-            fmt = _other_format(fmt)
+            fmt = other_format(fmt)
         return weight.contiguous(memory_format=fmt)
 
     def _run_form(self,
@@ -325,7 +269,7 @@ class PSAConv2d(nn.Conv2d):
                   bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         kind, r = form
         if kind == 'other-format':
-            x = x.contiguous(memory_format=_other_format(fmt))
+            x = x.contiguous(memory_format=other_format(fmt))
         if kind == 'depthwise':
             y = None
             for w, matrix in self._depthwise_parts(weight, x):
@@ -432,8 +376,8 @@ class PSAConv2d(nn.Conv2d):
             # depthwise weight gradient was slower one output at a time)
             grad = self._group_spread(grad, fmt)
         if kind == 'other-format':
-            x = x.contiguous(memory_format=_other_format(fmt))
-            grad = grad.contiguous(memory_format=_other_format(fmt))
+            x = x.contiguous(memory_format=other_format(fmt))
+            grad = grad.contiguous(memory_format=other_format(fmt))
         else:
             grad = grad.contiguous(memory_format=fmt)
         conv_groups = x.shape[1] if kind == 'depthwise' else groups // r
@@ -515,7 +459,7 @@ class PSAConv2d(nn.Conv2d):
                 self.bias is not None, c, _size_bucket(n * h * w),
                 _size_bucket(h), _size_bucket(w), x.dtype, x.device.type, fmt,
                 grad and x.requires_grad, grad and self.weight.requires_grad,
-                _autocast_dtype(x.device.type))
+                autocast_dtype(x.device.type))
 
     def _timer(self, form: Form, part: str, x: torch.Tensor,
                fmt: torch.memory_format):
@@ -543,24 +487,42 @@ class PSAConv2d(nn.Conv2d):
     def _time_forms(self, forms: List[Form], x: torch.Tensor,
                     fmt: torch.memory_format,
                     part: str = 'forward') -> List[float]:
-        """Seconds of ``part`` in each form: the best of
-        :attr:`timing_rounds` runs after a warm-up run, the forms taking
-        turns, so that a burst of load from other processes hits them alike
-        and the minimum sees through it. A form more than
-        :attr:`max_slowdown` times slower than the fastest so far is not
-        run again (its time stays what it was)."""
+        """Seconds of ``part`` in each form (``forms[0]`` is the grouped
+        conv): the best of :attr:`timing_rounds` runs after a warm-up run,
+        the forms taking turns, so that a burst of load from other
+        processes hits them alike and the minimum sees through it. A form
+        more than :attr:`max_slowdown` times slower than the fastest so far
+        is not run again (its time stays what it was). Timing stops when it
+        has cost :attr:`max_tuning_cost` grouped-conv runs; a form not run
+        counts as infinitely slow, and one over :attr:`hopeless` times the
+        grouped conv is skipped from then on in this process."""
+        inf = float('inf')
         with torch.no_grad():
             timers = [self._timer(f, part, x, fmt) for f in forms]
             # oneDNN builds its kernels on a first call: a warm-up run,
             # which only drops the hopeless forms
-            warm = [timer() for timer in timers]
-            best = [float('inf')] * len(forms)
+            warm = [timers[0]()] + [inf] * (len(forms) - 1)
+            budget = self.max_tuning_cost * warm[0]
+            spent = warm[0]
+            for i in range(1, len(forms)):
+                key = (forms[i], part, fmt)
+                if key in _HOPELESS or spent > budget:
+                    continue
+                warm[i] = timers[i]()
+                spent += warm[i]
+                if warm[i] > self.hopeless * warm[0]:
+                    _HOPELESS.add(key)
+            best = [inf] * len(forms)
             for _ in range(self.timing_rounds):
                 fastest = min(min(best), min(warm))
                 for i, timer in enumerate(timers):
+                    if spent > budget:
+                        break
                     if min(best[i], warm[i]) <= self.max_slowdown * fastest:
-                        best[i] = min(best[i], timer())
-            return [b if b < float('inf') else w for b, w in zip(best, warm)]
+                        seconds = timer()
+                        best[i] = min(best[i], seconds)
+                        spent += seconds
+            return [b if b < inf else w for b, w in zip(best, warm)]
 
     def time_forms(self,
                    x: torch.Tensor,
@@ -572,20 +534,21 @@ class PSAConv2d(nn.Conv2d):
         the fastest keeps its first time). For a look at what it would
         choose on this machine::
 
-            conv = PSAConv2d(128, 32, 9, padding=4, groups=16, bias=False)
+            conv = TunedConv(nn.Conv2d(128, 32, 9, padding=4, groups=16,
+                                       bias=False))
             x = torch.randn(8, 128, 28, 28).contiguous(
                 memory_format=torch.channels_last)
             conv.time_forms(x, 'weight')
         """
         parts = ('forward', 'input', 'weight')
         if part not in parts:
-            raise ValueError(f'PSAConv2d.time_forms: part must be one of '
+            raise ValueError(f'TunedConv.time_forms: part must be one of '
                              f'{parts}, got {part!r}')
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
-                f'PSAConv2d.time_forms: x must have shape (N, '
+                f'TunedConv.time_forms: x must have shape (N, '
                 f'{self.in_channels}, H, W), got {tuple(x.shape)}')
-        return self._time_part(x, _memory_format(x), part)
+        return self._time_part(x, memory_format(x), part)
 
     def _time_part(self, x: torch.Tensor, fmt: torch.memory_format,
                    part: str) -> Dict[Form, float]:
@@ -626,6 +589,8 @@ class PSAConv2d(nn.Conv2d):
         key = self._key(x, fmt)
         choice = _CHOICES.get(key)
         if choice is None:
+            if _ANNOUNCEMENT:
+                print_log(_ANNOUNCEMENT.pop(), logger='current')
             choice = self._fastest(self._time_part(x, fmt, 'forward'))
             if torch.is_grad_enabled() and (x.requires_grad
                                             or self.weight.requires_grad):
@@ -645,19 +610,19 @@ class PSAConv2d(nn.Conv2d):
         is needed (inference)."""
         w = self.weight
         key = (form, fmt, w.data_ptr(), w._version, w.dtype, w.device)
-        cache = self.__dict__.get('_weight_cache')
+        cache = self.conv.__dict__.get('_mmepsa_form_weight')
         if cache is None or cache[0] != key:
             cache = (key, self._form_weight(form, w.detach(), fmt))
-            self.__dict__['_weight_cache'] = cache
+            self.conv.__dict__['_mmepsa_form_weight'] = cache
         return cache[1]
 
     def forward_form(self, x: torch.Tensor, form: Form) -> torch.Tensor:
         """Run ``form`` (one of :meth:`forms`), autograd included, whatever
         the autotuning would choose."""
         if form not in self.forms():
-            raise ValueError(f'PSAConv2d: form {form!r} is not one of '
+            raise ValueError(f'TunedConv: form {form!r} is not one of '
                              f'{self.forms()}')
-        fmt = _memory_format(x)
+        fmt = memory_format(x)
         return self._run_form(form, x,
                               self._form_weight(form, self.weight, fmt), fmt,
                               self.bias)
@@ -668,10 +633,10 @@ class PSAConv2d(nn.Conv2d):
         :meth:`forms`), whatever the autotuning would choose."""
         for form in plan:
             if form not in self.forms():
-                raise ValueError(f'PSAConv2d: form {form!r} is not one of '
+                raise ValueError(f'TunedConv: form {form!r} is not one of '
                                  f'{self.forms()}')
         return _PlannedConv.apply(x, self.weight, self.bias, self, plan,
-                                  _memory_format(x))
+                                  memory_format(x))
 
     def _forward_training(self, x: torch.Tensor,
                           fmt: torch.memory_format) -> torch.Tensor:
@@ -679,7 +644,7 @@ class PSAConv2d(nn.Conv2d):
         Under autocast the inputs are cast as autocast casts a conv's, and
         the plan runs on them with autocast off."""
         weight, bias = self.weight, self.bias
-        dtype = _autocast_dtype(x.device.type)
+        dtype = autocast_dtype(x.device.type)
         if dtype is not None:
             x, weight = x.to(dtype), weight.to(dtype)
             bias = None if bias is None else bias.to(dtype)
@@ -694,30 +659,31 @@ class PSAConv2d(nn.Conv2d):
             return _PlannedConv.apply(x, weight, bias, self, plan, fmt)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        backward = torch.is_grad_enabled() and (x.requires_grad
-                                                or self.weight.requires_grad)
-        if (x.dim() != 4 or _exporting()
-                or not _autotune_enabled(x.device)):
-            return super().forward(x)
-        fmt = _memory_format(x)
-        if backward:
+        """The conv of ``x``: in the form chosen for it where the switch
+        autotunes, else the plain grouped conv."""
+        conv = self.conv
+        if x.dim() != 4 or not autotuning(x.device):
+            return conv._conv_forward(x, conv.weight, conv.bias)
+        fmt = memory_format(x)
+        if torch.is_grad_enabled() and (x.requires_grad
+                                        or conv.weight.requires_grad):
             return self._forward_training(x, fmt)
         form = self._choose(x, fmt)
         if form == ('grouped', 1) and fmt == torch.contiguous_format:
-            return super().forward(x)
+            return conv._conv_forward(x, conv.weight, conv.bias)
         return self._run_form(form, x, self._cached_weight(form, fmt), fmt,
                               self.bias)
 
 
 class _PlannedConv(torch.autograd.Function):
     """A PSA conv whose forward pass, input gradient and weight gradient
-    each run in their own exact form (see :meth:`PSAConv2d.forward_plan`).
+    each run in their own exact form (see :meth:`TunedConv.forward_plan`).
     It keeps what a conv keeps for its backward pass: the input and the
     weight."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor,
-                bias: Optional[torch.Tensor], conv: PSAConv2d, plan: Plan,
+                bias: Optional[torch.Tensor], conv: TunedConv, plan: Plan,
                 fmt: torch.memory_format) -> torch.Tensor:
         ctx.conv, ctx.plan, ctx.fmt = conv, plan, fmt
         ctx.save_for_backward(x, weight)

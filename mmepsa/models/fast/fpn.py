@@ -10,9 +10,7 @@ outputs contiguous: five 256-channel maps (1.33x the elements of the finest
 one) are copied instead of the backbone's four (1.875x), and the FPN's convs
 run the faster format. The heads get contiguous NCHW features, as before, so
 mmcv's CPU RoIAlign (which reads NCHW memory) and every other head work
-unchanged. A Mask R-CNN training step at 1x3x800x1216 on a 2-core Intel Xeon
-took 0.95x the time of the same model with mmdet's FPN in one run and 0.99x
-in another, at 0.89x its peak memory (docs/performance.md).
+unchanged. Where the fast path is off it is mmdet's FPN.
 
 The parameters are mmdet's FPN's: checkpoints load either way.
 """
@@ -21,8 +19,10 @@ from typing import Optional, Tuple
 import torch
 from mmdet.models.necks import FPN
 
-from ..layers.layout import (check_channels_last, to_contiguous_nchw,
-                             use_channels_last)
+from .layout import (check_channels_last, to_contiguous_nchw,
+                     use_channels_last)
+from .probes import exporting
+from .switch import settings
 
 
 class ChannelsLastFPN(FPN):
@@ -36,8 +36,8 @@ class ChannelsLastFPN(FPN):
 
     Args:
         channels_last (bool, optional): Run in channels-last memory format.
-            ``None`` (default) turns it on for CPU inputs and off for others
-            (not measured on GPU), as :class:`mmepsa.models.EPSANet` does.
+            ``None`` (default) turns it on where measured to win, as
+            :class:`mmepsa.models.EPSANet` does.
         **kwargs: mmdet FPN's arguments (``in_channels``, ``out_channels``,
             ``num_outs``, ``add_extra_convs``...).
 
@@ -67,6 +67,9 @@ class ChannelsLastFPN(FPN):
         """FPN's forward on channels-last copies of ``inputs`` (no copy for
         inputs already so) where ``channels_last`` says so; the outputs
         are contiguous NCHW either way."""
+        if (inputs[0].device.type != 'cpu' or not settings().enabled
+                or exporting()):
+            return super().forward(inputs)
         memory_format = (
             torch.channels_last if use_channels_last(
                 self.channels_last, inputs[0]) else torch.contiguous_format)

@@ -1,16 +1,17 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
 """Eval-mode BN folded into the conv before it, on the fly: the same
 outputs and gradients as conv then BN, a cache that follows every change of
-the weights and statistics, and the plain modules wherever folding would
-hide something (train-mode BN, hooks, other layer types, tracing)."""
+the weights and statistics, and the plain modules where there is nothing to
+fold (train-mode BN, other layer types)."""
 import pytest
 import torch
 import torch.nn as nn
 
 from mmepsa.models import EPSANet
 from mmepsa.models.backbones.epsanet import PSAModule
-from mmepsa.models.layers import bn_folding
-from mmepsa.models.layers.fold_bn import conv_bn, run_folded
+from mmepsa.models.fast import fast_path
+from mmepsa.models.fast.backbone import psa_forward
+from mmepsa.models.fast.fold import conv_bn, run_folded
 from tests.utils import TINY_BACKBONE
 
 CL = torch.channels_last
@@ -93,35 +94,22 @@ def test_cache_follows_changes():
     check()
 
 
-def test_plain_modules_where_folding_would_hide_something():
+def test_plain_modules_where_there_is_nothing_to_fold():
     conv, norm = _pair()
     x = torch.randn(2, 6, 9, 7, dtype=torch.float64)
-    calls = []
     # a train-mode BN uses and updates batch statistics
     norm.train()
     before = norm.running_mean.clone()
     conv_bn(conv, norm, x)
     assert not torch.equal(norm.running_mean, before)
-    norm.eval()
-    # hooks on either module are called
-    for module in (conv, norm):
-        handle = module.register_forward_hook(lambda *args: calls.append(1))
-        conv_bn(conv, norm, x)
-        handle.remove()
-    assert len(calls) == 2
+    assert '_mmepsa_fold_cache' not in conv.__dict__
     # a BN without running statistics, another norm type
     for other in (nn.BatchNorm2d(8, track_running_stats=False).double(),
                   nn.GroupNorm(2, 8).double()):
         other.eval()
         torch.testing.assert_close(
             conv_bn(conv, other, x), other(conv(x)), rtol=0, atol=0)
-    # switched off
-    with bn_folding(False):
-        conv_bn(conv, norm, x)
     assert '_mmepsa_fold_cache' not in conv.__dict__
-    with pytest.raises(TypeError, match='True or False'):
-        with bn_folding(None):
-            pass
 
 
 def test_cache_made_in_inference_mode_is_not_saved_for_backward():
@@ -154,16 +142,17 @@ def test_run_folded_sequential():
 
 @pytest.mark.parametrize('grad', [False, True])
 def test_psa_module_folds_its_norm(grad):
-    """PSAModule(x, norm): the BN after the PSA module folded into the
-    weighting of the branches (the attention is computed from the unscaled
-    branches, so the BN cannot go into their convs)."""
+    """psa_forward(psa, x, norm): the BN after the PSA module folded into
+    the weighting of the branches (the attention is computed from the
+    unscaled branches, so the BN cannot go into their convs)."""
     torch.manual_seed(0)
     psa = PSAModule(16, 16, conv_groups=(1, 2, 4, 4), se_ratio=4).double()
     norm = _randomize_bn(nn.BatchNorm2d(16)).double().eval()
     x = torch.randn(2, 16, 9, 9, dtype=torch.float64)
     x = x.contiguous(memory_format=CL).requires_grad_(grad)
     with torch.set_grad_enabled(grad):
-        out = psa(x, norm)
+        with fast_path(True, autotune=False):
+            out = psa_forward(psa, x, norm)
         ref = norm(psa(x))
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     if grad:
@@ -189,7 +178,7 @@ def test_backbone_eval_and_norm_eval_training(cfg):
     model.eval()
     with torch.no_grad():
         out = model(x)
-        with bn_folding(False):
+        with fast_path(False):
             ref = model(x)
     for a, b in zip(out, ref):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
@@ -204,7 +193,7 @@ def test_backbone_eval_and_norm_eval_training(cfg):
                 if p.grad is not None}
 
     folded = grads()
-    with bn_folding(False):
+    with fast_path(False):
         plain = grads()
     assert folded.keys() == plain.keys() and len(folded) > 0
     assert not any(n.startswith(('conv1', 'norm1', 'layer1.'))
@@ -212,21 +201,3 @@ def test_backbone_eval_and_norm_eval_training(cfg):
     for name in folded:
         torch.testing.assert_close(
             folded[name], plain[name], rtol=1e-8, atol=1e-12, msg=name)
-
-
-class _ConvBN(nn.Module):
-
-    def __init__(self, conv, norm):
-        super().__init__()
-        self.conv, self.norm = conv, norm
-
-    def forward(self, x):
-        return conv_bn(self.conv, self.norm, x)
-
-
-def test_tracing_sees_the_bn_layers():
-    model = _ConvBN(*_pair(dtype=torch.float32))
-    x = torch.randn(1, 6, 5, 5)
-    traced = torch.jit.trace(model, (x, ))
-    assert 'aten::batch_norm' in str(traced.inlined_graph)
-    torch.testing.assert_close(traced(x), model(x))
