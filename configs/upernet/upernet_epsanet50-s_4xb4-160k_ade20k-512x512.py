@@ -1,38 +1,8 @@
-# UPerNet, EPSANet-50 (small), ADE20K 512x512, 160k iterations.
-# mmseg's ResNet-50 UPerNet recipe (upernet_r50_4xb4-160k_ade20k-512x512.py:
-# 4 GPUs x 4 images, SGD lr 0.01, momentum 0.9, weight decay 5e-4, poly lr
-# decay, SyncBN, auxiliary FCN head on stage 3) with the backbone swapped.
-# The backbone starts from the ImageNet checkpoint below: see
-# configs/upernet/README.md to get or convert it.
-_base_ = [
-    'mmseg::_base_/models/upernet_r50.py',
-    'mmseg::_base_/datasets/ade20k.py',
-    'mmseg::_base_/default_runtime.py',
-    'mmseg::_base_/schedules/schedule_160k.py'
-]
-custom_imports = dict(imports=['mmepsa'], allow_failed_imports=False)
+# UPerNet, EPSANet-50 (small), ADE20K 512x512, 160k iterations: the 80k
+# recipe with mmseg's schedule_160k.py in place of schedule_80k.py (the
+# schedule twice as long, validation and checkpoints every 16k iterations).
+_base_ = './upernet_epsanet50-s_4xb4-80k_ade20k-512x512.py'
 
-crop_size = (512, 512)
-data_preprocessor = dict(size=crop_size)
-norm_cfg = dict(type='SyncBN', requires_grad=True)
-model = dict(
-    data_preprocessor=data_preprocessor,
-    # mmseg's base sets 'open-mmlab://resnet50_v1c' here: not for EPSANet.
-    pretrained=None,
-    backbone=dict(
-        _delete_=True,
-        type='EPSANet',
-        depth=50,
-        variant='small',
-        num_stages=4,
-        out_indices=(0, 1, 2, 3),
-        strides=(1, 2, 2, 2),
-        dilations=(1, 1, 1, 1),
-        norm_cfg=norm_cfg,
-        norm_eval=False,
-        style='pytorch',
-        init_cfg=dict(
-            type='Pretrained',
-            checkpoint='checkpoints/epsanet50-s_imagenet.pth')),
-    decode_head=dict(in_channels=[256, 512, 1024, 2048], num_classes=150),
-    auxiliary_head=dict(in_channels=1024, num_classes=150))
+param_scheduler = [dict(_base_.param_scheduler[0], end=160000)]
+train_cfg = dict(max_iters=160000, val_interval=16000)
+default_hooks = dict(checkpoint=dict(interval=16000))

@@ -33,13 +33,14 @@ import os.path as osp
 import shutil
 import sys
 import tempfile
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
-__all__ = ['make_demo_dataset', 'DEMO_CLASSES', 'DEMO_PALETTE',
-           'GENERATOR_VERSION']
+__all__ = [
+    'make_demo_dataset', 'DEMO_CLASSES', 'DEMO_PALETTE', 'GENERATOR_VERSION'
+]
 
 #: Bump when the drawing changes, so that old datasets get regenerated.
 GENERATOR_VERSION = 2
@@ -49,6 +50,8 @@ _META_FILE = 'generator.json'
 _PLACEMENT_TRIES = 10
 _MAX_OCCLUDED = 0.3  # fraction of an object a later one may cover
 _SPLITS = ('train', 'val')
+#: A (min, max) range.
+_Range = Tuple[float, float]
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -57,8 +60,8 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     base = rng.uniform(40, 215, size=3)
     tilt = rng.uniform(-60, 60, size=(2, 3))
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
-    img = (base[None, None] + yy[..., None] * tilt[0] +
-           xx[..., None] * tilt[1])
+    img = (
+        base[None, None] + yy[..., None] * tilt[0] + xx[..., None] * tilt[1])
     # low-frequency colour blobs
     blobs = rng.normal(0, 1, size=(8, 8, 3)).astype(np.float32)
     blobs = cv2.resize(blobs, (size, size), interpolation=cv2.INTER_CUBIC)
@@ -88,8 +91,8 @@ def _draw_shape(canvas: np.ndarray, cls: int, cx: float, cy: float, r: float,
                 angle: float, color, line_type: int) -> None:
     """Draw shape ``cls`` (filled) centred at (cx, cy), of radius ~r."""
     if cls == 0:  # circle
-        cv2.circle(canvas, (int(round(cx)), int(round(cy))),
-                   int(round(r)), color, -1, line_type)
+        cv2.circle(canvas, (int(round(cx)), int(round(cy))), int(round(r)),
+                   color, -1, line_type)
         return
     if cls == 1:  # rectangle, rotated, aspect ratio 0.5..1
         w, h = r * 2 * 0.85, r * 2 * 0.85 * (0.5 + 0.5 * abs(np.cos(angle)))
@@ -113,8 +116,7 @@ def _mask_to_polygons(mask: np.ndarray) -> List[List[float]]:
 
 
 def _make_image(rng: np.random.Generator, size: int, max_objects: int,
-                obj_size: Tuple[float, float]) -> Tuple[np.ndarray,
-                                                         List[dict]]:
+                obj_size: _Range) -> Tuple[np.ndarray, List[dict]]:
     img = _background(rng, size)
     bg_mean = img.reshape(-1, 3).mean(0)
     num = int(rng.integers(1, max_objects + 1))
@@ -134,7 +136,7 @@ def _make_image(rng: np.random.Generator, size: int, max_objects: int,
             area = int(full.sum())
             covered = ids[full > 0]
             if area >= 30 and all(
-                    (covered == obj['id']).sum() <= _MAX_OCCLUDED *
+                (covered == obj['id']).sum() <= _MAX_OCCLUDED *
                     obj['full_area'] for obj in objects):
                 break
         else:
@@ -157,7 +159,10 @@ def _make_image(rng: np.random.Generator, size: int, max_objects: int,
         anns.append(
             dict(
                 category_id=obj['cls'] + 1,
-                bbox=[float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                bbox=[float(x0),
+                      float(y0),
+                      float(x1 - x0),
+                      float(y1 - y0)],
                 area=float(vis_area),
                 segmentation=polys,
                 iscrowd=0))
@@ -165,8 +170,7 @@ def _make_image(rng: np.random.Generator, size: int, max_objects: int,
 
 
 def _write_split(out_root: str, split: str, num: int, size: int,
-                 max_objects: int, obj_size: Tuple[float, float],
-                 seed: int) -> None:
+                 max_objects: int, obj_size: _Range, seed: int) -> None:
     img_dir = osp.join(out_root, split)
     os.makedirs(img_dir, exist_ok=True)
     # independent, reproducible streams per split
@@ -186,8 +190,9 @@ def _write_split(out_root: str, split: str, num: int, size: int,
             ann.update(id=len(annotations) + 1, image_id=i + 1)
             annotations.append(ann)
     coco = dict(
-        info=dict(description=f'mmepsa demo shapes ({split})',
-                  version=str(GENERATOR_VERSION)),
+        info=dict(
+            description=f'mmepsa demo shapes ({split})',
+            version=str(GENERATOR_VERSION)),
         images=images,
         annotations=annotations,
         categories=[
@@ -200,8 +205,7 @@ def _write_split(out_root: str, split: str, num: int, size: int,
         json.dump(coco, f, sort_keys=True)
 
 
-def _params(num_train, num_val, img_size, max_objects, obj_size,
-            seed) -> Dict:
+def _params(num_train, num_val, img_size, max_objects, obj_size, seed) -> Dict:
     return dict(
         obj_size=[float(v) for v in obj_size],
         version=GENERATOR_VERSION,
@@ -212,11 +216,10 @@ def _params(num_train, num_val, img_size, max_objects, obj_size,
         seed=int(seed))
 
 
-def dataset_is_complete(root: str, params: Dict,
-                        files: Sequence[str]) -> bool:
+def dataset_is_complete(root: str, params: Dict, files: Sequence[str]) -> bool:
     """Whether ``root`` holds a finished dataset made with ``params``: its
-    parameter file (written last, by :func:`swap_into_place`'s caller)
-    matches ``params`` and every one of ``files`` (relative to ``root``)
+    parameter file (written last, by :func:`write_dataset`) matches
+    ``params`` and every one of ``files`` (relative to ``root``)
     exists. Shared by the demo generators."""
     try:
         with open(osp.join(root, _META_FILE)) as f:
@@ -227,14 +230,14 @@ def dataset_is_complete(root: str, params: Dict,
     return all(osp.isfile(osp.join(root, name)) for name in files)
 
 
-def _is_complete(root: str, params: Dict) -> bool:
+def _expected_files(params: Dict) -> List[str]:
     files = []
     for split in _SPLITS:
         num = params[f'num_{split}']
         files.append(osp.join('annotations', f'instances_{split}.json'))
         if num:
             files.append(osp.join(split, f'{num - 1:06d}.jpg'))
-    return dataset_is_complete(root, params, files)
+    return files
 
 
 def swap_into_place(tmp: str, root: str) -> None:
@@ -251,12 +254,70 @@ def swap_into_place(tmp: str, root: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def write_dataset(root: str,
+                  params: Dict,
+                  files: Sequence[str],
+                  build: Callable[[str], None],
+                  name: str,
+                  force: bool = False,
+                  verbose: bool = True) -> str:
+    """Make the dataset ``name`` under ``root`` unless it is already there.
+
+    Idempotent: nothing is done when ``root`` holds a finished dataset made
+    with ``params`` (:func:`dataset_is_complete` with ``files``), unless
+    ``force``. Atomic: ``build(tmp)`` writes the dataset in a temporary
+    sibling folder, the parameter file is written last, then
+    :func:`swap_into_place` puts it in place; the temporary folder is
+    removed if anything fails. Shared by the demo generators.
+
+    Args:
+        root (str): Output directory.
+        params (dict): The generator's parameters, written to
+            ``generator.json``; its ``num_train``, ``num_val`` and
+            ``img_size`` are printed.
+        files (Sequence[str]): Files (relative to ``root``) that a
+            finished dataset has.
+        build (Callable[[str], None]): Writes the dataset into the folder
+            it is given.
+        name (str): What is made, for the messages.
+        force (bool): Regenerate even if a matching dataset exists.
+        verbose (bool): Print what is done.
+
+    Returns:
+        str: ``root``, normalised.
+    """
+    root = osp.normpath(root)
+    if not force and dataset_is_complete(root, params, files):
+        if verbose:
+            print(f'{name} up to date: {root}')
+        return root
+    parent = osp.dirname(osp.abspath(root))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=osp.basename(root) + '.tmp-', dir=parent)
+    try:
+        if verbose:
+            print(f"generating {name} ({params['num_train']} train / "
+                  f"{params['num_val']} val images of {params['img_size']}px)"
+                  f' in {root} ...')
+        build(tmp)
+        with open(osp.join(tmp, _META_FILE), 'w') as f:
+            json.dump(params, f, sort_keys=True)
+        swap_into_place(tmp, root)
+        tmp = None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if verbose:
+        print(f'{name} written: {root}')
+    return root
+
+
 def make_demo_dataset(root: str = 'data/demo_shapes',
                       num_train: int = 900,
                       num_val: int = 50,
                       img_size: int = 160,
                       max_objects: int = 3,
-                      obj_size: Tuple[float, float] = (0.12, 0.28),
+                      obj_size: _Range = (0.12, 0.28),
                       seed: int = 0,
                       force: bool = False,
                       verbose: bool = True) -> str:
@@ -288,33 +349,15 @@ def make_demo_dataset(root: str = 'data/demo_shapes',
     if len(obj_size) != 2 or not 0 < obj_size[0] <= obj_size[1] < 0.5:
         raise ValueError('obj_size must be (min, max) radius fractions with '
                          f'0 < min <= max < 0.5, got {obj_size}')
-    params = _params(num_train, num_val, img_size, max_objects, obj_size,
-                     seed)
-    root = osp.normpath(root)
-    if not force and _is_complete(root, params):
-        if verbose:
-            print(f'demo dataset up to date: {root}')
-        return root
-    parent = osp.dirname(osp.abspath(root))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=osp.basename(root) + '.tmp-', dir=parent)
-    try:
-        if verbose:
-            print(f'generating demo dataset ({num_train} train / {num_val} '
-                  f'val images of {img_size}px) in {root} ...')
+    params = _params(num_train, num_val, img_size, max_objects, obj_size, seed)
+
+    def build(out_root: str) -> None:
         for split, num in (('train', num_train), ('val', num_val)):
-            _write_split(tmp, split, num, img_size, max_objects, obj_size,
+            _write_split(out_root, split, num, img_size, max_objects, obj_size,
                          seed)
-        with open(osp.join(tmp, _META_FILE), 'w') as f:
-            json.dump(params, f, sort_keys=True)
-        swap_into_place(tmp, root)
-        tmp = None
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    if verbose:
-        print(f'demo dataset written: {root}')
-    return root
+
+    return write_dataset(root, params, _expected_files(params), build,
+                         'demo dataset', force, verbose)
 
 
 def dataset_defaults() -> dict:
@@ -333,24 +376,29 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         description='Generate the synthetic shapes dataset of the demo.')
     parser.add_argument('--root', default=default['root'])
     for name in ('num_train', 'num_val', 'img_size', 'max_objects'):
-        parser.add_argument('--' + name.replace('_', '-'),
-                            type=int,
-                            default=default[name])
-    parser.add_argument('--obj-size', type=float, nargs=2,
-                        default=default['obj_size'], metavar=('MIN', 'MAX'),
-                        help="range of the shapes' radius, as a fraction "
-                        'of the image size')
+        parser.add_argument(
+            '--' + name.replace('_', '-'), type=int, default=default[name])
+    parser.add_argument(
+        '--obj-size',
+        type=float,
+        nargs=2,
+        default=default['obj_size'],
+        metavar=('MIN', 'MAX'),
+        help="range of the shapes' radius, as a fraction "
+        'of the image size')
     parser.add_argument('--seed', type=int, default=default['seed'])
-    parser.add_argument('--force', action='store_true',
-                        help='regenerate even if an up-to-date copy exists')
+    parser.add_argument(
+        '--force',
+        action='store_true',
+        help='regenerate even if an up-to-date copy exists')
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     try:
-        make_demo_dataset(args.root, args.num_train, args.num_val,
-                          args.img_size, args.max_objects,
+        make_demo_dataset(args.root, args.num_train,
+                          args.num_val, args.img_size, args.max_objects,
                           tuple(args.obj_size), args.seed, args.force)
     except (ValueError, OSError) as e:
         print(f'error: {e}', file=sys.stderr)

@@ -50,8 +50,8 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from .demo_data import (DEMO_CLASSES, DEMO_PALETTE, dataset_is_complete,
-                        make_demo_dataset, swap_into_place)
+from .demo_data import (DEMO_CLASSES, DEMO_PALETTE, make_demo_dataset,
+                        write_dataset)
 
 __all__ = [
     'make_demo_seg_dataset', 'polygons_to_label_map', 'evaluate_untrained',
@@ -62,7 +62,6 @@ __all__ = [
 SEG_GENERATOR_VERSION = 1
 SEG_CLASSES = ('background', ) + tuple(DEMO_CLASSES)
 SEG_PALETTE = [(0, 0, 0)] + [tuple(c) for c in DEMO_PALETTE]
-_META_FILE = 'generator.json'
 _SPLITS = ('train', 'val')
 
 
@@ -89,8 +88,8 @@ def polygons_to_label_map(annotations: Sequence[dict], height: int,
     label = np.zeros((height, width), np.uint8)
     for ann in annotations:
         polys = [
-            np.round(np.asarray(p, np.float64).reshape(-1, 2)).astype(
-                np.int32) for p in ann['segmentation'] if len(p) >= 6
+            np.round(np.asarray(p, np.float64).reshape(-1, 2)).astype(np.int32)
+            for p in ann['segmentation'] if len(p) >= 6
         ]
         if polys:
             cv2.fillPoly(label, polys, int(ann['category_id']))
@@ -111,8 +110,7 @@ def _convert_split(coco_root: str, out_root: str, split: str) -> None:
     for img in coco['images']:
         name = img['file_name']
         stem = osp.splitext(name)[0]
-        os.replace(
-            osp.join(coco_root, split, name), osp.join(img_dir, name))
+        os.replace(osp.join(coco_root, split, name), osp.join(img_dir, name))
         label = polygons_to_label_map(by_image[img['id']], img['height'],
                                       img['width'])
         if not cv2.imwrite(osp.join(ann_dir, stem + '.png'), label):
@@ -131,13 +129,15 @@ def _params(num_train, num_val, img_size, max_objects, seed) -> Dict:
         classes=list(SEG_CLASSES))
 
 
-def _is_complete(root: str, params: Dict) -> bool:
+def _expected_files(params: Dict) -> List[str]:
     files = []
     for split in _SPLITS:
         last = f"{params[f'num_{split}'] - 1:06d}"
-        files += [osp.join('img_dir', split, last + '.jpg'),
-                  osp.join('ann_dir', split, last + '.png')]
-    return dataset_is_complete(root, params, files)
+        files += [
+            osp.join('img_dir', split, last + '.jpg'),
+            osp.join('ann_dir', split, last + '.png')
+        ]
+    return files
 
 
 def make_demo_seg_dataset(root: str = 'data/demo_shapes_seg',
@@ -158,20 +158,10 @@ def make_demo_seg_dataset(root: str = 'data/demo_shapes_seg',
     Returns:
         str: ``root``.
     """
-    root = osp.normpath(root)
     params = _params(num_train, num_val, img_size, max_objects, seed)
-    if not force and _is_complete(root, params):
-        if verbose:
-            print(f'demo segmentation dataset up to date: {root}')
-        return root
-    parent = osp.dirname(osp.abspath(root))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=osp.basename(root) + '.tmp-', dir=parent)
-    try:
-        if verbose:
-            print(f'generating demo segmentation dataset ({num_train} train '
-                  f'/ {num_val} val images of {img_size}px) in {root} ...')
-        coco_root = osp.join(tmp, 'coco')
+
+    def build(out_root: str) -> None:
+        coco_root = osp.join(out_root, 'coco')
         # validates the arguments (ValueError) and draws the images
         make_demo_dataset(
             coco_root,
@@ -183,18 +173,11 @@ def make_demo_seg_dataset(root: str = 'data/demo_shapes_seg',
             force=True,
             verbose=False)
         for split in _SPLITS:
-            _convert_split(coco_root, tmp, split)
+            _convert_split(coco_root, out_root, split)
         shutil.rmtree(coco_root)
-        with open(osp.join(tmp, _META_FILE), 'w') as f:
-            json.dump(params, f, sort_keys=True)
-        swap_into_place(tmp, root)
-        tmp = None
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    if verbose:
-        print(f'demo segmentation dataset written: {root}')
-    return root
+
+    return write_dataset(root, params, _expected_files(params), build,
+                         'demo segmentation dataset', force, verbose)
 
 
 def evaluate_untrained(config: str,
@@ -250,14 +233,18 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--img-size', type=int, default=96)
     parser.add_argument('--max-objects', type=int, default=3)
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--force', action='store_true',
-                        help='regenerate even if an up-to-date copy exists')
     parser.add_argument(
-        '--eval-untrained', metavar='CONFIG',
+        '--force',
+        action='store_true',
+        help='regenerate even if an up-to-date copy exists')
+    parser.add_argument(
+        '--eval-untrained',
+        metavar='CONFIG',
         help='then evaluate CONFIG\'s model, untrained, on the val split '
         '(its data_root is set to --root) and print the metrics')
     parser.add_argument(
-        '--work-dir', help='work dir of --eval-untrained (default: a '
+        '--work-dir',
+        help='work dir of --eval-untrained (default: a '
         'temporary one)')
     return parser.parse_args(argv)
 
@@ -276,8 +263,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             args.eval_untrained,
             data_root=osp.normpath(args.root) + os.sep,
             work_dir=args.work_dir)
-        print('untrained model: ' + ', '.join(
-            f'{k}: {v}' for k, v in metrics.items()))
+        print('untrained model: ' + ', '.join(f'{k}: {v}'
+                                              for k, v in metrics.items()))
     return 0
 
 
