@@ -1,9 +1,10 @@
-"""The docs point at things that exist.
+"""The docs point at things that exist, and stay a reference.
 
-Every relative link in README.md, docs/**/*.md and configs/*/README.md, and
-every repository path those files name (in backticks or in code blocks), must
-exist, so that moving or renaming a file cannot leave a stale pointer behind.
-And the README stays a front page.
+Every relative link in README.md, CHANGELOG.md, docs/**/*.md and
+configs/*/README.md, and every repository path those files name (in backticks
+or in code blocks), must exist, so that moving or renaming a file cannot leave
+a stale pointer behind. The README stays a front page, the pages keep to their
+budgets, and no page names a commit: history lives in git and CHANGELOG.md.
 
 What counts as a repository path (the one rule): a token of the form
 ``first/rest`` whose first part is one of the repository's own top-level
@@ -15,14 +16,16 @@ and what the installation generates (``GENERATED``). Placeholders (``<...>``,
 not checked.
 """
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 # The repository root: the nearest folder above this file with setup.py
 # (tests/ may be nested).
-ROOT = next(p for p in Path(__file__).resolve().parents
-            if (p / 'setup.py').is_file())
+ROOT = next(
+    p for p in Path(__file__).resolve().parents if (p / 'setup.py').is_file())
 
 # The repository's own top-level folders: a path starting with one of them
 # must exist.
@@ -30,19 +33,31 @@ REPO_ROOTS = ('configs', 'docs', 'mmepsa', 'requirements', 'tests', 'tools',
               '.ci')
 # Made by the installation, not kept in the repository (`pip install -e .`
 # links tools and configs into mmepsa/.mim for mim).
-GENERATED = ('mmepsa/.mim',)
+GENERATED = ('mmepsa/.mim', )
 README_MAX_LINES = 250
+KIB = 1024
+# Budgets of the reference pages, in bytes (issue #31): one current table
+# per machine class, the demo's figures once, and all of docs/ together.
+PAGE_BUDGETS = {
+    'docs/performance.md': 12 * KIB,
+    'docs/demo.md': 6 * KIB,
+}
+DOCS_BUDGET = 70 * KIB  # every markdown file under docs/, run tables included
+# A word of 7-40 hex digits with at least one digit and one letter: what a
+# commit hash looks like (git confirms which ones are commits).
+HEX_WORD = re.compile(r'(?<![0-9A-Za-z_])(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])'
+                      r'[0-9a-f]{7,40}(?![0-9A-Za-z_])')
 
 LINK = re.compile(r'!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+"[^"]*")?\s*\)')
 INLINE_CODE = re.compile(r'`([^`\n]+)`')
 FENCE = re.compile(r'^(```|~~~)')
 PATH = re.compile(r'(?<![\w./:$-])((?:' +
-                  '|'.join(re.escape(r) for r in REPO_ROOTS) +
-                  r')/[\w./{},*<>+-]*)')
+                  '|'.join(re.escape(r)
+                           for r in REPO_ROOTS) + r')/[\w./{},*<>+-]*)')
 
 
 def doc_files():
-    files = [ROOT / 'README.md']
+    files = [ROOT / 'README.md', ROOT / 'CHANGELOG.md']
     files += sorted((ROOT / 'docs').rglob('*.md'))
     files += sorted((ROOT / 'configs').glob('*/README.md'))
     return [f for f in files if f.is_file()]
@@ -132,3 +147,59 @@ def test_readme_is_a_front_page():
     assert lines <= README_MAX_LINES, (
         f'README.md has {lines} lines (at most {README_MAX_LINES}): move the '
         'detail to docs/')
+
+
+@pytest.mark.parametrize('page,budget', sorted(PAGE_BUDGETS.items()))
+def test_page_within_budget(page, budget):
+    size = (ROOT / page).stat().st_size
+    assert size <= budget, (
+        f'{page} is {size} bytes (at most {budget}): keep the current state '
+        'only, each fact once; history goes to CHANGELOG.md and git')
+
+
+def test_docs_within_budget():
+    sizes = {
+        str(f.relative_to(ROOT)): f.stat().st_size
+        for f in (ROOT / 'docs').rglob('*.md')
+    }
+    total = sum(sizes.values())
+    largest = sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
+    assert total <= DOCS_BUDGET, (
+        f'the markdown under docs/ is {total} bytes (at most {DOCS_BUDGET}); '
+        f'largest: {largest}')
+
+
+def hex_words(text):
+    """The words of ``text`` that look like commit hashes."""
+    return sorted(set(HEX_WORD.findall(text)))
+
+
+def test_the_rule_finds_hex_words():
+    text = ('fixed in a257cce (see 0f45cef...), '
+            'performance/cpu-2cores-2026-12-01-671555d.md; not 1234567 (no '
+            'letter), deadbeef (no digit), abc123 (too short), abc1234x, '
+            '1e-5, epyc-2cores.json, 2026-12-01 or 8x3x224x224')
+    assert hex_words(text) == ['0f45cef', '671555d', 'a257cce']
+
+
+def _git_commits(words):
+    """The ``words`` that name a commit of this checkout."""
+    return [
+        w for w in words
+        if subprocess.run(['git', 'cat-file', '-e', f'{w}^{{commit}}'],
+                          cwd=ROOT,
+                          stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL).returncode == 0
+    ]
+
+
+@pytest.mark.parametrize(
+    'md_file', doc_files(), ids=lambda f: str(f.relative_to(ROOT)))
+def test_no_commit_hashes(md_file):
+    if shutil.which('git') is None or not (ROOT / '.git').exists():
+        pytest.skip('needs git and a checkout with .git')
+    words = hex_words(md_file.read_text(encoding='utf-8'))
+    commits = _git_commits(words)
+    assert not commits, (
+        f'{md_file.relative_to(ROOT)} names commits {commits}: docs state '
+        'the current state; history lives in git and CHANGELOG.md')

@@ -13,7 +13,7 @@ _base_ = [
 # The neck and heads 128 channels wide instead of COCO's 256: on a 2-core
 # CPU they, not the backbone, take most of an iteration (the mask head's
 # 3x3 convs and mmcv's single-threaded CPU RoIAlign above all), and this
-# task needs no more. Iteration time and metrics of both: docs/demo.md.
+# task needs no more.
 head_channels = 128
 model = dict(
     backbone={{_base_.epsanet_backbone}},
@@ -22,8 +22,7 @@ model = dict(
         out_channels=head_channels),
     # Anchors of 16-256 px (scale 4 at strides 4-64) instead of COCO's
     # 32-512, which on 160-px images are partly larger than the image (the
-    # shapes' boxes are 37-88 px, 5th-95th percentile). Measured: val bbox
-    # mAP@0.5 0.549 against 0.538 (one run each, docs/demo.md).
+    # shapes' boxes are 37-88 px, 5th-95th percentile of the training set).
     rpn_head=dict(
         in_channels=head_channels,
         feat_channels=head_channels,
@@ -71,6 +70,5 @@ val_evaluator = dict(metric=['bbox', 'segm'])
 test_evaluator = val_evaluator
 work_dir = 'work_dirs/demo'
 # tools/run_demo.py trains this config under CPU bfloat16 autocast where the
-# CPU has native bfloat16 (--precision auto): measured faster than float32
-# at about the same accuracy (docs/demo.md).
+# CPU has native bfloat16 (--precision auto; docs/demo.md).
 demo_bf16 = True

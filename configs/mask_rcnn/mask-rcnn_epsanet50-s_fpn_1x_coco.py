@@ -20,8 +20,8 @@ model = dict(
         norm_eval=True,
         style='pytorch',
         # channels-last features straight into the FPN, which runs
-        # channels-last and hands the heads contiguous NCHW ones (faster on
-        # CPU, same results: docs/backbone.md)
+        # channels-last and hands the heads contiguous NCHW ones (the same
+        # results, fewer copies on CPU: docs/backbone.md)
         contiguous_outputs=False,
         init_cfg=dict(
             type='Pretrained',

@@ -1,8 +1,7 @@
 # Semantic FPN with an EPSANet-50 (small) backbone, trained FROM SCRATCH on
 # the synthetic shapes of mmepsa.datasets.demo_seg (4 classes: background,
 # circle, rectangle, triangle), sized to learn on a 2-core CPU in minutes
-# (500 iterations: ~9 min on a shared 2-core CPU, val mIoU 40.6 against 3.6
-# untrained; see configs/seg_demo/README.md).
+# (500 iterations; what it reaches: configs/seg_demo/README.md).
 # Generate the data, then train and evaluate (mIoU, mmseg's IoUMetric) with
 # mmseg's own train.py:
 #   python -m mmepsa.datasets.demo_seg --root data/demo_shapes_seg

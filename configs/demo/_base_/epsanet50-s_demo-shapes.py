@@ -13,8 +13,7 @@ custom_imports = dict(imports=['mmepsa'], allow_failed_imports=False)
 
 # The dataset tools/run_demo.py generates (see make_demo_dataset's args).
 # 900 training images seen twice rather than 300 seen six times: the same
-# 450 iterations, but more distinct examples (val bbox mAP@0.5 0.593 against
-# 0.549 on CI's 2-core machine class, docs/demo.md).
+# 450 iterations, but more distinct examples.
 demo_data = dict(
     num_train=900,
     num_val=50,
@@ -24,7 +23,7 @@ demo_data = dict(
     seed=0)
 img_scale = (160, 160)
 max_epochs = 2
-base_lr = 3e-4  # measured against 2e-4: docs/demo.md
+base_lr = 3e-4
 warmup_iters = 50
 
 # The backbone and neck of both demo detectors.
@@ -120,10 +119,7 @@ param_scheduler = [
         convert_to_iter_based=True)
 ]
 # AdamW: from scratch at batch 4 it learns this task much faster than SGD.
-# Measured with the Mask R-CNN demo config, val bbox mAP@0.5 after 150
-# iterations: AdamW 2e-4 0.42; SGD (momentum 0.9, grad clip 10) lr 0.01
-# 0.10, lr 0.015 0.09. Gradients are clipped for the first, noisy
-# iterations.
+# Gradients are clipped for the first, noisy iterations.
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(
