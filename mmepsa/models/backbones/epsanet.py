@@ -12,8 +12,7 @@ so their checkpoints load as they are. The weighted branches are
 concatenated in the authors' order (branch 4 first), which checkpoints
 trained with their code depend on.
 """
-import os.path as osp
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -24,7 +23,8 @@ from mmdet.utils import OptConfigType
 from mmengine.model import BaseModule
 
 from .. import fast
-from .epsanet_args import check_epsanet_args
+from .epsanet_args import (check_epsanet_args, check_pretrained,
+                           resnet_arguments)
 
 
 class SEWeightModule(BaseModule):
@@ -225,8 +225,8 @@ class EPSANet(ResNet):
     A member of mmdet's ResNet family (as ResNeSt and Res2Net are): the
     stem, stages (``ResLayer``), freezing, ``norm_eval`` and the
     ``init_cfg``/``pretrained`` logic are ResNet's, and so are the
-    arguments after ``contiguous_outputs``, with the same names and
-    meanings (``stem_channels=None`` is ``base_channels``), except that
+    arguments after ``contiguous_outputs``, with the same names, defaults
+    and meanings (``stem_channels=None`` is ``base_channels``), except that
     deformable convs are refused: a PSA module is not a 3x3 conv
     (``dcn=None``, ``stage_with_dcn`` all False). ``plugins`` take the
     positions 'after_conv1', 'after_conv2' (after the PSA module) and
@@ -257,9 +257,10 @@ class EPSANet(ResNet):
             contiguous NCHW (True, default), or in the memory format the
             network ran in (False), for a neck that takes channels-last
             features, as :class:`mmepsa.models.ChannelsLastFPN` does.
-        **ResNet's arguments: in_channels, stem_channels, base_channels,
-            num_stages, strides, dilations, out_indices, style, deep_stem,
-            avg_down, frozen_stages, conv_cfg, norm_cfg, norm_eval, dcn,
+        **kwargs: mmdet ResNet's other arguments, with its defaults:
+            in_channels, stem_channels, base_channels, num_stages, strides,
+            dilations, out_indices, style, deep_stem, avg_down,
+            frozen_stages, conv_cfg, norm_cfg, norm_eval, dcn,
             stage_with_dcn, plugins, with_cp, zero_init_residual,
             pretrained, init_cfg.
 
@@ -290,53 +291,9 @@ class EPSANet(ResNet):
                  widen_factor: int = 1,
                  channels_last: Optional[bool] = None,
                  contiguous_outputs: bool = True,
-                 in_channels: int = 3,
-                 stem_channels: Optional[int] = None,
-                 base_channels: int = 64,
-                 num_stages: int = 4,
-                 strides: Sequence[int] = (1, 2, 2, 2),
-                 dilations: Sequence[int] = (1, 1, 1, 1),
-                 out_indices: Sequence[int] = (0, 1, 2, 3),
-                 style: str = 'pytorch',
-                 deep_stem: bool = False,
-                 avg_down: bool = False,
-                 frozen_stages: int = -1,
-                 conv_cfg: OptConfigType = None,
-                 norm_cfg: dict = dict(type='BN', requires_grad=True),
-                 norm_eval: bool = True,
-                 dcn: OptConfigType = None,
-                 stage_with_dcn: Sequence[bool] = (False, False, False, False),
-                 plugins: Optional[List[dict]] = None,
-                 with_cp: bool = False,
-                 zero_init_residual: bool = True,
-                 pretrained: Optional[str] = None,
-                 init_cfg: Union[dict, List[dict], None] = None) -> None:
-        if stem_channels is None:  # as mmdet's ResNet
-            stem_channels = base_channels
-        # ResNet's own arguments, passed on as they are once checked.
-        resnet_args = dict(
-            depth=depth,
-            in_channels=in_channels,
-            stem_channels=stem_channels,
-            base_channels=base_channels,
-            num_stages=num_stages,
-            strides=strides,
-            dilations=dilations,
-            out_indices=out_indices,
-            style=style,
-            deep_stem=deep_stem,
-            avg_down=avg_down,
-            frozen_stages=frozen_stages,
-            conv_cfg=conv_cfg,
-            norm_cfg=norm_cfg,
-            norm_eval=norm_eval,
-            dcn=dcn,
-            stage_with_dcn=stage_with_dcn,
-            plugins=plugins,
-            with_cp=with_cp,
-            zero_init_residual=zero_init_residual,
-            pretrained=pretrained,
-            init_cfg=init_cfg)
+                 **kwargs) -> None:
+        # ResNet's arguments, its defaults filled in, all checked up front.
+        resnet_args = resnet_arguments(depth=depth, **kwargs)
         conv_kernels, conv_groups = check_epsanet_args(
             type(self),
             variant=variant,
@@ -356,16 +313,17 @@ class EPSANet(ResNet):
         self.widen_factor = widen_factor
         # mmdet's ResNet zero-inits the last norm of its own Bottleneck only
         # (``block is Bottleneck``); make_res_layer does it for EPSABlock.
-        self.zero_init_blocks = (
-            zero_init_residual and init_cfg is None and pretrained is None)
+        self.zero_init_blocks = (resnet_args['zero_init_residual']
+                                 and resnet_args['init_cfg'] is None
+                                 and resnet_args['pretrained'] is None)
         super().__init__(**dict(
             resnet_args,
-            strides=tuple(strides),
-            dilations=tuple(dilations),
-            out_indices=tuple(out_indices),
+            strides=tuple(resnet_args['strides']),
+            dilations=tuple(resnet_args['dilations']),
+            out_indices=tuple(resnet_args['out_indices']),
             # checked all False; ResNet wants one per stage
-            stage_with_dcn=(False, ) * num_stages))
-        self.in_channels = in_channels
+            stage_with_dcn=(False, ) * resnet_args['num_stages']))
+        self.in_channels = resnet_args['in_channels']
         self.channels_last = channels_last
         self.contiguous_outputs = contiguous_outputs
 
@@ -384,22 +342,7 @@ class EPSANet(ResNet):
     def init_weights(self) -> None:
         """Initialize, first checking that a local ``Pretrained`` checkpoint
         exists, so a missing file fails with one message naming it."""
-        cfgs = self.init_cfg if isinstance(self.init_cfg,
-                                           list) else [self.init_cfg]
-        for cfg in cfgs:
-            if not isinstance(cfg, dict) or cfg.get('type') != 'Pretrained':
-                continue
-            path = osp.expanduser(str(cfg.get('checkpoint', '')))
-            if '://' not in path and not osp.isfile(path):
-                raise FileNotFoundError(
-                    f'EPSANet: pretrained checkpoint {path!r} not found '
-                    f'(init_cfg.checkpoint, resolved to {osp.abspath(path)!r}'
-                    '). Put ImageNet weights there (the authors published '
-                    'none: train them with configs/epsanet, or convert yours '
-                    'or an mmpretrain one with '
-                    'tools/model_converters/epsanet_to_mmdet.py; see '
-                    'docs/checkpoints.md), or set init_cfg=None to train from '
-                    'scratch (configs/scratch: the recipe for detection).')
+        check_pretrained(self.init_cfg)
         super().init_weights()
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:

@@ -6,15 +6,56 @@ neither the argument nor the value; EPSANet checks every argument up front
 and names the bad field and what is allowed.
 """
 import inspect
+import os.path as osp
 from typing import Tuple
 
 import torch.nn as nn
+from mmdet.models.backbones.resnet import ResNet
 from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.instancenorm import _InstanceNorm
 
 from ..fast.layout import check_channels_last
+
+
+def resnet_arguments(**kwargs) -> dict:
+    """mmdet ResNet's arguments: ``kwargs`` over ResNet's own defaults,
+    ``stem_channels=None`` read as ``base_channels`` (as ResNet reads it).
+    A name ResNet does not take fails here, with the allowed names."""
+    params = inspect.signature(ResNet.__init__).parameters
+    allowed = [name for name in params if name != 'self']
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise TypeError(
+            f'EPSANet: unknown argument(s) {unknown}; allowed: variant, '
+            'conv_kernels, conv_groups, se_ratio, widen_factor, '
+            f"channels_last, contiguous_outputs and mmdet ResNet's {allowed}")
+    args = {name: params[name].default for name in allowed}
+    args.update(kwargs)
+    if args['stem_channels'] is None:
+        args['stem_channels'] = args['base_channels']
+    return args
+
+
+def check_pretrained(init_cfg) -> None:
+    """Raise FileNotFoundError naming the path if ``init_cfg`` asks for a
+    local ``Pretrained`` checkpoint that does not exist."""
+    cfgs = init_cfg if isinstance(init_cfg, list) else [init_cfg]
+    for cfg in cfgs:
+        if not isinstance(cfg, dict) or cfg.get('type') != 'Pretrained':
+            continue
+        path = osp.expanduser(str(cfg.get('checkpoint', '')))
+        if '://' not in path and not osp.isfile(path):
+            raise FileNotFoundError(
+                f'EPSANet: pretrained checkpoint {path!r} not found '
+                f'(init_cfg.checkpoint, resolved to {osp.abspath(path)!r}). '
+                'Put ImageNet weights there (the authors published none: '
+                'train them with configs/epsanet, or convert yours or an '
+                'mmpretrain one with tools/model_converters/'
+                'epsanet_to_mmdet.py; see docs/checkpoints.md), or set '
+                'init_cfg=None to train from scratch (configs/scratch: the '
+                'recipe for detection).')
 
 
 def _is_int(value) -> bool:

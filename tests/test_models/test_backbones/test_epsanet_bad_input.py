@@ -50,9 +50,16 @@ def three_stages(**kwargs) -> dict:
 # width's (full-* rows), and the message it must produce.
 # docs/troubleshooting.md lists the same cases.
 BAD_ARGUMENTS = [
+    pytest.param(tiny(base_channel=32),
+                 TypeError,
+                 r"unknown argument\(s\) \['base_channel'\]; allowed: "
+                 r".*mmdet ResNet's \['depth', 'in_channels', "
+                 r"'stem_channels', 'base_channels'",
+                 id='unknown'),
     pytest.param(tiny(depth='50'),
                  KeyError,
-                 r"invalid depth '50', allowed: \[50, 101\]",
+                 r"invalid depth '50', allowed: \[50, 101\] \(a PSA module "
+                 r"replaces the 3x3 conv of a Bottleneck",
                  id='depth'),
     pytest.param(tiny(variant='Small'),
                  KeyError,
