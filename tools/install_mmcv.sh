@@ -66,7 +66,7 @@ for house in "${CANDIDATES[@]}"; do
     "$PY" -m pip uninstall -y mmcv >/dev/null
 done
 
-echo "[install_mmcv] building mmcv $MMCV_VERSION from source for torch $TORCH_VERSION (CUDA ops: $WANT_CUDA); this takes ~11 min on 2 cores"
+echo "[install_mmcv] building mmcv $MMCV_VERSION from source for torch $TORCH_VERSION (CUDA ops: $WANT_CUDA); this takes minutes (docs/install.md)"
 BUILD_DIR=$(mktemp -d)
 trap 'rm -rf "$BUILD_DIR"' EXIT
 # The build requirements first, and no build isolation even for the download:

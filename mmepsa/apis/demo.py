@@ -109,7 +109,7 @@ def set_precision(cfg: Config, precision: str = 'auto') -> str:
     ``'auto'`` keeps an optimizer wrapper other than the plain one that the
     config (or ``--cfg-options``) names, and otherwise picks bf16 for a
     config that was measured to train well in it (``demo_bf16 = True``: the
-    Mask R-CNN demo; the measurements are in docs/demo.md) when the run is
+    Mask R-CNN demo, docs/demo.md) when the run is
     on a CPU with native bfloat16 (AVX512-BF16 or AMX), and fp32
     otherwise.
     Returns :func:`precision_of` of the result."""

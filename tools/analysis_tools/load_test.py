@@ -39,13 +39,9 @@ options.
 Memory growth is the larger of the growths of RSS (after the image) and of
 peak RSS, from image ``--warmup`` to the last, relative to image
 ``--warmup``. RSS counts because the peak can be set before the stream
-(loading a checkpoint with its optimizer state takes ~110 MiB more than the
-stream needs with the demo model), and a leak smaller than that gap would
-not move the peak. The default limit, 10 %, is about 130 MiB for the demo
-Mask R-CNN (1.3 GiB): a leak of 0.3 MiB per image over 450 images; RSS
-varies by much less than that from image to image with no leak (about 2 %
-in a 30-image stream, 0.04 % over the 450 images after image 50 of the
-README's run).
+(loading a checkpoint with its optimizer state can take more memory than
+the stream needs), and a leak smaller than that gap would not move the
+peak. The default limit is 10 % of the memory at image ``--warmup``.
 
 The logic is in :mod:`mmepsa.analysis.load_test`. Without ``--checkpoint`` the
 model is randomly initialised (a note says

@@ -37,9 +37,7 @@ def cpu_bf16_supported() -> bool:
     ``/proc/cpuinfo``.
 
     Not oneDNN's ``_is_mkldnn_bf16_supported``: it is true on any CPU with
-    AVX-512, where oneDNN emulates bfloat16 (on an Intel Xeon with AVX-512
-    but neither instruction set the demo trained slower in bfloat16 than in
-    float32: docs/demo.md).
+    AVX-512, where oneDNN emulates bfloat16, slowly.
     """
     checks = _torch_isa_checks()
     if checks:
@@ -106,8 +104,8 @@ def _needs_float32(module: nn.Module) -> bool:
 def _enter_float32(module, args):
     """Run ``module`` (a conv of :func:`_needs_float32`) in float32 where its
     input is narrower than its stride. There oneDNN's bfloat16 weight
-    gradient holds whatever was in memory: values up to 1e38, NaN or
-    plausible ones, not the same from call to call (torch 2.1.2 and 2.14.1
+    gradient holds whatever was in memory: huge values, NaN or plausible
+    ones, not the same from call to call (torch 2.1.2 and 2.14.1
     on a CPU without AVX512-BF16, where oneDNN emulates it; CPUs with it
     were not checked). RetinaNet's P7 conv (3x3, stride 2) meets a 1x1 map
     on a 64-px image, and training went NaN at its second or third step.

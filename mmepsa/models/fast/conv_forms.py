@@ -330,7 +330,7 @@ class TunedConv:
                          fmt: torch.memory_format) -> torch.Tensor:
         """``t`` with its channel vector at each pixel multiplied by
         ``matrix`` (channels in x channels out), in memory format ``fmt``
-        (torch's sum over a strided channel axis was 3-14x slower on CPU
+        (torch's sum over a strided channel axis is slower on CPU
         than this product)."""
         n, c, h, w = t.shape
         if fmt == torch.channels_last:
@@ -563,7 +563,7 @@ class TunedConv:
         """The forms timed for one part of a training step. The polyphase
         weight gradient sums each tap's four partial gradients after the
         conv has rounded them to its dtype, which in half precision loses
-        digits (up to 5% of a bfloat16 weight gradient in a test) that the
+        digits that the
         conv's own float32 accumulation keeps: not in half precision."""
         if part == 'weight' and dtype in (torch.float16, torch.bfloat16):
             return [form for form in forms if form[0] != 'polyphase']

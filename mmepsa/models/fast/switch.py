@@ -9,9 +9,8 @@ decides: ``1`` (or unset) on, ``0`` off, ``untuned`` on without autotuning.
 BN folding and the fused PSA weighting run wherever the fast path does. The
 channels-last layout (``EPSANet(channels_last=None)``) and the autotuner are
 engaged by default only where they were measured to win: torch >= 2.14 on a
-CPU with AVX-512 (docs/performance.md). On the classic torch 2.1 stack
-oneDNN's channels-last grouped convolutions were several times slower than
-NCHW ones, and timing them made the first step take minutes.
+CPU with AVX-512 (docs/performance.md; on the classic torch 2.1 stack
+oneDNN's channels-last grouped convolutions lose to NCHW ones).
 """
 import contextlib
 import functools
