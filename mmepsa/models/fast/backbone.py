@@ -38,8 +38,9 @@ def engaged(backbone: nn.Module, x: torch.Tensor) -> bool:
     ``x`` is a CPU tensor, and no tracing, scripting, ``torch.compile``,
     ONNX export or module hook (a FLOPs counter's) would miss its modules
     being called."""
-    return (x.device.type == 'cpu' and settings().enabled and not exporting()
-            and not has_hooks(backbone))
+    # exporting() first: under torch.compile the rest is not traced
+    return (x.device.type == 'cpu' and not exporting()
+            and settings().enabled and not has_hooks(backbone))
 
 
 def _branch_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -67,8 +67,8 @@ class ChannelsLastFPN(FPN):
         """FPN's forward on channels-last copies of ``inputs`` (no copy for
         inputs already so) where ``channels_last`` says so; the outputs
         are contiguous NCHW either way."""
-        if (inputs[0].device.type != 'cpu' or not settings().enabled
-                or exporting()):
+        if (inputs[0].device.type != 'cpu' or exporting()
+                or not settings().enabled):
             return super().forward(inputs)
         memory_format = (
             torch.channels_last if use_channels_last(
