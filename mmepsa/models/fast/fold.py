@@ -16,22 +16,30 @@ does this whenever a BN is in eval mode: at inference, and in training with
   which optimizers and ``load_state_dict`` bump, and for a train-mode BN
   pass, the version of ``num_batches_tracked``).
 * The result equals ``norm(conv(x))`` to float rounding.
-* Only a plain ``nn.Conv2d`` followed by an ``nn.BatchNorm2d`` or
-  ``nn.SyncBatchNorm`` in eval mode with running statistics is folded;
-  anything else runs as ``norm(conv(x))``.
+* Only a plain ``nn.Conv2d`` followed by a batch norm in eval mode with
+  running statistics is folded (``nn.BatchNorm2d``, ``nn.SyncBatchNorm``,
+  or any batch norm that runs ``_BatchNorm.forward``, such as the BN that
+  mmengine's ``revert_sync_batchnorm`` makes); anything else runs as
+  ``norm(conv(x))``.
 """
 from typing import Tuple
 
 import torch
 import torch.nn as nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
-_BN_TYPES = (nn.BatchNorm2d, nn.SyncBatchNorm)
+_BN_FORWARDS = (_BatchNorm.forward, nn.SyncBatchNorm.forward)
 _CACHE = '_mmepsa_fold_cache'
+
+
+def _is_bn(module: nn.Module) -> bool:
+    return (isinstance(module, _BatchNorm)
+            and type(module).forward in _BN_FORWARDS)
 
 
 def foldable(norm: nn.Module) -> bool:
     """Whether ``norm`` is a BN in eval mode that may be folded."""
-    return (type(norm) in _BN_TYPES and not norm.training
+    return (_is_bn(norm) and not norm.training
             and norm.running_var is not None)
 
 
@@ -91,7 +99,7 @@ def run_folded(seq: nn.Module, x: torch.Tensor) -> torch.Tensor:
     modules = list(seq)
     i = 0
     while i < len(modules):
-        if i + 1 < len(modules) and isinstance(modules[i + 1], _BN_TYPES):
+        if i + 1 < len(modules) and _is_bn(modules[i + 1]):
             x = conv_bn(modules[i], modules[i + 1], x)
             i += 2
         else:

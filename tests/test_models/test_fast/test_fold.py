@@ -112,6 +112,36 @@ def test_plain_modules_where_there_is_nothing_to_fold():
     assert '_mmepsa_fold_cache' not in conv.__dict__
 
 
+def test_folds_the_bn_revert_sync_batchnorm_makes():
+    """mmengine's revert_sync_batchnorm (non-distributed runs of a SyncBN
+    config) makes its own BN class: folded too; a BN subclass with a
+    forward of its own is not."""
+    from mmengine.model import revert_sync_batchnorm
+    conv, norm = _pair()
+    sync = nn.SyncBatchNorm(8).double()
+    sync.load_state_dict(norm.state_dict())
+    reverted = revert_sync_batchnorm(sync).eval()
+    assert type(reverted) is not nn.BatchNorm2d
+    x = torch.randn(2, 6, 9, 7, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(conv_bn(conv, reverted, x),
+                                   norm(conv(x)), rtol=1e-12, atol=1e-12)
+    assert '_mmepsa_fold_cache' in conv.__dict__
+
+    class Doubled(nn.BatchNorm2d):
+
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    del conv.__dict__['_mmepsa_fold_cache']
+    doubled = Doubled(8).double().eval()
+    doubled.load_state_dict(norm.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(conv_bn(conv, doubled, x),
+                                   2 * norm(conv(x)))
+    assert '_mmepsa_fold_cache' not in conv.__dict__
+
+
 def test_cache_made_in_inference_mode_is_not_saved_for_backward():
     """A frozen conv (no trainable parameter) folded under
     torch.inference_mode, then run on an input that needs a gradient."""
