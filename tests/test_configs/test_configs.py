@@ -32,6 +32,10 @@ ZOO_CONFIGS = [
     c for c in ALL_CONFIGS
     if not c.startswith(('configs/demo/', 'configs/seg_demo/'))
 ]
+# The ImageNet-initialised COCO recipe (test_detection_recipe). The
+# from-scratch configs (configs/scratch: GN, no checkpoint, 6x) are built
+# by test_config_builds and listed by the metadata tests like the others;
+# their recipe is tested in test_scratch_configs.py.
 DETECTION_DIRS = ('configs/mask_rcnn/', 'configs/retinanet/',
                   'configs/faster_rcnn/')
 DETECTION_CONFIGS = [c for c in ZOO_CONFIGS if c.startswith(DETECTION_DIRS)]
