@@ -4,7 +4,6 @@ import os
 import os.path as osp
 import shutil
 import sys
-
 from setuptools import find_packages, setup
 
 ROOT = osp.dirname(osp.abspath(__file__))
@@ -128,11 +127,18 @@ if __name__ == '__main__':
         ],
         install_requires=parse_requirements('mminstall.txt'),
         extras_require={
-            'all': parse_requirements('runtime.txt') +
+            'all':
+            parse_requirements('runtime.txt') +
+            parse_requirements('optional.txt') +
+            parse_requirements('deploy.txt'),
+            'deploy':
+            parse_requirements('deploy.txt'),
+            'tests':
+            parse_requirements('tests.txt'),
+            'seg':
             parse_requirements('optional.txt'),
-            'tests': parse_requirements('tests.txt'),
-            'seg': parse_requirements('optional.txt'),
-            'mim': parse_requirements('mim.txt') +
+            'mim':
+            parse_requirements('mim.txt') +
             parse_requirements('mim_nodeps.txt'),
         },
         cmdclass=cmdclass,

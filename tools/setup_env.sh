@@ -27,7 +27,7 @@ PY=$VENV/bin/python
 STAMP=$VENV/.mmepsa-stamp
 
 want=$( (echo "$STACK"; cat requirements/*.txt setup.py tools/install_mmcv.sh tools/setup_env.sh) | sha256sum | cut -d' ' -f1)
-# Without importing anything (8 s): the packages are there, mmcv has its
+# Without importing anything (fast): the packages are there, mmcv has its
 # compiled ops, and mmepsa is this checkout.
 installed() {
     "$PY" - "$ROOT" <<'PYCHECK'
@@ -56,8 +56,7 @@ fi
 # pip byte-compiles what it installs on one core; byte_compile does the same
 # for the whole environment on every core (compileall -j 0: same .pyc files,
 # the up-to-date ones skipped, the few sources that do not parse ignored as
-# pip ignores them), which took 16 s instead of pip's 37 s for the torch pair
-# on 2 cores (docs/install.md).
+# pip ignores them), faster than pip's one core.
 pip_install() { "$PY" -m pip install --disable-pip-version-check --no-compile "$@" 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true; }
 byte_compile() { "$PY" -m compileall -q -j 0 "$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null 2>&1 || true; }
 # pip's output is filtered above; this checks that each step really succeeded.
@@ -68,11 +67,11 @@ pip_install -r "$STACK"
 byte_compile
 check 'import torch, torchvision' "the torch pair of $STACK"
 
-echo "[setup] OpenMMLab stack, tests, optional extras"
-pip_install -c "$STACK" -r requirements/runtime.txt -r requirements/tests.txt -r requirements/optional.txt -r requirements/mim.txt
+echo "[setup] OpenMMLab stack, tests, optional and deploy extras"
+pip_install -c "$STACK" -r requirements/runtime.txt -r requirements/tests.txt -r requirements/optional.txt -r requirements/deploy.txt -r requirements/mim.txt
 pip_install --no-deps -r requirements/mim_nodeps.txt
 byte_compile
-check 'import mmengine, pycocotools, pytest, onnxruntime, mim' 'the OpenMMLab stack install'
+check 'import mmengine, pycocotools, pytest, onnx, onnxruntime, mim' 'the OpenMMLab stack install'
 
 # mmcv last: its wheel is installed without dependencies, which the step above
 # brought (mmdet, mmpretrain and mmseg do not require mmcv in their metadata).

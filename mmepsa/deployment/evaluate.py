@@ -1,0 +1,261 @@
+# Copyright (c) mmepsa contributors. All rights reserved.
+"""Evaluate an exported ONNX detector over its config's test set with the
+config's evaluator (mmdet's ``CocoMetric``), and, given the checkpoint,
+the PyTorch detector beside it on the same batches: :func:`evaluate_onnx`,
+behind ``tools/deployment/onnx_test.py`` and ``make deploy-demo``.
+
+The images come from the config's own test dataloader (mmdet's pipeline:
+loading, ``Resize``); the ONNX side feeds each resized image to
+onnxruntime and finishes with :class:`~.runner.OnnxDetector`'s
+post-processing (boxes scaled back, masks pasted), the PyTorch side is
+``detector.test_step``. Besides each side's metrics, the detections are
+matched one to one (:class:`DetectionAgreement`) and their box (and mask)
+IoUs reported.
+"""
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from .export import load_config, load_detector
+from .runner import OnnxDetector
+
+#: The largest difference of mAP allowed between onnxruntime and PyTorch
+#: (``ok`` in :func:`evaluate_onnx`'s result).
+MAP_TOLERANCE = 0.005
+#: The smallest IoU allowed between matched detections of the two.
+IOU_AGREEMENT = 0.99
+#: The metrics compared.
+COMPARED_METRICS = ('bbox_mAP', 'bbox_mAP_50', 'segm_mAP', 'segm_mAP_50')
+
+
+class DetectionAgreement:
+    """How well the detections of a model under test (onnxruntime) match
+    those of a reference (PyTorch), image by image: each reference
+    detection, highest score first, is matched to the unmatched test
+    detection of the same label that overlaps it most, if their IoU is at
+    least ``match_iou``.
+
+    Args:
+        match_iou (float): Lowest IoU of a match. Defaults to 0.5.
+
+    Example:
+        >>> import torch
+        >>> from mmengine.structures import InstanceData
+        >>> from mmepsa.deployment import DetectionAgreement
+        >>> a = InstanceData(bboxes=torch.tensor([[0., 0., 10., 10.]]),
+        ...                  scores=torch.tensor([0.9]),
+        ...                  labels=torch.tensor([1]))
+        >>> agreement = DetectionAgreement()
+        >>> agreement.add(a, a)
+        >>> agreement.summary()['min_iou']
+        1.0
+    """
+
+    def __init__(self, match_iou: float = 0.5) -> None:
+        self.match_iou = match_iou
+        self.counts = dict(reference=0, test=0, matched=0)
+        self.ious: List[float] = []
+        self.mask_ious: List[float] = []
+        self.score_diffs: List[float] = []
+        self.unmatched_scores: List[float] = []
+
+    def add(self, reference, test) -> None:
+        """Match the detections of one image (two ``InstanceData`` with
+        ``bboxes``, ``scores``, ``labels`` and maybe ``masks``)."""
+        from torchvision.ops import box_iou
+        ref_boxes = reference.bboxes.float()
+        test_boxes = test.bboxes.float()
+        self.counts['reference'] += len(ref_boxes)
+        self.counts['test'] += len(test_boxes)
+        if len(ref_boxes) and len(test_boxes):
+            ious = box_iou(ref_boxes, test_boxes)
+            ious[reference.labels[:, None] != test.labels[None, :]] = -1
+        else:
+            ious = torch.zeros(len(ref_boxes), len(test_boxes))
+        taken = torch.zeros(len(test_boxes), dtype=torch.bool)
+        masks = 'masks' in reference and 'masks' in test
+        for i in torch.argsort(reference.scores, descending=True).tolist():
+            row = ious[i].clone() if len(test_boxes) else ious[i]
+            row[taken] = -1
+            if len(row) == 0 or float(row.max()) < self.match_iou:
+                self.unmatched_scores.append(float(reference.scores[i]))
+                continue
+            j = int(row.argmax())
+            taken[j] = True
+            self.counts['matched'] += 1
+            self.ious.append(float(row[j]))
+            self.score_diffs.append(
+                abs(float(reference.scores[i]) - float(test.scores[j])))
+            if masks:
+                a = torch.as_tensor(reference.masks[i]).bool()
+                b = torch.as_tensor(test.masks[j]).bool()
+                union = int((a | b).sum())
+                self.mask_ious.append(
+                    int((a & b).sum()) / union if union else 1.0)
+        self.unmatched_scores += [
+            float(s) for s in test.scores[~taken].tolist()
+        ]
+
+    def summary(self) -> dict:
+        """Counts, the IoUs of the matched detections (min, mean, how many
+        reach :data:`IOU_AGREEMENT`), their largest score difference, and
+        the highest score of an unmatched detection."""
+        out = dict(self.counts)
+        out['unmatched'] = len(self.unmatched_scores)
+        out['max_unmatched_score'] = max(self.unmatched_scores, default=None)
+        out['min_iou'] = min(self.ious, default=None)
+        out['mean_iou'] = float(np.mean(self.ious)) if self.ious else None
+        out[f'iou_ge_{IOU_AGREEMENT}'] = sum(v >= IOU_AGREEMENT
+                                             for v in self.ious)
+        out['max_score_diff'] = max(self.score_diffs, default=None)
+        if self.mask_ious:
+            out['min_mask_iou'] = min(self.mask_ious)
+            out['mean_mask_iou'] = float(np.mean(self.mask_ious))
+        return out
+
+
+def build_test_dataloader(cfg):
+    """The config's test dataloader (mmdet's scope), batch size kept."""
+    from mmdet.utils import register_all_modules
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import Runner
+
+    register_all_modules(init_default_scope=False)
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    return Runner.build_dataloader(cfg.test_dataloader)
+
+
+def build_evaluator(cfg, dataset_meta: dict):
+    """An mmengine ``Evaluator`` of the config's ``test_evaluator``."""
+    from mmengine.evaluator import Evaluator
+    evaluator = Evaluator(cfg.test_evaluator)
+    evaluator.dataset_meta = dataset_meta
+    return evaluator
+
+
+def onnx_predict(model: OnnxDetector, inputs: torch.Tensor, data_sample):
+    """One preprocessed image of the dataloader (``(3, h, w)`` uint8, the
+    pipeline's resized image) through ``model``: a ``DetDataSample`` with
+    the data sample's metainfo and ``pred_instances`` in the original
+    image, as ``detector.test_step`` returns."""
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+    raw = model.infer(inputs[None].float().numpy())
+    result = model.postprocess(raw, data_sample.scale_factor,
+                               data_sample.ori_shape)
+    pred = InstanceData(
+        bboxes=torch.from_numpy(result['bboxes']),
+        scores=torch.from_numpy(result['scores']),
+        labels=torch.from_numpy(result['labels']))
+    if 'masks' in result:
+        pred.masks = torch.from_numpy(result['masks'])
+    sample = DetDataSample(metainfo=data_sample.metainfo)
+    sample.pred_instances = pred
+    return sample
+
+
+def evaluate_onnx(config,
+                  onnx_file: str,
+                  checkpoint: Optional[str] = None,
+                  cfg_options: Optional[dict] = None,
+                  threads: Optional[int] = None,
+                  max_images: Optional[int] = None) -> dict:
+    """Evaluate ``onnx_file`` under onnxruntime over ``config``'s test set
+    with its ``test_evaluator``; with ``checkpoint``, PyTorch too, and
+    compare the two.
+
+    Args:
+        config (str | Config): The detector's config (its test dataloader
+            and evaluator are used).
+        onnx_file (str): The model exported from it.
+        checkpoint (str, optional): The weights it was exported from: also
+            evaluate PyTorch (``detector.test_step``) on the same batches.
+        cfg_options (dict, optional): Config overrides.
+        threads (int, optional): onnxruntime's intra-op threads.
+        max_images (int, optional): Stop after this many images (a quick
+            check: COCO metrics then count the other images' objects as
+            missed, alike for both).
+
+    Returns:
+        dict: ``images``, ``seconds``, ``metrics`` (``onnxruntime`` and,
+        with a checkpoint, ``pytorch``: the evaluator's results) and, with a
+        checkpoint, ``differences`` (onnxruntime - PyTorch, of
+        :data:`COMPARED_METRICS`), ``agreement``
+        (:meth:`DetectionAgreement.summary`) and ``ok`` (every difference
+        within :data:`MAP_TOLERANCE` and every matched IoU at least
+        :data:`IOU_AGREEMENT`).
+
+    Example:
+        >>> from mmepsa.deployment import evaluate_onnx
+        >>> result = evaluate_onnx(
+        ...     'configs/demo/mask-rcnn_epsanet50-s_fpn_demo-shapes.py',
+        ...     'work_dirs/deploy-demo/mask-rcnn.onnx',
+        ...     'work_dirs/demo/epoch_2.pth')  # doctest: +SKIP
+        >>> result['ok']  # doctest: +SKIP
+        True
+    """
+    cfg = load_config(config, cfg_options)
+    model = OnnxDetector(onnx_file, threads=threads)
+    detector = load_detector(cfg, checkpoint)[0] if checkpoint else None
+    dataloader = build_test_dataloader(cfg)
+    meta = dataloader.dataset.metainfo
+    evaluators = {'onnxruntime': build_evaluator(cfg, meta)}
+    if detector is not None:
+        evaluators['pytorch'] = build_evaluator(cfg, meta)
+    agreement = DetectionAgreement()
+    seen, start = 0, time.perf_counter()
+    for data in dataloader:
+        samples = [
+            onnx_predict(model, inputs, sample)
+            for inputs, sample in zip(data['inputs'], data['data_samples'])
+        ]
+        evaluators['onnxruntime'].process(samples, data)
+        if detector is not None:
+            with torch.no_grad():
+                reference = detector.test_step(data)
+            evaluators['pytorch'].process(reference, data)
+            for ref, test in zip(reference, samples):
+                agreement.add(ref.pred_instances, test.pred_instances)
+        seen += len(samples)
+        if max_images and seen >= max_images:
+            break
+    metrics = {
+        name: _plain(evaluator.evaluate(seen))
+        for name, evaluator in evaluators.items()
+    }
+    result = dict(
+        config=cfg.filename,
+        onnx=onnx_file,
+        checkpoint=checkpoint,
+        images=seen,
+        seconds=round(time.perf_counter() - start, 1),
+        metrics=metrics)
+    if detector is not None:
+        result.update(compare_metrics(metrics, agreement.summary()))
+    return result
+
+
+def compare_metrics(metrics: Dict[str, dict], agreement: dict) -> dict:
+    """``differences`` (onnxruntime - PyTorch) of the
+    :data:`COMPARED_METRICS` both have, ``agreement`` and ``ok``."""
+    ours, ref = metrics['onnxruntime'], metrics['pytorch']
+    diffs = {}
+    for name in COMPARED_METRICS:
+        key = next((k for k in ref if k.split('/')[-1] == name), None)
+        if key is not None and key in ours:
+            diffs[name] = round(ours[key] - ref[key], 6)
+    min_iou = agreement.get('min_iou')
+    ok = bool(diffs) and all(
+        abs(v) <= MAP_TOLERANCE
+        for v in diffs.values()) and (min_iou is None
+                                      or min_iou >= IOU_AGREEMENT)
+    return dict(differences=diffs, agreement=agreement, ok=ok)
+
+
+def _plain(metrics: dict) -> dict:
+    return {
+        k: (float(v) if isinstance(v, (int, float, np.floating)) else v)
+        for k, v in (metrics or {}).items()
+    }

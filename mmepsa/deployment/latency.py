@@ -1,0 +1,184 @@
+# Copyright (c) mmepsa contributors. All rights reserved.
+"""Latency of an exported detector under onnxruntime against the same
+detector in PyTorch eager mode, on the CPU: :func:`compare_latency`,
+behind ``tools/deployment/onnx_test.py --latency``.
+
+Rows (all on the same input image, timed in turns by
+:func:`mmepsa.analysis.benchmark.time_interleaved`):
+
+* ``onnxruntime``: ``session.run`` of the ``.onnx`` file (pre-processing,
+  detector, post-processing and NMS; the runner's mask pasting not
+  included);
+* ``pytorch``: mmdet's ``detector.test_step`` in eager mode (data
+  preprocessor, ``predict`` with its post-processing, masks pasted into
+  the image), what ``tools/test.py`` runs;
+* ``pytorch-export-wrapper``: the export wrapper in eager mode, the very
+  computation the ``.onnx`` file holds.
+"""
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from .export import load_detector
+from .runner import OnnxDetector
+from .wrapper import build_export_wrapper
+
+#: The rows :func:`compare_latency` can time.
+LATENCY_ROWS = ('onnxruntime', 'pytorch', 'pytorch-export-wrapper')
+
+
+def compare_latency(config,
+                    checkpoint: str,
+                    onnx_file: str,
+                    shape: Sequence[int] = (1, 3, 800, 1216),
+                    threads: int = 2,
+                    warmup: int = 2,
+                    runs: int = 5,
+                    rows: Sequence[str] = LATENCY_ROWS,
+                    seed: int = 0,
+                    cfg_options: Optional[dict] = None) -> dict:
+    """Time ``rows`` (:data:`LATENCY_ROWS`) on one random image of
+    ``shape`` (uniform pixels 0-255, ``seed``), torch and onnxruntime each
+    on ``threads`` threads, and record the machine.
+
+    Args:
+        config (str | Config): The detector's config.
+        checkpoint (str): Its weights (the ones exported).
+        onnx_file (str): The exported model.
+        shape (Sequence[int]): ``(1, 3, H, W)`` input. Defaults to
+            ``(1, 3, 800, 1216)``.
+        threads (int): Threads of torch and of onnxruntime. Defaults to 2.
+        warmup (int): Untimed rounds first. Defaults to 2.
+        runs (int): Timed rounds. Defaults to 5.
+        rows (Sequence[str]): Which rows. Defaults to all.
+        seed (int): Seed of the input image. Defaults to 0.
+        cfg_options (dict, optional): Config overrides.
+
+    Returns:
+        dict: ``rows`` (``median_ms``, ``min_ms``, ``max_ms``, ``runs_ms``,
+        ``detections``), ``onnxruntime_vs_pytorch`` (paired ratio of the
+        times, < 1: onnxruntime faster) when both rows ran, ``shape``,
+        ``threads``, ``warmup``, ``runs`` and ``machine``.
+
+    Raises:
+        ValueError: an unknown row, a batch other than 1, or threads < 1.
+
+    Example:
+        >>> from mmepsa.deployment import compare_latency
+        >>> result = compare_latency(
+        ...     'configs/demo/mask-rcnn_epsanet50-s_fpn_demo-shapes.py',
+        ...     'work_dirs/demo/epoch_2.pth',
+        ...     'work_dirs/deploy-demo/mask-rcnn.onnx')  # doctest: +SKIP
+        >>> result['rows']['onnxruntime']['median_ms']  # doctest: +SKIP
+        1234.5
+    """
+    from mmdet.structures import DetDataSample
+
+    from mmepsa.analysis.benchmark import (paired_ratio, summarise_times,
+                                           time_interleaved)
+    unknown = [r for r in rows if r not in LATENCY_ROWS]
+    if unknown or not rows:
+        raise ValueError(f'rows must be some of {LATENCY_ROWS}, got '
+                         f'{list(rows)}')
+    shape = tuple(int(v) for v in shape)
+    if len(shape) != 4 or shape[0] != 1 or shape[1] != 3:
+        raise ValueError('shape must be (1, 3, H, W) (the exported graph '
+                         f'takes one image), got {shape}')
+    if threads < 1:
+        raise ValueError(f'threads must be >= 1, got {threads}')
+    torch.set_num_threads(threads)
+    rng = np.random.RandomState(seed)
+    pixels = rng.randint(0, 256, shape[1:], dtype=np.uint8)
+    inputs = pixels[None].astype(np.float32)
+    steps, outputs = {}, {}
+    if 'onnxruntime' in rows:
+        model = OnnxDetector(onnx_file, threads=threads)
+
+        def run_onnx():
+            outputs['onnxruntime'] = model.infer(inputs)['scores']
+
+        steps['onnxruntime'] = run_onnx
+    if {'pytorch', 'pytorch-export-wrapper'} & set(rows):
+        detector, _ = load_detector(config, checkpoint, cfg_options)
+        h, w = shape[2:]
+        meta = dict(
+            img_shape=(h, w), ori_shape=(h, w), scale_factor=(1.0, 1.0))
+        data = dict(
+            inputs=[torch.from_numpy(pixels)],
+            data_samples=[DetDataSample(metainfo=meta)])
+        wrapper = build_export_wrapper(detector).eval()
+        tensor = torch.from_numpy(inputs)
+
+        def run_pytorch():
+            out = detector.test_step(data)[0].pred_instances
+            outputs['pytorch'] = out.scores
+
+        def run_wrapper():
+            outputs['pytorch-export-wrapper'] = wrapper(tensor)[1]
+
+        if 'pytorch' in rows:
+            steps['pytorch'] = run_pytorch
+        if 'pytorch-export-wrapper' in rows:
+            steps['pytorch-export-wrapper'] = run_wrapper
+    steps = {name: steps[name] for name in rows}
+    with torch.no_grad():
+        times = time_interleaved(steps, torch.device('cpu'), warmup, runs)
+    result_rows = {}
+    for name, values in times.items():
+        result_rows[name] = summarise_times(values)
+        result_rows[name]['detections'] = int(len(outputs[name]))
+    result = dict(
+        shape=list(shape),
+        threads=threads,
+        warmup=warmup,
+        runs=runs,
+        input=f'uniform random pixels 0-255, seed {seed}',
+        rows=result_rows)
+    if 'onnxruntime' in times and 'pytorch' in times:
+        result['onnxruntime_vs_pytorch'] = paired_ratio(
+            times['onnxruntime'], times['pytorch'])
+    result['machine'] = deploy_machine_info(threads)
+    return result
+
+
+def deploy_machine_info(threads: int) -> dict:
+    """:func:`mmepsa.analysis.benchmark.machine_info` plus the threads
+    given to onnxruntime and the onnx/onnxruntime versions."""
+    from mmepsa.analysis.benchmark import machine_info
+    info = machine_info('cpu')
+    info['onnxruntime_threads'] = threads
+    for name in ('onnx', 'onnxruntime', 'torchvision'):
+        try:
+            info[name] = __import__(name).__version__
+        except ImportError:
+            info[name] = None
+    return info
+
+
+def format_latency(result: dict) -> str:
+    """A Markdown table of :func:`compare_latency`'s result, with the
+    machine under it."""
+    shape = 'x'.join(str(v) for v in result['shape'])
+    lines = [
+        f'| {shape}, {result["threads"]} threads | median ms | min-max ms '
+        '| detections |', '| --- | ---: | ---: | ---: |'
+    ]
+    for name, row in result['rows'].items():
+        lines.append(f"| {name} | {row['median_ms']:.1f} | "
+                     f"{row['min_ms']:.1f}-{row['max_ms']:.1f} | "
+                     f"{row['detections']} |")
+    ratio = result.get('onnxruntime_vs_pytorch')
+    if ratio:
+        lines.append('')
+        lines.append(f'onnxruntime / pytorch, paired median: '
+                     f"{ratio['median']:.2f} (faster in "
+                     f"{ratio['faster_in']} of {ratio['rounds']} rounds)")
+    m = result['machine']
+    lines.append('')
+    lines.append(f"{m['cpu']} ({m['cpu_count']} cores; "
+                 f"{', '.join(m['isa_flags']) or 'no listed ISA flags'}); "
+                 f"torch {m['torch']} ({m['threads']} threads), onnxruntime "
+                 f"{m['onnxruntime']}, onnx {m['onnx']}; load average "
+                 f"{m['load_average'][0]:.2f}")
+    return '\n'.join(lines)

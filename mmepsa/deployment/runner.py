@@ -1,0 +1,363 @@
+# Copyright (c) mmepsa contributors. All rights reserved.
+"""Run an ONNX detector exported by :func:`~mmepsa.deployment.export_onnx`
+with plain onnxruntime: :class:`OnnxDetector`.
+
+The runner needs numpy, OpenCV and onnxruntime only (no torch, mmcv or
+mmdet). It does what the graph does not, as mmdet's test pipeline and
+heads do:
+
+1. load the image (:func:`load_image`: 8-bit, 3 channels, as mmcv's
+   ``LoadImageFromFile``; anything else is refused with a message);
+2. resize it as the config's ``Resize`` (:func:`resize_image`, mmcv's
+   ``imrescale``/``imresize``; the settings travel in the model's metadata);
+3. run the graph (normalisation, padding, the detector, NMS);
+4. scale the boxes back to the original image and, for Mask R-CNN, paste
+   each ``28 x 28`` mask probability map into it at its box and threshold
+   it (:func:`paste_masks`, mmdet's ``_do_paste_mask`` on the CPU).
+
+Example:
+    >>> from mmepsa.deployment import OnnxDetector
+    >>> model = OnnxDetector('work_dirs/deploy-demo/'
+    ...                      'mask-rcnn_epsanet50-s_fpn_demo-shapes.onnx'
+    ...                      )  # doctest: +SKIP
+    >>> result = model('data/demo_shapes/val/000000.png')  # doctest: +SKIP
+    >>> sorted(result)  # doctest: +SKIP
+    ['bboxes', 'labels', 'masks', 'scores']
+"""
+import json
+import os.path as osp
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+
+METADATA_KEY = 'mmepsa'  # as export.METADATA_KEY (export imports torch)
+
+#: mmcv's interpolation names -> OpenCV's flags.
+CV2_INTERP = {
+    'nearest': cv2.INTER_NEAREST,
+    'bilinear': cv2.INTER_LINEAR,
+    'bicubic': cv2.INTER_CUBIC,
+    'area': cv2.INTER_AREA,
+    'lanczos': cv2.INTER_LANCZOS4,
+}
+
+
+class ImageError(ValueError):
+    """An image the detector cannot take (unreadable, or not 8-bit with 3
+    channels)."""
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ImportError(
+            'onnxruntime is needed to run ONNX models: pip install '
+            '"mmepsa[deploy]" (or pip install -r requirements/deploy.txt)'
+        ) from None
+    return onnxruntime
+
+
+def create_session(model_file: str,
+                   threads: Optional[int] = None,
+                   providers: Sequence[str] = ('CPUExecutionProvider', )):
+    """An onnxruntime ``InferenceSession`` of ``model_file`` with
+    ``threads`` intra-op threads (default: onnxruntime's, one per core) and
+    one inter-op thread.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: onnxruntime cannot load it.
+    """
+    ort = _ort()
+    if not osp.isfile(model_file):
+        raise FileNotFoundError(f'ONNX model not found: {model_file}')
+    options = ort.SessionOptions()
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f'threads must be >= 1, got {threads}')
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only
+    try:
+        return ort.InferenceSession(
+            model_file, sess_options=options, providers=list(providers))
+    except Exception as e:  # noqa: BLE001 - onnxruntime's own errors
+        raise ValueError(f'onnxruntime cannot load {model_file}: '
+                         f'{type(e).__name__}: {e}') from e
+
+
+def check_image(img, source: str = 'the image') -> np.ndarray:
+    """``img`` if it is an ``(H, W, 3)`` uint8 array, else
+    :class:`ImageError` naming what it is."""
+    if not isinstance(img, np.ndarray):
+        raise ImageError(f'{source} must be a numpy array (H, W, 3), got '
+                         f'{type(img).__name__}')
+    if img.ndim == 2 or (img.ndim == 3 and img.shape[2] != 3):
+        channels = 1 if img.ndim == 2 else img.shape[2]
+        kind = {1: ' (grayscale)', 4: ' (with alpha)'}.get(channels, '')
+        raise ImageError(
+            f'{source} has {channels} channel(s){kind}; the detector takes '
+            '3-channel colour images: convert it first (e.g. '
+            'cv2.cvtColor with COLOR_GRAY2BGR or COLOR_BGRA2BGR)')
+    if img.ndim != 3:
+        raise ImageError(f'{source} must have shape (H, W, 3), got '
+                         f'{img.shape}')
+    if img.dtype != np.uint8:
+        raise ImageError(f'{source} has dtype {img.dtype}; the detector '
+                         'takes 8-bit (uint8) images')
+    if min(img.shape[:2]) < 1:
+        raise ImageError(f'{source} is empty: shape {img.shape}')
+    return img
+
+
+def load_image(path: str, channel_order: str = 'bgr') -> np.ndarray:
+    """The image at ``path`` as an ``(H, W, 3)`` uint8 array in
+    ``channel_order``, as mmcv's ``LoadImageFromFile`` (OpenCV, colour,
+    EXIF orientation applied) loads it; but an image that is not 8-bit
+    with 3 channels is refused, not converted.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ImageError: OpenCV cannot decode it, or it is not 8-bit with 3
+            channels.
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'image not found: {path}')
+    data = np.fromfile(path, dtype=np.uint8)
+    raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if raw is None:
+        raise ImageError(f'cannot read image {path}: OpenCV cannot decode '
+                         'it (not an image, or a damaged one)')
+    check_image(raw, f'image {path}')
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR)  # with EXIF orientation
+    if channel_order == 'rgb':
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
+
+
+def _scale_size(size: Tuple[int, int], scale) -> Tuple[int, int]:
+    if isinstance(scale, (float, int)):
+        scale = (scale, scale)
+    w, h = size
+    return int(w * float(scale[0]) + 0.5), int(h * float(scale[1]) + 0.5)
+
+
+def resize_image(img: np.ndarray, resize: Optional[dict]
+                 ) -> Tuple[np.ndarray, Tuple[float, float]]:
+    """mmdet's ``Resize`` (mmcv's ``imrescale`` with ``keep_ratio``, else
+    ``imresize``, OpenCV backend): the resized image and its
+    ``scale_factor`` ``(w_scale, h_scale)``; ``resize=None``: no resize.
+
+    Args:
+        img (np.ndarray): ``(H, W, 3)`` image.
+        resize (dict, optional): ``scale`` ((w, h)) or ``scale_factor``,
+            ``keep_ratio`` and ``interpolation`` (default bilinear), as in
+            the model's metadata.
+    """
+    if not resize:
+        return img, (1.0, 1.0)
+    h, w = img.shape[:2]
+    interp = CV2_INTERP[resize.get('interpolation') or 'bilinear']
+    scale = resize.get('scale')
+    if scale is None:
+        scale = _scale_size((w, h), resize['scale_factor'])
+    scale = tuple(int(v) for v in scale)
+    if resize.get('keep_ratio'):
+        factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
+        new_w, new_h = _scale_size((w, h), factor)
+    else:
+        new_w, new_h = scale
+    out = cv2.resize(img, (new_w, new_h), interpolation=interp)
+    return out, (new_w / w, new_h / h)
+
+
+def paste_masks(probs: np.ndarray,
+                boxes: np.ndarray,
+                img_h: int,
+                img_w: int,
+                threshold: float = 0.5) -> np.ndarray:
+    """Paste mask probability maps ``(N, M, M)`` into an ``img_h x img_w``
+    image at ``boxes`` (``(N, 4)``, x1 y1 x2 y2 in that image) and
+    threshold them (``>= threshold``): ``(N, img_h, img_w)`` bool.
+
+    mmdet's ``_do_paste_mask`` on the CPU (each mask over the pixels from
+    ``floor(x1) - 1`` to ``ceil(x2) + 1``, bilinear ``grid_sample`` with
+    ``align_corners=False`` and zero padding), written as two small matrix
+    products, since the sampling grid is separable.
+
+    Example:
+        >>> import numpy as np
+        >>> from mmepsa.deployment import paste_masks
+        >>> masks = paste_masks(np.ones((1, 28, 28), np.float32),
+        ...                     np.array([[2., 3., 10., 8.]]), 12, 16)
+        >>> masks.shape, int(masks.sum())
+        ((1, 12, 16), 40)
+    """
+    n = len(probs)
+    out = np.zeros((n, img_h, img_w), dtype=bool)
+    boxes = boxes.astype(np.float32)
+    for i in range(n):
+        x0, y0, x1, y1 = boxes[i]
+        x0_int = max(int(np.floor(x0)) - 1, 0)
+        y0_int = max(int(np.floor(y0)) - 1, 0)
+        x1_int = min(int(np.ceil(x1)) + 1, img_w)
+        y1_int = min(int(np.ceil(y1)) + 1, img_h)
+        if x1_int <= x0_int or y1_int <= y0_int:
+            continue
+        mask = probs[i].astype(np.float32)
+        wy = _sampling_weights(y0_int, y1_int, y0, y1, mask.shape[0])
+        wx = _sampling_weights(x0_int, x1_int, x0, x1, mask.shape[1])
+        region = wy @ mask @ wx.T
+        out[i, y0_int:y1_int, x0_int:x1_int] = region >= threshold
+    return out
+
+
+def _sampling_weights(start: int, stop: int, low: np.float32, high: np.float32,
+                      size: int) -> np.ndarray:
+    """Bilinear weights ``(stop - start, size)`` of ``grid_sample``
+    (``align_corners=False``, zero padding) for the pixel centres
+    ``start + 0.5 ... stop - 0.5`` of a box from ``low`` to ``high``."""
+    centres = np.arange(start, stop, dtype=np.float32) + np.float32(0.5)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        grid = (centres - low) / (high - low) * np.float32(2) - np.float32(1)
+    grid[np.isinf(grid)] = 0  # as mmdet, for a box of no width
+    pos = ((grid + 1) * size - 1) / 2  # unnormalised, align_corners=False
+    left = np.floor(pos)
+    frac = (pos - left).astype(np.float32)
+    left = left.astype(np.int64)
+    weights = np.zeros((len(centres), size), dtype=np.float32)
+    rows = np.arange(len(centres))
+    for index, weight in ((left, 1 - frac), (left + 1, frac)):
+        inside = (index >= 0) & (index < size)
+        weights[rows[inside], index[inside]] += weight[inside]
+    return weights
+
+
+class OnnxDetector:
+    """A detector exported by :func:`~mmepsa.deployment.export_onnx`, run
+    by onnxruntime on an image path or array: see the module's steps.
+
+    Args:
+        model_file (str): The ``.onnx`` file.
+        threads (int, optional): onnxruntime's intra-op threads (default:
+            one per core).
+        providers (Sequence[str]): onnxruntime execution providers.
+            Defaults to ``('CPUExecutionProvider',)``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: onnxruntime cannot load it, or it has no mmepsa
+            metadata (not exported by :func:`export_onnx`).
+
+    Example:
+        >>> from mmepsa.deployment import OnnxDetector
+        >>> model = OnnxDetector('retinanet.onnx', threads=2
+        ...                      )  # doctest: +SKIP
+        >>> model('demo.jpg')['bboxes'].shape  # doctest: +SKIP
+        (20, 4)
+    """
+
+    def __init__(self,
+                 model_file: str,
+                 threads: Optional[int] = None,
+                 providers: Sequence[str] = ('CPUExecutionProvider', )):
+        self.model_file = model_file
+        self.session = create_session(model_file, threads, providers)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if METADATA_KEY not in meta:
+            raise ValueError(
+                f'{model_file} has no {METADATA_KEY!r} metadata: export it '
+                'with tools/deployment/pytorch2onnx.py')
+        self.meta = json.loads(meta[METADATA_KEY])
+        self.classes = tuple(self.meta.get('classes') or ())
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.with_masks = 'masks' in self.output_names
+
+    @property
+    def channel_order(self) -> str:
+        """The channel order the graph takes (the test pipeline's)."""
+        return self.meta['input'].get('channel_order', 'bgr')
+
+    def preprocess(self,
+                   img: np.ndarray) -> Tuple[np.ndarray, Tuple[float, float]]:
+        """An ``(H, W, 3)`` uint8 image (in :attr:`channel_order`) -> the
+        graph's ``(1, 3, h, w)`` float32 input (resized) and the resize's
+        ``scale_factor`` ``(w_scale, h_scale)``."""
+        check_image(img)
+        resized, scale_factor = resize_image(img, self.meta.get('resize'))
+        inputs = resized.transpose(2, 0, 1)[None].astype(np.float32)
+        return np.ascontiguousarray(inputs), scale_factor
+
+    def infer(self, inputs: np.ndarray) -> Dict[str, np.ndarray]:
+        """Run the graph on its ``(1, 3, h, w)`` float32 input: the raw
+        outputs (boxes in the input's pixels), by name."""
+        outs = self.session.run(None, {'input': inputs})
+        return dict(zip(self.output_names, outs))
+
+    def postprocess(self, raw: Dict[str,
+                                    np.ndarray], scale_factor: Sequence[float],
+                    ori_shape: Sequence[int]) -> Dict[str, np.ndarray]:
+        """The raw outputs -> ``bboxes`` in the original image (divided by
+        ``scale_factor``), ``scores``, ``labels`` and, for Mask R-CNN,
+        ``masks`` ``(N, H, W)`` bool pasted into the ``ori_shape`` image."""
+        sx, sy = (float(v) for v in scale_factor)
+        boxes = raw['boxes'] / np.array([sx, sy, sx, sy], dtype=np.float32)
+        result = dict(
+            bboxes=boxes.astype(np.float32),
+            scores=raw['scores'],
+            labels=raw['labels'].astype(np.int64))
+        if self.with_masks:
+            h, w = int(ori_shape[0]), int(ori_shape[1])
+            threshold = self.meta.get('mask_thr_binary')
+            result['masks'] = paste_masks(
+                raw['masks'], result['bboxes'], h, w,
+                0.5 if threshold is None else threshold)
+        return result
+
+    def __call__(self, img: Union[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Detect objects in an image file or an ``(H, W, 3)`` uint8 array
+        (in :attr:`channel_order`): ``bboxes`` ``(N, 4)`` in its pixels,
+        ``scores``, ``labels`` and, for Mask R-CNN, ``masks``."""
+        if isinstance(img, str):
+            img = load_image(img, self.channel_order)
+        inputs, scale_factor = self.preprocess(img)
+        return self.postprocess(
+            self.infer(inputs), scale_factor, img.shape[:2])
+
+
+def draw_detections(img: np.ndarray,
+                    result: Dict[str, np.ndarray],
+                    classes: Sequence[str] = (),
+                    score_thr: float = 0.3) -> np.ndarray:
+    """A copy of the BGR ``img`` with the detections of at least
+    ``score_thr`` drawn: boxes, ``class score`` labels, masks blended in.
+
+    Example:
+        >>> import numpy as np
+        >>> from mmepsa.deployment import draw_detections
+        >>> result = dict(bboxes=np.array([[2., 2., 20., 20.]]),
+        ...               scores=np.array([0.9]), labels=np.array([0]))
+        >>> draw_detections(np.zeros((32, 32, 3), np.uint8), result,
+        ...                 ['circle']).shape
+        (32, 32, 3)
+    """
+    out = img.copy()
+    rng = np.random.RandomState(0)
+    palette = rng.randint(64, 256, (max(len(classes), 1) + 256, 3))
+    keep = np.flatnonzero(result['scores'] >= score_thr)
+    for i in keep:
+        label = int(result['labels'][i])
+        color = tuple(int(c) for c in palette[label % len(palette)])
+        if 'masks' in result:
+            mask = result['masks'][i]
+            out[mask] = (0.5 * out[mask] +
+                         0.5 * np.array(color)).astype(np.uint8)
+        x1, y1, x2, y2 = (int(round(float(v))) for v in result['bboxes'][i])
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, 1)
+        name = classes[label] if label < len(classes) else str(label)
+        cv2.putText(out, f'{name} {float(result["scores"][i]):.2f}',
+                    (x1, max(y1 - 3, 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
+                    color, 1, cv2.LINE_AA)
+    return out

@@ -1,0 +1,128 @@
+# Copyright (c) mmepsa contributors. All rights reserved.
+"""The evaluator (onnxruntime against PyTorch with the config's
+CocoMetric), the detection matching, the latency comparison and the
+tools that call them."""
+import json
+import os
+
+import pytest
+import torch
+from mmengine.structures import InstanceData
+
+from mmepsa.deployment import (DetectionAgreement, compare_latency,
+                               evaluate_onnx, format_latency)
+from mmepsa.deployment.evaluate import compare_metrics
+from tests.utils import run_tool
+
+
+def instances(boxes, scores, labels):
+    return InstanceData(
+        bboxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        scores=torch.tensor(scores),
+        labels=torch.tensor(labels, dtype=torch.long))
+
+
+def test_detection_agreement():
+    ref = instances([[0, 0, 10, 10], [20, 20, 40, 40], [0, 0, 5, 5]],
+                    [0.9, 0.8, 0.2], [0, 1, 0])
+    test = instances([[0, 0, 10, 11], [20, 20, 40, 40], [50, 50, 60, 60]],
+                     [0.9, 0.7, 0.3], [0, 1, 1])
+    agreement = DetectionAgreement()
+    agreement.add(ref, test)
+    agreement.add(instances([[0, 0, 1, 1]], [0.5], [2]), instances([], [], []))
+    s = agreement.summary()
+    assert (s['reference'], s['test'], s['matched']) == (4, 3, 2)
+    assert s['unmatched'] == 3  # [0, 0, 5, 5], the lone test box, label 2
+    assert s['max_unmatched_score'] == pytest.approx(0.5)
+    assert s['min_iou'] == pytest.approx(100 / 110)
+    assert s['iou_ge_0.99'] == 1
+    assert s['max_score_diff'] == pytest.approx(0.1)
+
+
+def test_compare_metrics_tolerance():
+    ref = {'coco/bbox_mAP': 0.5, 'coco/bbox_mAP_50': 0.8}
+    close = {'coco/bbox_mAP': 0.504, 'coco/bbox_mAP_50': 0.8}
+    far = {'coco/bbox_mAP': 0.51, 'coco/bbox_mAP_50': 0.8}
+    good = dict(min_iou=0.995)
+    assert compare_metrics(dict(pytorch=ref, onnxruntime=close), good)['ok']
+    assert not compare_metrics(dict(pytorch=ref, onnxruntime=far), good)['ok']
+    assert not compare_metrics(
+        dict(pytorch=ref, onnxruntime=ref), dict(min_iou=0.98))['ok']
+
+
+def test_evaluate_onnx_against_pytorch(tiny_exports):
+    paths = tiny_exports['retinanet']
+    result = evaluate_onnx(
+        paths['config'], paths['onnx'], paths['checkpoint'], threads=1)
+    assert result['images'] == 4
+    ours, ref = result['metrics']['onnxruntime'], result['metrics']['pytorch']
+    assert set(ours) == set(ref) and 'coco/bbox_mAP' in ours
+    assert result['differences'] == dict(bbox_mAP=0.0, bbox_mAP_50=0.0)
+    a = result['agreement']
+    assert a['reference'] == a['test'] == a['matched'] == 80  # 20 x 4
+    assert a['min_iou'] >= 0.999 and a['max_score_diff'] < 1e-5
+    assert result['ok'] is True
+
+
+def test_compare_latency(tiny_exports):
+    paths = tiny_exports['mask-rcnn']
+    result = compare_latency(
+        paths['config'],
+        paths['checkpoint'],
+        paths['onnx'], (1, 3, 64, 96),
+        threads=1,
+        warmup=0,
+        runs=1)
+    assert list(result['rows']) == [
+        'onnxruntime', 'pytorch', 'pytorch-export-wrapper'
+    ]
+    counts = {row['detections'] for row in result['rows'].values()}
+    assert counts == {20}  # the same detections on every row
+    assert result['onnxruntime_vs_pytorch']['rounds'] == 1
+    assert result['machine']['onnxruntime_threads'] == 1
+    assert result['machine']['onnxruntime']
+    table = format_latency(result)
+    assert '| onnxruntime |' in table and '1x3x64x96, 1 threads' in table
+    with pytest.raises(ValueError, match='rows must be some of'):
+        compare_latency(
+            paths['config'],
+            paths['checkpoint'],
+            paths['onnx'],
+            rows=('tensorrt', ))
+    with pytest.raises(ValueError, match=r'shape must be \(1, 3, H, W\)'):
+        compare_latency(paths['config'], paths['checkpoint'], paths['onnx'],
+                        (2, 3, 64, 64))
+
+
+def test_pytorch2onnx_and_onnx_test_tools(tiny_exports, tmp_path):
+    paths = tiny_exports['retinanet']
+    out = tmp_path / 'retinanet.onnx'
+    proc = run_tool('deployment/pytorch2onnx.py', paths['config'],
+                    paths['checkpoint'], '--output-file', out, '--shape', '64')
+    assert 'all in the default domain' in proc.stdout
+    assert 'onnxruntime against PyTorch, largest differences' in proc.stdout
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's
+    results = tmp_path / 'results.json'
+    proc = run_tool('deployment/onnx_test.py', paths['config'], out,
+                    '--checkpoint', paths['checkpoint'], '--out', results,
+                    '--max-images', '2')
+    assert 'within tolerance: True' in proc.stdout
+    assert json.loads(results.read_text())['images'] == 2
+    # an unsupported head: exit 1, the head named, nothing written
+    bad = tmp_path / 'fcos.py'
+    bad.write_text(f"_base_ = {paths['config']!r}\n"
+                   'model = dict(bbox_head=dict(_delete_=True, '
+                   "type='FCOSHead', num_classes=2, in_channels=16))\n")
+    proc = run_tool(
+        'deployment/pytorch2onnx.py',
+        bad,
+        paths['checkpoint'],
+        '--output-file',
+        tmp_path / 'fcos.onnx',
+        check=False)
+    assert proc.returncode == 1
+    assert ("pytorch2onnx: error: bbox_head type 'FCOSHead' is not "
+            'supported') in proc.stdout
+    assert not (tmp_path / 'fcos.onnx').exists()

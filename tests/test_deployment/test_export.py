@@ -1,0 +1,242 @@
+# Copyright (c) mmepsa contributors. All rights reserved.
+"""Export of whole detectors to ONNX: onnxruntime's detections equal
+mmdet's, the graph has standard ops only, and bad input fails before
+anything is written."""
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from mmepsa.deployment import (CheckpointMismatchError, DetectionAgreement,
+                               OnnxDetector, UnsupportedModelError,
+                               check_supported, export_onnx, load_detector,
+                               non_standard_ops)
+
+MODELS = ('retinanet', 'faster-rcnn', 'mask-rcnn')
+
+
+def mmdet_reference(detector, inputs: np.ndarray, scale_factor, ori_shape):
+    """mmdet's ``test_step`` on the runner's resized input."""
+    from mmdet.structures import DetDataSample
+    meta = dict(
+        img_shape=tuple(inputs.shape[2:]),
+        ori_shape=ori_shape,
+        scale_factor=scale_factor)
+    data = dict(
+        inputs=[torch.from_numpy(inputs[0]).to(torch.uint8)],
+        data_samples=[DetDataSample(metainfo=meta)])
+    with torch.no_grad():
+        return detector.test_step(data)[0].pred_instances
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_onnxruntime_equals_mmdet(tiny_exports, name):
+    from mmengine.structures import InstanceData
+    paths = tiny_exports[name]
+    model = OnnxDetector(paths['onnx'], threads=1)
+    detector, _ = load_detector(paths['config'], paths['checkpoint'])
+    rng = np.random.RandomState(0)
+    # not the traced 96 x 96; the RetinaNet's Resize scales these by 0.8
+    for h, w in ((80, 60), (50, 120)):
+        img = rng.randint(0, 256, (h, w, 3), dtype=np.uint8)
+        inputs, scale_factor = model.preprocess(img)
+        result = model.postprocess(model.infer(inputs), scale_factor, (h, w))
+        ref = mmdet_reference(detector, inputs, scale_factor, (h, w))
+        assert len(ref) > 0
+        assert len(result['bboxes']) == len(ref)
+        np.testing.assert_allclose(
+            result['bboxes'], ref.bboxes.numpy(), atol=1e-3)
+        np.testing.assert_allclose(
+            result['scores'], ref.scores.numpy(), atol=1e-5)
+        np.testing.assert_array_equal(result['labels'], ref.labels.numpy())
+        if name == 'mask-rcnn':
+            assert result['masks'].shape == (len(ref), h, w)
+            differ = (result['masks'] != ref.masks.numpy()).mean()
+            assert differ < 1e-3
+        else:
+            assert 'masks' not in result
+        agreement = DetectionAgreement()
+        agreement.add(
+            ref,
+            InstanceData(**{k: torch.from_numpy(v)
+                            for k, v in result.items()}))
+        assert agreement.summary()['min_iou'] >= 0.999
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_graph_is_standard_onnx(tiny_exports, name):
+    import onnx
+    model = onnx.load(tiny_exports[name]['onnx'])
+    assert non_standard_ops(model) == []
+    ops = {n.op_type: n for n in model.graph.node}
+    assert 'NonMaxSuppression' in ops
+    if name != 'retinanet':
+        align = ops['RoiAlign']
+        mode = next(a.s for a in align.attribute
+                    if a.name == 'coordinate_transformation_mode')
+        assert mode == b'half_pixel'  # mmdet's aligned=True
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims[:2]] == [1, 3]
+    assert [d.dim_param for d in dims[2:]] == ['height', 'width']
+    outputs = [o.name for o in model.graph.output]
+    expected = ['boxes', 'scores', 'labels']
+    assert outputs == expected + (['masks'] if name == 'mask-rcnn' else [])
+
+
+def test_metadata(tiny_exports):
+    model = OnnxDetector(tiny_exports['retinanet']['onnx'])
+    assert model.classes == ('square', 'disk')
+    assert model.meta['resize'] == dict(
+        scale=[64, 64],
+        scale_factor=None,
+        keep_ratio=True,
+        interpolation='bilinear')
+    assert model.meta['input']['channel_order'] == 'bgr'
+    masks = OnnxDetector(tiny_exports['mask-rcnn']['onnx'])
+    assert masks.with_masks and masks.meta['mask_thr_binary'] == 0.5
+
+
+def test_no_detections(tiny_exports, tmp_path):
+    paths = tiny_exports['mask-rcnn']
+    out = str(tmp_path / 'none.onnx')
+    export_onnx(
+        paths['config'],
+        paths['checkpoint'],
+        out,
+        cfg_options={'model.test_cfg.rcnn.score_thr': 1.0},
+        shape=(64, 64),
+        verify=False)
+    model = OnnxDetector(out)
+    result = model(np.zeros((40, 50, 3), np.uint8))
+    assert result['bboxes'].shape == (0, 4)
+    assert result['labels'].shape == (0, )
+    assert result['masks'].shape == (0, 40, 50)
+
+
+@pytest.mark.parametrize('model_cfg, match', [
+    (dict(type='RetinaNet', bbox_head=dict(type='FCOSHead')),
+     "bbox_head type 'FCOSHead' is not supported.*supported bbox_head "
+     'types: RetinaHead'),
+    (dict(type='FCOS', bbox_head=dict(type='FCOSHead')),
+     "bbox_head type 'FCOSHead'.*RetinaHead"),
+    (dict(type='CascadeRCNN', rpn_head=dict(type='RPNHead')),
+     "model type 'CascadeRCNN'.*RetinaNet, FasterRCNN, MaskRCNN"),
+    (dict(
+        type='MaskRCNN',
+        rpn_head=dict(type='RPNHead'),
+        roi_head=dict(
+            type='StandardRoIHead',
+            bbox_roi_extractor=dict(type='SingleRoIExtractor'),
+            bbox_head=dict(type='Shared2FCBBoxHead'),
+            mask_roi_extractor=dict(type='SingleRoIExtractor'),
+            mask_head=dict(type='MaskIoUHead'))),
+     "roi_head.mask_head type 'MaskIoUHead'.*FCNMaskHead"),
+    (dict(type='FasterRCNN', rpn_head=dict(type='GARPNHead')),
+     "rpn_head type 'GARPNHead'.*RPNHead"),
+])
+def test_unsupported_heads(model_cfg, match):
+    with pytest.raises(UnsupportedModelError, match=match):
+        check_supported(model_cfg)
+
+
+def test_supported_heads():
+    assert check_supported(dict(type='RetinaNet',
+                                bbox_head=dict(type='RetinaHead'))) == \
+        'single_stage'
+
+
+def test_unsupported_head_fails_before_export(tiny_exports, tmp_path):
+    config = tmp_path / 'fcos.py'
+    config.write_text(
+        f"_base_ = {tiny_exports['retinanet']['config']!r}\n"
+        "model = dict(bbox_head=dict(_delete_=True, type='FCOSHead', "
+        'num_classes=2, in_channels=16))\n')
+    out = tmp_path / 'out'
+    with pytest.raises(UnsupportedModelError, match="'FCOSHead'"):
+        export_onnx(
+            str(config), 'does-not-matter.pth', str(out / 'model.onnx'))
+    assert not out.exists() or os.listdir(out) == []
+
+
+def test_checkpoint_that_does_not_fit(tiny_exports, tmp_path):
+    out = tmp_path / 'out'
+    with pytest.raises(
+            CheckpointMismatchError,
+            match='does not fit the detector.*missing from the '
+            'checkpoint.*the model does not have'):
+        export_onnx(tiny_exports['mask-rcnn']['config'],
+                    tiny_exports['retinanet']['checkpoint'],
+                    str(out / 'model.onnx'))
+    assert not out.exists() or os.listdir(out) == []
+
+
+class _RunsCode:
+    """Unpickling it would create the folder it names."""
+
+    def __init__(self, folder):
+        self.folder = folder
+
+    def __reduce__(self):
+        return os.makedirs, (self.folder, )
+
+
+def test_crafted_checkpoint_is_refused(tiny_exports, tmp_path):
+    marker = tmp_path / 'ran'
+    crafted = tmp_path / 'crafted.pth'
+    torch.save(
+        dict(state_dict={'x': torch.zeros(1)}, meta=_RunsCode(str(marker))),
+        str(crafted))
+    out = tmp_path / 'out'
+    with pytest.raises(pickle.UnpicklingError, match='refused to load'):
+        export_onnx(tiny_exports['retinanet']['config'], str(crafted),
+                    str(out / 'model.onnx'))
+    assert not marker.exists()
+    assert not out.exists() or os.listdir(out) == []
+
+
+def test_failed_export_leaves_nothing(tiny_exports, tmp_path, monkeypatch):
+    out = tmp_path / 'out'
+    out.mkdir()
+
+    def broken_export(model, args, f, **kwargs):
+        with open(f, 'wb') as fh:
+            fh.write(b'half a model')
+        raise RuntimeError('exporter crashed')
+
+    monkeypatch.setattr(torch.onnx, 'export', broken_export)
+    with pytest.raises(RuntimeError, match='exporter crashed'):
+        export_onnx(tiny_exports['retinanet']['config'],
+                    tiny_exports['retinanet']['checkpoint'],
+                    str(out / 'model.onnx'))
+    assert os.listdir(out) == []
+
+
+def test_bad_arguments(tiny_exports, tmp_path):
+    paths = tiny_exports['retinanet']
+    with pytest.raises(ValueError, match='opset must be >= 16'):
+        export_onnx(
+            paths['config'],
+            paths['checkpoint'],
+            str(tmp_path / 'm.onnx'),
+            opset=13)
+    with pytest.raises(FileNotFoundError, match='checkpoint not found'):
+        load_detector(paths['config'], str(tmp_path / 'missing.pth'))
+    with pytest.raises(FileNotFoundError, match='config not found'):
+        load_detector(str(tmp_path / 'missing.py'), paths['checkpoint'])
+
+
+def test_unsupported_pipeline_transform(tiny_exports, tmp_path):
+    config = tmp_path / 'padded.py'
+    config.write_text(
+        f"_base_ = {tiny_exports['retinanet']['config']!r}\n"
+        'test_dataloader = dict(dataset=dict(pipeline=['
+        "dict(type='LoadImageFromFile'), dict(type='Pad', size=(64, 64)), "
+        "dict(type='PackDetInputs')]))\n")
+    with pytest.raises(
+            UnsupportedModelError,
+            match="transform 'Pad' is not supported.*Resize"):
+        export_onnx(
+            str(config), tiny_exports['retinanet']['checkpoint'],
+            str(tmp_path / 'm.onnx'))

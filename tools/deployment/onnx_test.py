@@ -1,0 +1,123 @@
+# Copyright (c) mmepsa contributors. All rights reserved.
+"""Evaluate an exported ONNX detector under onnxruntime over its config's
+test set with the config's evaluator (mmdet's CocoMetric); with
+``--checkpoint``, PyTorch beside it on the same images, and the two
+compared (``mmepsa.deployment.evaluate_onnx``; docs/deployment.md)::
+
+    python tools/deployment/onnx_test.py CONFIG MODEL.onnx \\
+        --checkpoint CHECKPOINT --out results.json
+
+``--latency 1x800x1216`` times onnxruntime against PyTorch eager on one
+image of that size instead (``mmepsa.deployment.compare_latency``; needs
+``--checkpoint``)::
+
+    python tools/deployment/onnx_test.py CONFIG MODEL.onnx \\
+        --checkpoint CHECKPOINT --latency 1x800x1216 --threads 2
+
+Exits 1 on bad input, 3 when onnxruntime and PyTorch differ by more than
+the tolerances (mAP 0.005, matched boxes' IoU 0.99).
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import pickle
+import sys
+
+from mmengine.config import DictAction
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Evaluate an ONNX detector with onnxruntime (and '
+        'compare it with PyTorch)')
+    parser.add_argument('config', help='the detector config it came from')
+    parser.add_argument('model', help='the .onnx file')
+    parser.add_argument(
+        '--checkpoint',
+        help='the checkpoint it was exported from: '
+        'evaluate PyTorch too and compare')
+    parser.add_argument(
+        '--threads',
+        type=int,
+        help='onnxruntime (and, with --latency, '
+        'torch) threads (default: onnxruntime\'s, one per core; 2 with '
+        '--latency)')
+    parser.add_argument(
+        '--max-images', type=int, help='stop after this many images')
+    parser.add_argument('--out', help='write the results here (JSON)')
+    parser.add_argument(
+        '--latency',
+        metavar='1xHxW',
+        help='time onnxruntime against '
+        'PyTorch eager on one random image of this size instead of '
+        'evaluating (e.g. 1x800x1216)')
+    parser.add_argument(
+        '--warmup',
+        type=int,
+        default=2,
+        help='--latency: untimed rounds (default 2)')
+    parser.add_argument(
+        '--runs',
+        type=int,
+        default=5,
+        help='--latency: timed rounds (default 5)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        metavar='KEY=VALUE',
+        help='override config settings, as in tools/test.py')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from mmepsa.analysis.benchmark import parse_nchw
+    from mmepsa.deployment import (compare_latency, evaluate_onnx,
+                                   format_latency)
+    errors = (OSError, ValueError, RuntimeError, ImportError,
+              pickle.UnpicklingError)
+    try:
+        if args.latency:
+            if not args.checkpoint:
+                raise ValueError('--latency needs --checkpoint (the PyTorch '
+                                 'rows run the checkpoint)')
+            result = compare_latency(
+                args.config,
+                args.checkpoint,
+                args.model,
+                parse_nchw(args.latency),
+                args.threads or 2,
+                args.warmup,
+                args.runs,
+                cfg_options=args.cfg_options)
+        else:
+            result = evaluate_onnx(args.config, args.model, args.checkpoint,
+                                   args.cfg_options, args.threads,
+                                   args.max_images)
+    except errors as e:
+        sys.exit(f'onnx_test: error: {e}')
+    if args.out:
+        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+        with open(args.out, 'w') as f:
+            json.dump(result, f, indent=2, default=str)
+    if args.latency:
+        print(format_latency(result))
+        return 0
+    for side, metrics in result['metrics'].items():
+        shown = ', '.join(f'{k.split("/")[-1]} {v:.3f}'
+                          for k, v in metrics.items()
+                          if k.endswith(('mAP', 'mAP_50')))
+        print(f'{side}: {shown}')
+    if 'ok' not in result:
+        return 0
+    a = result['agreement']
+    print(f"differences (onnxruntime - PyTorch): {result['differences']}; "
+          f"{a['matched']} of {a['reference']} detections matched, box IoU "
+          f"min {a['min_iou']}; within tolerance: {result['ok']}")
+    return 0 if result['ok'] else 3
+
+
+if __name__ == '__main__':
+    sys.exit(main())
