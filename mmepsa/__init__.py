@@ -30,16 +30,16 @@ _SUPPORTED['mmdet'] = (mmdet.__version__, '3.0.0', '3.4.0')
 
 for _name, (_found, _low, _high) in _SUPPORTED.items():
     _version = digit_version(_found)
-    if _version < digit_version(_low) or (
-            _high is not None and _version >= digit_version(_high)):
+    if _version < digit_version(_low) or (_high is not None and
+                                          _version >= digit_version(_high)):
         _range = f'>={_low}' + (f',<{_high}' if _high else '')
         raise ImportError(
             f'{_name}=={_found} is installed but mmepsa supports '
             f'{_name}{_range}. Please install a version in that range '
             '(docs/compatibility.md lists the tested stacks).')
 
-from .utils import (allow_mmengine_checkpoint_types,  # noqa: E402
-                    replace_mmengine_checkpoint_loaders)
+from .utils import allow_mmengine_checkpoint_types  # noqa: E402
+from .utils import replace_mmengine_checkpoint_loaders  # noqa: E402
 
 allow_mmengine_checkpoint_types()
 replace_mmengine_checkpoint_loaders()

@@ -10,8 +10,7 @@ if os.environ.get('PYTEST_XDIST_WORKER'):
     # OpenMP/BLAS pools on the same cores slow each other down many times
     # over. Set before torch and numpy are imported; a value the user set
     # is kept.
-    for _var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS',
-                 'OPENBLAS_NUM_THREADS'):
+    for _var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS'):
         os.environ.setdefault(_var, '1')
 
 import copy  # noqa: E402
@@ -21,8 +20,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from mmengine.registry import DefaultScope  # noqa: E402
 
-from tests.utils import (make_tiny_project, once_per_session,  # noqa: E402
-                         run_tool)
+from tests.utils import make_tiny_project  # noqa: E402
+from tests.utils import once_per_session  # noqa: E402
+from tests.utils import run_tool  # noqa: E402
 
 if os.environ.get('PYTEST_XDIST_WORKER'):
     torch.set_num_threads(1)
@@ -40,7 +40,8 @@ def _scope_restorer():
 # test, and the next file on the same xdist worker, the scope it had before.
 restore_default_scope = pytest.fixture(autouse=True)(_scope_restorer)
 restore_default_scope_per_module = pytest.fixture(
-    scope='module', autouse=True)(_scope_restorer)
+    scope='module', autouse=True)(
+        _scope_restorer)
 
 
 @pytest.fixture(scope='session')

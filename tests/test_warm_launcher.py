@@ -51,12 +51,21 @@ def test_same_as_a_fresh_interpreter(script, tmp_path, what):
     env = tool_env(str(tmp_path / 'lib'), LAUNCHER_TEST='x y')
     args = [PYTHON, script, what, '--flag']
     assert WarmLauncher.serves([str(a) for a in args])
-    warm, fresh = (run(args, env=env, cwd=tmp_path, check=False,
-                       merge_stderr=False, fresh=f) for f in (False, True))
-    assert (warm.returncode, warm.stdout, warm.stderr) == (
-        fresh.returncode, fresh.stdout, fresh.stderr)
-    assert warm.returncode == {'ok': 0, 'code': 3, 'message': 1,
-                               'raise': 1}[what]
+    warm, fresh = (
+        run(args,
+            env=env,
+            cwd=tmp_path,
+            check=False,
+            merge_stderr=False,
+            fresh=f) for f in (False, True))
+    assert (warm.returncode, warm.stdout,
+            warm.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
+    assert warm.returncode == {
+        'ok': 0,
+        'code': 3,
+        'message': 1,
+        'raise': 1
+    }[what]
     assert f"argv ['{script}', '{what}', '--flag']" in warm.stdout
     assert f'path0 {osp.dirname(script)}' in warm.stdout
     assert f'cwd {tmp_path}' in warm.stdout
@@ -72,8 +81,9 @@ def test_same_as_a_fresh_interpreter(script, tmp_path, what):
 def test_dash_c_same_as_a_fresh_interpreter(tmp_path):
     code = ('import sys; print(sys.argv, repr(sys.path[0]), __name__); '
             'raise SystemExit(4)')
-    warm, fresh = (run([PYTHON, '-c', code, 'a'], cwd=tmp_path, check=False,
-                       fresh=f) for f in (False, True))
+    warm, fresh = (
+        run([PYTHON, '-c', code, 'a'], cwd=tmp_path, check=False, fresh=f)
+        for f in (False, True))
     assert (warm.returncode, warm.stdout) == (fresh.returncode, fresh.stdout)
     assert warm.returncode == 4
     assert warm.stdout == "['-c', 'a'] '' __main__\n"
@@ -102,6 +112,9 @@ def test_workers_and_their_processes_compute_on_one_thread():
     assert torch.get_num_threads() == 1
     names = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')
     code = f'import os; print(*(os.environ[n] for n in {names!r}))'
-    proc = subprocess.run([PYTHON, '-c', code], env=dict(os.environ),
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run([PYTHON, '-c', code],
+                          env=dict(os.environ),
+                          capture_output=True,
+                          text=True,
+                          check=True)
     assert proc.stdout.split() == [os.environ[n] for n in names]

@@ -26,7 +26,6 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(REPO, 'tools')
 PYTHON = sys.executable
 
-
 # A narrow EPSANet: 16 base channels split into 4 PSA branches of 4 channels,
 # so the PSA groups must divide 4 (the default (1, 4, 8, 16) needs >= 64);
 # SE squeeze 4. The tiny RetinaNet config below uses the same settings.
@@ -137,8 +136,8 @@ def make_tiny_dataset(root: str, num_images: int = 4, size: int = 64):
         name = f'img_{i}.png'
         cv2.imwrite(osp.join(root, 'images', name), img)
         images.append(dict(id=i, file_name=name, width=size, height=size))
-        for cat, (bx, by, bw, bh) in ((1, (x, y, s, s)),
-                                      (2, (cx - r, cy - r, 2 * r, 2 * r))):
+        for cat, (bx, by, bw, bh) in ((1, (x, y, s, s)), (2, (cx - r, cy - r,
+                                                              2 * r, 2 * r))):
             annotations.append(
                 dict(
                     id=len(annotations) + 1,
@@ -147,15 +146,12 @@ def make_tiny_dataset(root: str, num_images: int = 4, size: int = 64):
                     bbox=[bx, by, bw, bh],
                     area=bw * bh,
                     iscrowd=0))
-    categories = [
-        dict(id=i + 1, name=name) for i, name in enumerate(CLASSES)
-    ]
+    categories = [dict(id=i + 1, name=name) for i, name in enumerate(CLASSES)]
     with open(osp.join(root, 'annotations.json'), 'w') as f:
         json.dump(
             dict(
-                images=images,
-                annotations=annotations,
-                categories=categories), f)
+                images=images, annotations=annotations, categories=categories),
+            f)
 
 
 def make_tiny_project(tmp: str) -> str:
@@ -164,10 +160,12 @@ def make_tiny_project(tmp: str) -> str:
     make_tiny_dataset(data_root)
     config = osp.join(tmp, 'retinanet_epsanet_tiny.py')
     with open(config, 'w') as f:
-        f.write(TINY_CONFIG.format(data_root=data_root, classes=CLASSES,
-                                  tiny_backbone=', '.join(
-                                      f'{k}={v!r}' for k, v in
-                                      TINY_BACKBONE.items())))
+        f.write(
+            TINY_CONFIG.format(
+                data_root=data_root,
+                classes=CLASSES,
+                tiny_backbone=', '.join(f'{k}={v!r}'
+                                        for k, v in TINY_BACKBONE.items())))
     return config
 
 
@@ -223,8 +221,10 @@ class WarmLauncher:
         self.env = tool_env()
         self._log = tempfile.NamedTemporaryFile(
             'w+', prefix='warm_launcher_', suffix='.log')
-        self.proc = subprocess.Popen([PYTHON, self.SCRIPT], cwd=REPO,
-                                     env=self.env, stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([PYTHON, self.SCRIPT],
+                                     cwd=REPO,
+                                     env=self.env,
+                                     stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE,
                                      stderr=self._log)
         self._buffer = b''
@@ -258,8 +258,9 @@ class WarmLauncher:
         ...``."""
         if len(args) < 2 or args[0] != PYTHON:
             return False
-        return (len(args) >= 3 and args[1] == '-c') or (
-            args[1].endswith('.py') and osp.isfile(args[1]))
+        return (len(args) >= 3
+                and args[1] == '-c') or (args[1].endswith('.py')
+                                         and osp.isfile(args[1]))
 
     def accepts(self, env: dict) -> bool:
         """Whether a run with ``env`` imports the stack as the launcher
@@ -271,12 +272,16 @@ class WarmLauncher:
                 return False
         return True
 
-    def start(self, args: list, env: dict, cwd: str, stdout: str,
+    def start(self,
+              args: list,
+              env: dict,
+              cwd: str,
+              stdout: str,
               stderr: Optional[str] = None) -> 'LaunchedRun':
         """Fork a child that runs ``args`` with its output in the files
         ``stdout`` (and ``stderr``, else the same file)."""
-        request = dict(argv=args, env=env, cwd=cwd, stdout=stdout,
-                       stderr=stderr)
+        request = dict(
+            argv=args, env=env, cwd=cwd, stdout=stdout, stderr=stderr)
         self.proc.stdin.write(json.dumps(request).encode() + b'\n')
         self.proc.stdin.flush()
         return LaunchedRun(self, self._reply(60)['pid'])
@@ -358,8 +363,12 @@ def _warm(args: list, env: dict) -> bool:
             and WarmLauncher.serves(args) and warm_launcher().accepts(env))
 
 
-def run(args: Sequence, env: Optional[dict] = None, cwd: Optional[str] = None,
-        timeout: int = 300, check: bool = True, merge_stderr: bool = True,
+def run(args: Sequence,
+        env: Optional[dict] = None,
+        cwd: Optional[str] = None,
+        timeout: int = 300,
+        check: bool = True,
+        merge_stderr: bool = True,
         fresh: bool = False) -> subprocess.CompletedProcess:
     """Run ``args`` (a tool, mim, a shell script) as a user would, in
     ``cwd`` (default: the checkout) with ``env`` (default:
@@ -399,8 +408,8 @@ def start(args: Sequence, env: dict, cwd: str, stdout: str):
     if _warm(args, env):
         return warm_launcher().start(args, env, cwd, stdout)
     with open(stdout, 'w') as out:
-        return subprocess.Popen(args, cwd=cwd, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 def run_tool(relpath: str, *args, **kwargs) -> subprocess.CompletedProcess:

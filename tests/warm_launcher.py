@@ -76,8 +76,10 @@ def _child(request: dict) -> None:
     else:
         script = os.path.abspath(argv[0])
         sys.argv, folder = argv, os.path.dirname(script)
-    extra = [p for p in request['env'].get('PYTHONPATH', '').split(os.pathsep)
-             if p and p not in sys.path]
+    extra = [
+        p for p in request['env'].get('PYTHONPATH', '').split(os.pathsep)
+        if p and p not in sys.path
+    ]
     sys.path[:1] = [folder, *extra]
     try:
         if script == '<string>':
@@ -122,8 +124,10 @@ def main() -> None:
             _child(request)  # never returns
         print(json.dumps({'pid': pid}), file=channel, flush=True)
         _, status = os.waitpid(pid, 0)
-        print(json.dumps({'rc': os.waitstatus_to_exitcode(status)}),
-              file=channel, flush=True)
+        print(
+            json.dumps({'rc': os.waitstatus_to_exitcode(status)}),
+            file=channel,
+            flush=True)
 
 
 if __name__ == '__main__':

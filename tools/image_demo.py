@@ -16,8 +16,7 @@ import os
 import os.path as osp
 import sys
 
-IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff',
-                  '.webp')
+IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 
 def parse_args(argv=None):
@@ -32,7 +31,9 @@ def parse_args(argv=None):
         default='outputs',
         help='output folder: vis/NAME.png and preds/NAME.json')
     parser.add_argument(
-        '--device', default=None, help='cpu, cuda or cuda:N (default: cuda '
+        '--device',
+        default=None,
+        help='cpu, cuda or cuda:N (default: cuda '
         'when available, else cpu)')
     parser.add_argument(
         '--pred-score-thr',
@@ -80,9 +81,9 @@ def main(argv=None):
 
     import mmcv
     import torch
+    from mmdet.apis import DetInferencer
 
     import mmepsa  # noqa: F401  (registers EPSANet)
-    from mmdet.apis import DetInferencer
 
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     inferencer = DetInferencer(

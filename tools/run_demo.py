@@ -42,30 +42,44 @@ def parse_args(argv=None):
         description='Train and evaluate the EPSANet demo on synthetic shapes '
         '(CPU is fine).')
     parser.add_argument(
-        '--config', default=DEFAULT_CONFIG,
+        '--config',
+        default=DEFAULT_CONFIG,
         help='demo config (default: the Mask R-CNN EPSANet-50(S) one)')
     parser.add_argument(
-        '--work-dir', help="outputs go here (default: the config's "
-        "work_dir, work_dirs/demo)")
+        '--work-dir',
+        help="outputs go here (default: the config's "
+        'work_dir, work_dirs/demo)')
     parser.add_argument(
-        '--data-root', help='where the dataset is (generated if missing; '
+        '--data-root',
+        help='where the dataset is (generated if missing; '
         "default: the config's data_root)")
     parser.add_argument(
-        '--epochs', type=int, help="override the config's number of "
+        '--epochs',
+        type=int,
+        help="override the config's number of "
         'epochs (the lr schedule is stretched to match)')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        metavar='KEY=VALUE',
         help='override config settings, as in mmdet tools/train.py')
     parser.add_argument(
-        '--img-size', type=int, help='side of the generated images and of '
+        '--img-size',
+        type=int,
+        help='side of the generated images and of '
         "the Resize scale (default: the config's; changes the calibration)")
     parser.add_argument(
-        '--precision', choices=('auto', 'fp32', 'bf16'), default='auto',
+        '--precision',
+        choices=('auto', 'fp32', 'bf16'),
+        default='auto',
         help='training precision: bf16 = bfloat16 autocast on a CPU with '
         'native bfloat16 (AVX512-BF16/AMX); auto (default) = bf16 on such a '
         'CPU, else fp32')
     parser.add_argument(
-        '--vis-image', type=int, default=0,
+        '--vis-image',
+        type=int,
+        default=0,
         help='index of the val image to draw predictions on')
     return parser.parse_args(argv)
 
@@ -78,8 +92,8 @@ def fail(msg, code=1):
 def main(argv=None):
     args = parse_args(argv)
     # Import after argument parsing so that `--help` is quick.
-    from mmepsa.apis.demo import (DemoDataError, DemoDiverged,
-                                  format_summary, load_demo_config, run_demo)
+    from mmepsa.apis.demo import (DemoDataError, DemoDiverged, format_summary,
+                                  load_demo_config, run_demo)
     try:
         cfg = load_demo_config(args.config, args.work_dir, args.data_root,
                                args.epochs, args.cfg_options, args.img_size,
@@ -89,9 +103,11 @@ def main(argv=None):
     try:
         summary = run_demo(cfg, args.vis_image)
     except DemoDiverged as e:
-        print(f'run_demo: training diverged: {e}. Checkpoints and logs are '
-              f'in {cfg.work_dir}; lower the lr (optim_wrapper.optimizer.lr)'
-              ' or keep grad clipping on.', file=sys.stderr)
+        print(
+            f'run_demo: training diverged: {e}. Checkpoints and logs are '
+            f'in {cfg.work_dir}; lower the lr (optim_wrapper.optimizer.lr)'
+            ' or keep grad clipping on.',
+            file=sys.stderr)
         return 2
     except DemoDataError as e:
         fail(e)

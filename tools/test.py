@@ -113,13 +113,13 @@ def main(argv=None):
         sys.exit(f'error: --out must be a .pkl or .pickle file, got '
                  f'{args.out}')
 
-    import mmepsa  # noqa: F401  (registers EPSANet)
-    from mmengine.runner import Runner
-
     from mmdet.engine.hooks.utils import trigger_visualization_hook
     from mmdet.evaluation import DumpDetResults
     from mmdet.registry import RUNNERS
     from mmdet.utils import setup_cache_size_limit_of_dynamo
+    from mmengine.runner import Runner
+
+    import mmepsa  # noqa: F401  (registers EPSANet)
 
     setup_cache_size_limit_of_dynamo()
 

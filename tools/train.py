@@ -72,9 +72,10 @@ def main(argv=None):
 
     # Heavy imports after the argument checks: `-h` and a wrong path answer
     # at once. mmepsa registers EPSANet in mmdet's/mmpretrain's MODELS.
-    import mmepsa  # noqa: F401
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
+
+    import mmepsa  # noqa: F401
 
     try:
         from mmdet.utils import setup_cache_size_limit_of_dynamo

@@ -8,8 +8,7 @@
 # checkpoint below: see the README to get or convert it.
 _base_ = [
     'mmseg::_base_/models/pspnet_r50-d8.py',
-    'mmseg::_base_/datasets/cityscapes.py',
-    'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/datasets/cityscapes.py', 'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_80k.py'
 ]
 custom_imports = dict(imports=['mmepsa'], allow_failed_imports=False)

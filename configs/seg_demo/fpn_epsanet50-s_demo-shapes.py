@@ -17,8 +17,7 @@ _base_ = [
 custom_imports = dict(imports=['mmepsa'], allow_failed_imports=False)
 
 # The dataset `python -m mmepsa.datasets.demo_seg` generates (its defaults).
-demo_data = dict(
-    num_train=300, num_val=50, img_size=96, max_objects=3, seed=0)
+demo_data = dict(num_train=300, num_val=50, img_size=96, max_objects=3, seed=0)
 crop_size = (96, 96)
 max_iters = 500
 val_interval = max_iters
@@ -137,7 +136,9 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=25, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(
-        type='CheckpointHook', by_epoch=False, interval=max_iters,
+        type='CheckpointHook',
+        by_epoch=False,
+        interval=max_iters,
         max_keep_ckpts=1),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))

@@ -5,8 +5,7 @@
 # The backbone starts from the ImageNet checkpoint below: see
 # configs/upernet/README.md to get or convert it.
 _base_ = [
-    'mmseg::_base_/models/upernet_r50.py',
-    'mmseg::_base_/datasets/ade20k.py',
+    'mmseg::_base_/models/upernet_r50.py', 'mmseg::_base_/datasets/ade20k.py',
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_80k.py'
 ]

@@ -28,7 +28,6 @@ import torch
 #: The CPU flags that decide which kernels oneDNN and inductor use.
 ISA_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'amx_bf16')
 
-
 # ---------------------------------------------------------------- shapes ---
 
 
@@ -110,8 +109,7 @@ def time_interleaved(steps: Dict[str, Callable], device: torch.device,
     return times
 
 
-def paired_ratio(times: Sequence[float],
-                 reference: Sequence[float]) -> dict:
+def paired_ratio(times: Sequence[float], reference: Sequence[float]) -> dict:
     """Two steps timed by :func:`time_interleaved`, compared round by
     round: the median of ``times[i] / reference[i]`` and in how many rounds
     ``times`` was the faster. A slow spell on the machine that spans a
@@ -174,19 +172,16 @@ def reset_peak_memory() -> None:
 # ------------------------------------------------------------- detectors ---
 
 
-def build_detector(config,
-                   cfg_options: Optional[dict] = None,
-                   device='cpu'):
+def build_detector(config, cfg_options: Optional[dict] = None, device='cpu'):
     """The detector of ``config`` (a path, an ``mmdet::`` name or a
     :class:`Config`), randomly initialised (torch's default, seeded by the
     caller), in eval mode, SyncBN turned into BN, on ``device``."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
     from mmengine.config import Config
     from mmengine.hub import get_config
     from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import DefaultScope
-
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
 
     register_all_modules(init_default_scope=False)
     if isinstance(config, Config):
@@ -209,9 +204,8 @@ def detector_inputs(shape: Sequence[int],
     """A random batch ``(inputs, data_samples)`` of ``batch_size`` images of
     ``shape`` (H, W), already preprocessed, for ``model(inputs,
     data_samples, mode=...)``."""
-    from mmengine.structures import InstanceData
-
     from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
     h, w = shape
     meta = dict(
         img_shape=(h, w),

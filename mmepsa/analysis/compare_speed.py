@@ -46,7 +46,6 @@ NCHW_NECK = {
 }
 MIB = 1024 * 1024
 
-
 # --------------------------------------------------------------- models ---
 
 
@@ -131,8 +130,13 @@ def _mmepsa(depth: int,
     """mmepsa's EPSANet holding the weights of :func:`_reference`."""
     from mmepsa.models import EPSANet
     model = EPSANet(
-        depth, with_cp=with_cp, init_cfg=None,
-        **{'norm_eval': False, **settings})
+        depth,
+        with_cp=with_cp,
+        init_cfg=None,
+        **{
+            'norm_eval': False,
+            **settings
+        })
     model.load_state_dict({
         k: v
         for k, v in _reference(depth, seed).state_dict().items()
@@ -163,17 +167,24 @@ DETECTION_SETTINGS = dict(frozen_stages=1, norm_eval=True)
 #: Adding a model is one line; the EPSANets share the same random weights,
 #: and ``with_cp`` applies to ``mmepsa`` only.
 BACKBONES: Dict[str, Callable[[int, int, bool, dict], nn.Module]] = {
-    'original': lambda d, s, cp, kw: Stages(_reference(d, s), **kw),
-    'mmepsa': lambda d, s, cp, kw: _mmepsa(d, s, cp, **kw),
-    'mmepsa-untuned': lambda d, s, cp, kw: Switched(
-        _mmepsa(d, s, cp, **kw), autotune=False),
-    'mmepsa-plain': lambda d, s, cp, kw: Switched(
-        _mmepsa(d, s, cp, **kw), enabled=False),
-    'mmepsa-deploy': lambda d, s, cp, kw: _deploy(_mmepsa(d, s)),
-    'mmepsa-compiled': lambda d, s, cp, kw: _deploy(_mmepsa(d, s), True),
-    'resnet': lambda d, s, cp, kw: _resnet(d, s, **kw),
-    'resnet-cl': lambda d, s, cp, kw: ChannelsLast(_resnet(d, s, **kw)),
-    'resnet-compiled': lambda d, s, cp, kw: _deploy(_resnet(d, s), True),
+    'original':
+    lambda d, s, cp, kw: Stages(_reference(d, s), **kw),
+    'mmepsa':
+    lambda d, s, cp, kw: _mmepsa(d, s, cp, **kw),
+    'mmepsa-untuned':
+    lambda d, s, cp, kw: Switched(_mmepsa(d, s, cp, **kw), autotune=False),
+    'mmepsa-plain':
+    lambda d, s, cp, kw: Switched(_mmepsa(d, s, cp, **kw), enabled=False),
+    'mmepsa-deploy':
+    lambda d, s, cp, kw: _deploy(_mmepsa(d, s)),
+    'mmepsa-compiled':
+    lambda d, s, cp, kw: _deploy(_mmepsa(d, s), True),
+    'resnet':
+    lambda d, s, cp, kw: _resnet(d, s, **kw),
+    'resnet-cl':
+    lambda d, s, cp, kw: ChannelsLast(_resnet(d, s, **kw)),
+    'resnet-compiled':
+    lambda d, s, cp, kw: _deploy(_resnet(d, s), True),
 }
 #: The yardsticks, in every backbone case whatever ``--models`` selects.
 YARDSTICKS = ('original', 'resnet')
@@ -208,9 +219,8 @@ def to_original_psa(detector: nn.Module) -> nn.Module:
     """Give a detector with an EPSANet backbone the authors' PSA formulation
     (same weights) and NCHW execution: everything else stays identical."""
     from mmepsa.models import PSAModule
-    from mmepsa.testing import RefPSA
-
     from mmepsa.models.fast import fast_path
+    from mmepsa.testing import RefPSA
 
     backbone = detector.backbone
     forward = backbone.forward
@@ -228,8 +238,9 @@ def to_original_psa(detector: nn.Module) -> nn.Module:
         ref = RefPSA(
             conv.in_channels,
             psa.split_channels * 4,
-            kernels=[getattr(psa, f'conv_{i}').kernel_size[0]
-                     for i in range(1, 5)],
+            kernels=[
+                getattr(psa, f'conv_{i}').kernel_size[0] for i in range(1, 5)
+            ],
             groups=[getattr(psa, f'conv_{i}').groups for i in range(1, 5)],
             stride=conv.stride[0],
             reduction=conv.out_channels // psa.se.fc1.out_channels)
@@ -328,9 +339,8 @@ def max_rel_diff(a: Sequence[torch.Tensor],
     worst = 0.0
     for x, y in zip(a, b):
         x, y = x.detach().float(), y.detach().float()
-        worst = max(worst,
-                    ((x - y).abs().max() / y.abs().max().clamp_min(1e-12))
-                    .item())
+        worst = max(worst, ((x - y).abs().max() /
+                            y.abs().max().clamp_min(1e-12)).item())
     return worst
 
 
@@ -366,8 +376,7 @@ def differences(models: Dict[str, nn.Module], x: torch.Tensor, train: bool,
     """
     names = [
         n for n in ('mmepsa', 'mmepsa-untuned', 'mmepsa-plain',
-                    'mmepsa-deploy', 'mmepsa-compiled')
-        if n in models
+                    'mmepsa-deploy', 'mmepsa-compiled') if n in models
     ]
     dtype = torch.float64 if train else None
     first_call = {}
@@ -437,8 +446,7 @@ def measure_memory_here(spec: dict) -> float:
     else:
         train, settings = MODES[spec['mode']]
         model = build_backbone(spec['model'], spec['depth'], 0, train,
-                               spec.get('with_cp', False),
-                               settings).to(device)
+                               spec.get('with_cp', False), settings).to(device)
         x = torch.randn(*shape, device=device)
         step = backbone_step(model, x, train, spec['precision'])
     step()  # warm-up: lazy buffers, oneDNN primitives
@@ -464,13 +472,17 @@ def measure_memory(spec: dict, threads: Optional[int]) -> Optional[float]:
     if threads:
         cmd.append(str(threads))
     proc = subprocess.run(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True)
     for line in proc.stdout.splitlines()[::-1]:
         if line.startswith('{"peak_mib"'):
             return json.loads(line)['peak_mib']
-    print(f'memory measurement failed for {spec}:\n{proc.stderr[-2000:]}',
-          file=sys.stderr)
+    print(
+        f'memory measurement failed for {spec}:\n{proc.stderr[-2000:]}',
+        file=sys.stderr)
     return None
 
 
@@ -487,8 +499,7 @@ def summarise_case(times: Dict[str, List[float]]) -> Dict[str, dict]:
         row['speedup_vs_original'] = (
             rows['original']['median_ms'] / row['median_ms'])
         row['time_vs_resnet'] = row['median_ms'] / rows['resnet']['median_ms']
-        row['time_vs_resnet_paired'] = paired_ratio(times[n],
-                                                    times['resnet'])
+        row['time_vs_resnet_paired'] = paired_ratio(times[n], times['resnet'])
     return rows
 
 
@@ -497,8 +508,7 @@ def backbone_case(args, device: torch.device, shape, mode: str,
     train, settings = MODES[mode]
     selected = args.models or list(BACKBONES)
     names = [
-        n for n in BACKBONES
-        if (n in YARDSTICKS or n in selected)
+        n for n in BACKBONES if (n in YARDSTICKS or n in selected)
         and not (train and n in INFERENCE_ONLY)
         and not (args.no_compile and n.endswith('-compiled'))
     ]
@@ -509,8 +519,10 @@ def backbone_case(args, device: torch.device, shape, mode: str,
     }
     torch.manual_seed(args.seed)
     x = torch.randn(*shape, device=device)
-    steps = {n: backbone_step(m, x, train, precision)
-             for n, m in models.items()}
+    steps = {
+        n: backbone_step(m, x, train, precision)
+        for n, m in models.items()
+    }
 
     diffs = differences(models, x, train, precision)
     for n in steps:  # compile what differences() did not run, untimed
@@ -528,12 +540,21 @@ def backbone_case(args, device: torch.device, shape, mode: str,
             if n.endswith('-compiled'):
                 continue  # a compile per subprocess: not worth it
             rows[n]['peak_mib'] = measure_memory(
-                dict(kind='backbone', model=n, depth=args.depth,
-                     shape=list(shape), mode=mode, precision=precision,
-                     device=str(device)), args.threads)
-    return dict(kind='backbone', shape=list(shape), mode=mode,
-                precision=precision, models=rows,
-                noise_floor=diffs.pop('noise floor'))
+                dict(
+                    kind='backbone',
+                    model=n,
+                    depth=args.depth,
+                    shape=list(shape),
+                    mode=mode,
+                    precision=precision,
+                    device=str(device)), args.threads)
+    return dict(
+        kind='backbone',
+        shape=list(shape),
+        mode=mode,
+        precision=precision,
+        models=rows,
+        noise_floor=diffs.pop('noise floor'))
 
 
 def detector_case(args, device: torch.device, precision: str) -> dict:
@@ -549,32 +570,49 @@ def detector_case(args, device: torch.device, precision: str) -> dict:
     if not args.no_memory:
         for n in rows:
             rows[n]['peak_mib'] = measure_memory(
-                dict(kind='detector', model=n, shape=list(shape),
-                     precision=precision, device=str(device)), args.threads)
-    return dict(kind='mask-rcnn', shape=list(shape), mode='train',
-                precision=precision, models=rows)
+                dict(
+                    kind='detector',
+                    model=n,
+                    shape=list(shape),
+                    precision=precision,
+                    device=str(device)), args.threads)
+    return dict(
+        kind='mask-rcnn',
+        shape=list(shape),
+        mode='train',
+        precision=precision,
+        models=rows)
 
 
 def with_cp_case(args, device: torch.device) -> dict:
     peaks = {}
     for with_cp in (False, True):
         peaks[with_cp] = measure_memory(
-            dict(kind='backbone', model='mmepsa', depth=args.depth,
-                 shape=list(args.cp_size), mode='train', precision='fp32',
-                 device=str(device), with_cp=with_cp), args.threads)
+            dict(
+                kind='backbone',
+                model='mmepsa',
+                depth=args.depth,
+                shape=list(args.cp_size),
+                mode='train',
+                precision='fp32',
+                device=str(device),
+                with_cp=with_cp), args.threads)
     saving = None
     if peaks[False] and peaks[True] is not None:
         saving = 1 - peaks[True] / peaks[False]
-    return dict(shape=list(args.cp_size), peak_mib_without_cp=peaks[False],
-                peak_mib_with_cp=peaks[True], saving=saving)
+    return dict(
+        shape=list(args.cp_size),
+        peak_mib_without_cp=peaks[False],
+        peak_mib_with_cp=peaks[True],
+        saving=saving)
 
 
 # ------------------------------------------------------ fast path check ---
 
 #: The fast path check's cases: (mode, NCHW input). A detection-setting
 #: train step at a COCO-like batch, and an inference pass.
-FAST_PATH_CASES = (('train-detection', (2, 3, 800, 1088)),
-                   ('inference', (1, 3, 800, 1216)))
+FAST_PATH_CASES = (('train-detection', (2, 3, 800, 1088)), ('inference',
+                                                            (1, 3, 800, 1216)))
 #: The switch of each row of the check (``default``: as in force).
 FAST_PATH_ROWS = {
     'plain': dict(enabled=False),
@@ -602,8 +640,7 @@ def fast_path_case(args, device: torch.device, mode: str,
     x = torch.randn(*shape, device=device)
     steps = {
         name: backbone_step(
-            Switched(model, **switch) if switch else model, x, train,
-            'fp32')
+            Switched(model, **switch) if switch else model, x, train, 'fp32')
         for name, switch in FAST_PATH_ROWS.items()
     }
     clear_choices()
@@ -616,10 +653,9 @@ def fast_path_case(args, device: torch.device, mode: str,
     tuning_steps = (first * 1000 - tuned_ms) / tuned_ms
     for name, row in rows.items():
         row['time_vs_plain'] = row['median_ms'] / rows['plain']['median_ms']
-        row['time_vs_plain_paired'] = paired_ratio(times[name],
-                                                   times['plain'])
-        row['ok'] = (name == 'plain'
-                     or row['time_vs_plain'] <= MAX_TIME_VS_PLAIN)
+        row['time_vs_plain_paired'] = paired_ratio(times[name], times['plain'])
+        row['ok'] = (
+            name == 'plain' or row['time_vs_plain'] <= MAX_TIME_VS_PLAIN)
     return dict(
         mode=mode,
         shape=list(shape),
@@ -664,7 +700,7 @@ def fast_path_check(args) -> dict:
             cost = (f"{case['tuning_cost_steps']:.1f}"
                     if name == 'tuned' else '')
             ok = row['ok'] and (name != 'tuned' or case['tuning_ok'])
-            lines.append(f"| {label} | {cost} | {name} | "
+            lines.append(f'| {label} | {cost} | {name} | '
                          f"{row['median_ms']:.0f} | {ratio} | "
                          f"{'yes' if ok else 'NO'} |")
     table = '\n'.join(lines) + '\n'
@@ -724,14 +760,13 @@ def markdown(result: dict) -> str:
             grads = (f", grads {floor['gradients']:.1e} (rel. L2 "
                      f"{floor['gradients_rel_l2']:.1e})"
                      if 'gradients' in floor else '')
-            lines.append(
-                f"| {label} | *fp32 noise floor*: original vs itself "
-                f"channels-last | | | | | | outputs "
-                f"{floor['outputs']:.1e}{grads} |")
+            lines.append(f'| {label} | *fp32 noise floor*: original vs itself '
+                         f'channels-last | | | | | | outputs '
+                         f"{floor['outputs']:.1e}{grads} |")
     cp = result.get('with_cp')
     if cp:
         lines += [
-            '', f"with_cp, mmepsa backbone train step at "
+            '', f'with_cp, mmepsa backbone train step at '
             f"{fmt_nchw(cp['shape'])}: peak "
             f"{cp['peak_mib_without_cp']:.0f} MiB without, "
             f"{cp['peak_mib_with_cp']:.0f} MiB with checkpointing "
@@ -762,12 +797,14 @@ def bar_chart(result: dict, path: str) -> None:
     ax.set_xticklabels([
         f"{c['kind']}\n{c['mode']} {fmt_nchw(c['shape'])}\n{c['precision']}"
         for c in cases
-    ], fontsize=7)
+    ],
+                       fontsize=7)
     ax.set_ylabel('speed-up vs original formulation (x)')
     env = result['environment']
-    ax.set_title(f"{env['gpu'] or env['cpu']}, torch {env['torch']}, "
-                 f"{env['threads']} threads, median of {env['runs']}",
-                 fontsize=9)
+    ax.set_title(
+        f"{env['gpu'] or env['cpu']}, torch {env['torch']}, "
+        f"{env['threads']} threads, median of {env['runs']}",
+        fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -806,8 +843,10 @@ def compare_speed(args) -> dict:
                 result['cases'].append(
                     backbone_case(args, device, shape, mode, precision))
         if not args.no_detector:
-            print(f'Mask R-CNN train step {fmt_nchw(args.detector_size)} '
-                  f'{precision}...', flush=True)
+            print(
+                f'Mask R-CNN train step {fmt_nchw(args.detector_size)} '
+                f'{precision}...',
+                flush=True)
             result['cases'].append(detector_case(args, device, precision))
     if not args.no_cp:
         print(f'with_cp memory {fmt_nchw(args.cp_size)}...', flush=True)
@@ -831,5 +870,6 @@ if __name__ == '__main__':
     # of one step in a fresh process (see measure_memory)
     if len(sys.argv) > 2:
         torch.set_num_threads(int(sys.argv[2]))
-    print(json.dumps(
-        dict(peak_mib=measure_memory_here(json.loads(sys.argv[1])))))
+    print(
+        json.dumps(
+            dict(peak_mib=measure_memory_here(json.loads(sys.argv[1])))))

@@ -36,8 +36,11 @@ def image_specs(num: int, min_size: int, max_size: int, seed: int) -> list:
     rng = np.random.default_rng(seed)
     log_lo, log_hi = np.log(min_size), np.log(max_size + 1)
     while len(specs) < num:
-        w, h = (int(np.clip(np.exp(rng.uniform(log_lo, log_hi)), min_size,
-                            max_size)) for _ in range(2))
+        w, h = (
+            int(
+                np.clip(
+                    np.exp(rng.uniform(log_lo, log_hi)), min_size, max_size))
+            for _ in range(2))
         kind = list(KINDS)[rng.choice(len(KINDS), p=KIND_WEIGHTS)]
         specs.append((kind, w, h))
     return specs[:num]
@@ -122,9 +125,8 @@ def build_inferencer(config: str,
     """A ``DetInferencer`` for ``config`` with a :class:`RecordLoaded` step
     after its loader; returns ``(inferencer, recorder)``."""
     import torch
-    from mmengine.config import Config
-
     from mmdet.apis import DetInferencer
+    from mmengine.config import Config
 
     cfg = Config.fromfile(config)
     if cfg_options:
@@ -161,9 +163,11 @@ def run_stream(inferencer, recorder, records: list) -> float:
         if 'error' not in rec and loaded != expected:
             rec['error'] = f'the pipeline loaded {loaded}, expected {expected}'
         if rec['index'] == 1 or rec['index'] % 50 == 0:
-            print(f'image {rec["index"]}/{len(records)}: RSS '
-                  f'{rec["rss_mib"]:.1f} MiB, peak {rec["peak_rss_mib"]:.1f} '
-                  f'MiB, {time.perf_counter() - start:.1f} s', flush=True)
+            print(
+                f'image {rec["index"]}/{len(records)}: RSS '
+                f'{rec["rss_mib"]:.1f} MiB, peak {rec["peak_rss_mib"]:.1f} '
+                f'MiB, {time.perf_counter() - start:.1f} s',
+                flush=True)
     return time.perf_counter() - start
 
 
@@ -171,8 +175,8 @@ def growth(before: float, after: float) -> float:
     return (after - before) / before
 
 
-def summarize(args, config: str, classes: list, records: list,
-              wall_s: float, build_s: float, built: dict) -> dict:
+def summarize(args, config: str, classes: list, records: list, wall_s: float,
+              build_s: float, built: dict) -> dict:
     n = len(records)
     marks = sorted({1, args.warmup, n})
     memory = [
@@ -198,8 +202,8 @@ def summarize(args, config: str, classes: list, records: list,
         config=config,
         checkpoint=args.checkpoint,
         classes=classes,
-        note=None if args.checkpoint else
-        'no --checkpoint: randomly initialised model',
+        note=None
+        if args.checkpoint else 'no --checkpoint: randomly initialised model',
         device=args.device,
         machine=machine_info(args.device),
         date=time.strftime('%Y-%m-%d %H:%M:%S'),
@@ -246,8 +250,8 @@ def markdown(s: dict) -> str:
         '| | |',
         '|---|---|',
         f'| images (sides {s["sizes"][0]}-{s["sizes"][1]} px) | '
-        f'{s["num_images"]}: ' + ', '.join(
-            f'{k} {v}' for k, v in s['kinds'].items()) + ' |',
+        f'{s["num_images"]}: ' +
+        ', '.join(f'{k} {v}' for k, v in s['kinds'].items()) + ' |',
         f'| grey files loaded as 3 channels | '
         f'{s["grey_loaded_as_3_channels"]} of {s["grey_files"]} |',
         f'| failed images | {len(s["failures"])} |',
@@ -261,9 +265,8 @@ def markdown(s: dict) -> str:
         f'{s["memory_before_stream"]["peak_rss_mib"]:.1f} MiB |',
         '| RSS after image ' + ' / '.join(map(str, marks)) + ' | ' +
         ' / '.join(f'{mem[i]["rss_mib"]:.1f}' for i in marks) + ' MiB |',
-        '| peak RSS (VmHWM) at image ' + ' / '.join(map(str, marks)) +
-        ' | ' + ' / '.join(f'{mem[i]["peak_rss_mib"]:.1f}'
-                           for i in marks) + ' MiB |',
+        '| peak RSS (VmHWM) at image ' + ' / '.join(map(str, marks)) + ' | ' +
+        ' / '.join(f'{mem[i]["peak_rss_mib"]:.1f}' for i in marks) + ' MiB |',
         f'| growth from image {ref} to {last}: RSS, peak RSS | '
         f'{100 * s["rss_growth"]:+.2f} %, {100 * s["peak_rss_growth"]:+.2f} %'
         f' (limit {100 * s["max_growth"]:.1f} %: '
@@ -287,15 +290,18 @@ def exit_status(summary: dict) -> int:
     reasons are printed to stderr."""
     status = 0
     if not summary['growth_ok']:
-        print(f'error: memory grew by more than '
-              f'{100 * summary["max_growth"]:.1f} % from image '
-              f'{summary["warmup"]} to the last (RSS '
-              f'{100 * summary["rss_growth"]:+.2f} %, peak RSS '
-              f'{100 * summary["peak_rss_growth"]:+.2f} %)',
-              file=sys.stderr)
+        print(
+            f'error: memory grew by more than '
+            f'{100 * summary["max_growth"]:.1f} % from image '
+            f'{summary["warmup"]} to the last (RSS '
+            f'{100 * summary["rss_growth"]:+.2f} %, peak RSS '
+            f'{100 * summary["peak_rss_growth"]:+.2f} %)',
+            file=sys.stderr)
         status = EXIT_MEMORY_GROWTH
     if summary['failures']:
-        print(f'error: {len(summary["failures"])} of '
-              f'{summary["num_images"]} images failed', file=sys.stderr)
+        print(
+            f'error: {len(summary["failures"])} of '
+            f'{summary["num_images"]} images failed',
+            file=sys.stderr)
         status = EXIT_FAILED_IMAGES
     return status

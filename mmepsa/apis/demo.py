@@ -81,8 +81,9 @@ def load_demo_config(config: str,
     # visualizer (and its save_dir)
     if cfg.get('visualizer') is not None:
         cfg.visualizer.pop('name', None)
-    cfg.setdefault('work_dir', osp.join(
-        'work_dirs', osp.splitext(osp.basename(config))[0]))
+    cfg.setdefault(
+        'work_dir', osp.join('work_dirs',
+                             osp.splitext(osp.basename(config))[0]))
     if data_root:
         set_data_root(cfg, data_root)
     if img_size is not None:
@@ -98,8 +99,10 @@ def precision_of(cfg: Config) -> str:
     (mmengine's ``OptimWrapper``), ``'bf16'`` (``CPUBF16OptimWrapper``) or,
     for another wrapper, its type."""
     wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-    return {'OptimWrapper': 'fp32', 'CPUBF16OptimWrapper': 'bf16'}.get(
-        wrapper, wrapper)
+    return {
+        'OptimWrapper': 'fp32',
+        'CPUBF16OptimWrapper': 'bf16'
+    }.get(wrapper, wrapper)
 
 
 def set_precision(cfg: Config, precision: str = 'auto') -> str:
@@ -255,12 +258,12 @@ def draw_predictions(runner, index, out_png, score_thr=0.5):
         result = model.test_step(pseudo_collate([dataset[index]]))[0]
     # ground truth in the original image's coordinates, as predictions are
     with_mask = any(
-        t.get('with_mask', False) for t in runner.cfg.val_dataloader.dataset
-        .pipeline if t.get('type') == 'LoadAnnotations')
+        t.get('with_mask', False)
+        for t in runner.cfg.val_dataloader.dataset.pipeline
+        if t.get('type') == 'LoadAnnotations')
     gt = Compose([
         dict(type='LoadImageFromFile'),
-        dict(type='LoadAnnotations', with_bbox=True,
-             with_mask=with_mask),
+        dict(type='LoadAnnotations', with_bbox=True, with_mask=with_mask),
         dict(type='PackDetInputs')
     ])(copy.deepcopy(info))['data_samples']
     gt_instances = gt.gt_instances
@@ -273,8 +276,14 @@ def draw_predictions(runner, index, out_png, score_thr=0.5):
     image = mmcv.imconvert(mmcv.imread(info['img_path']), 'bgr', 'rgb')
     image, _ = upscale_for_drawing(image, result)
     vis.add_datasample(
-        'prediction', image, result, draw_gt=True, draw_pred=True,
-        show=False, pred_score_thr=score_thr, out_file=out_png)
+        'prediction',
+        image,
+        result,
+        draw_gt=True,
+        draw_pred=True,
+        show=False,
+        pred_score_thr=score_thr,
+        out_file=out_png)
     return out_png, info['img_path']
 
 
@@ -305,7 +314,10 @@ def run_demo(cfg: Config, vis_image: int = 0) -> dict:
         (so that a diverged run ends at once, with its checkpoints)."""
         priority = 'LOWEST'
 
-        def after_train_iter(self, runner, batch_idx, data_batch=None,
+        def after_train_iter(self,
+                             runner,
+                             batch_idx,
+                             data_batch=None,
                              outputs=None):
             check_finite_loss((outputs or {}).get('loss'), runner.iter)
 
@@ -332,7 +344,8 @@ def run_demo(cfg: Config, vis_image: int = 0) -> dict:
     outputs = {}
     try:
         outputs['loss curve'] = plot_curves(
-            log_dir, osp.join(work_dir, 'loss_curve.png'),
+            log_dir,
+            osp.join(work_dir, 'loss_curve.png'),
             title='EPSANet demo: training losses and mAP')['out_png']
     except Exception as e:  # noqa: BLE001 - plotting must not lose the run
         print(f'run_demo: warning: could not plot the losses: {e}')
@@ -353,9 +366,12 @@ def run_demo(cfg: Config, vis_image: int = 0) -> dict:
         iterations=runner.iter,
         precision=precision_of(cfg),
         cpu_bf16=cpu_bf16_supported(),
-        metrics={k: (round(float(v), 4) if isinstance(v, (int, float)) else v)
-                 for k, v in metrics.items()},
-        outputs={k: v for k, v in outputs.items() if v})
+        metrics={
+            k: (round(float(v), 4) if isinstance(v, (int, float)) else v)
+            for k, v in metrics.items()
+        },
+        outputs={k: v
+                 for k, v in outputs.items() if v})
     with open(osp.join(work_dir, 'demo_summary.json'), 'w') as f:
         json.dump(summary, f, indent=2)
     return summary

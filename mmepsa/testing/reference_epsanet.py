@@ -72,13 +72,16 @@ class RefPSA(nn.Module):
 class RefBlock(nn.Module):
     expansion = 4
 
-    def __init__(self, inplanes, planes, stride=1, downsample=None,
+    def __init__(self,
+                 inplanes,
+                 planes,
+                 stride=1,
+                 downsample=None,
                  reduction=16):
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = RefPSA(planes, planes, stride=stride,
-                            reduction=reduction)
+        self.conv2 = RefPSA(planes, planes, stride=stride, reduction=reduction)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * 4)
@@ -99,7 +102,10 @@ class RefBlock(nn.Module):
 class RefEPSANet(nn.Module):
     """The authors' classifier: stem, 4 stages, avgpool, fc."""
 
-    def __init__(self, layers=(3, 4, 6, 3), num_classes=1000, width=64,
+    def __init__(self,
+                 layers=(3, 4, 6, 3),
+                 num_classes=1000,
+                 width=64,
                  reduction=16):
         super().__init__()
         self.inplanes = width
@@ -108,9 +114,10 @@ class RefEPSANet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         for i, n in enumerate(layers):
-            setattr(self, f'layer{i + 1}',
-                    self._make_layer(width * 2**i, n, 1 if i == 0 else 2,
-                                     reduction))
+            setattr(
+                self, f'layer{i + 1}',
+                self._make_layer(width * 2**i, n, 1 if i == 0 else 2,
+                                 reduction))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(width * 8 * 4, num_classes)
 
@@ -118,10 +125,12 @@ class RefEPSANet(nn.Module):
         downsample = None
         if stride != 1 or self.inplanes != planes * 4:
             downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes * 4, 1, stride=stride,
-                          bias=False), nn.BatchNorm2d(planes * 4))
-        layers = [RefBlock(self.inplanes, planes, stride, downsample,
-                           reduction)]
+                nn.Conv2d(
+                    self.inplanes, planes * 4, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes * 4))
+        layers = [
+            RefBlock(self.inplanes, planes, stride, downsample, reduction)
+        ]
         self.inplanes = planes * 4
         layers += [
             RefBlock(self.inplanes, planes, reduction=reduction)

@@ -6,6 +6,5 @@ from .deploy import deploy_model
 
 __all__ = [
     'allow_mmengine_checkpoint_types', 'mmengine_checkpoint_types',
-    'replace_mmengine_checkpoint_loaders',
-    'deploy_model'
+    'replace_mmengine_checkpoint_loaders', 'deploy_model'
 ]

@@ -39,6 +39,7 @@ def mmengine_checkpoint_types() -> List[type]:
     """The non-tensor types found in checkpoints that mmengine's Runner saves:
     ``HistoryBuffer`` and the numpy arrays, scalars and dtypes it holds."""
     from mmengine.logging import HistoryBuffer
+
     # numpy 1.x and 2.x module names lead to the same objects: list each once
     numpy_types = {id(o): o for o in safe_pickle._numpy_globals().values()}
     return [HistoryBuffer, *numpy_types.values()]
@@ -125,9 +126,8 @@ def load_from_http(filename: str,
         try:
             torch.hub.download_url_to_file(filename, cached, progress=progress)
         except Exception as e:
-            raise RuntimeError(
-                f'cannot download checkpoint {source}: '
-                f'{type(e).__name__}: {e}') from e
+            raise RuntimeError(f'cannot download checkpoint {source}: '
+                               f'{type(e).__name__}: {e}') from e
 
     rank, world_size = get_dist_info()
     if rank == 0:

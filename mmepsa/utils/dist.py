@@ -35,8 +35,7 @@ def setup_cpu_distributed(cfg: Config, launch_script: str) -> None:
     if not torch_dist.is_initialized():
         kwargs = {}
         if dist_cfg.get('timeout') is not None:
-            kwargs['timeout'] = datetime.timedelta(
-                seconds=dist_cfg['timeout'])
+            kwargs['timeout'] = datetime.timedelta(seconds=dist_cfg['timeout'])
         torch_dist.init_process_group(backend='gloo', **kwargs)
     wrapper = cfg.get('model_wrapper_cfg') or dict(
         type='MMDistributedDataParallel',

@@ -48,9 +48,9 @@ def check_data_paths(cfg: Config) -> Optional[str]:
         if root:
             checks.append((f'{field}.data_root', root, 'data folder', True))
         if dataset.get('ann_file'):
-            checks.append((f'{field}.ann_file',
-                           osp.join(root, dataset['ann_file']),
-                           'annotation file', False))
+            checks.append(
+                (f'{field}.ann_file', osp.join(root, dataset['ann_file']),
+                 'annotation file', False))
         prefix = dataset.get('data_prefix') or {}
         if isinstance(prefix, str):  # mmpretrain allows a plain folder
             prefix = {None: prefix}
@@ -73,16 +73,15 @@ def check_data_paths(cfg: Config) -> Optional[str]:
             for i, value in enumerate(node):
                 add_pretrained(f'{field}[{i}]', value)
 
-    add_dataset('train_dataloader.dataset',
-                (cfg.get('train_dataloader') or {}).get('dataset'))
+    add_dataset('train_dataloader.dataset', (cfg.get('train_dataloader')
+                                             or {}).get('dataset'))
     if cfg.get('val_cfg') is not None and cfg.get('val_dataloader'):
         add_dataset('val_dataloader.dataset',
                     cfg.val_dataloader.get('dataset'))
         evaluator = cfg.get('val_evaluator')
-        evaluators = ([('val_evaluator', evaluator)]
-                      if isinstance(evaluator, dict) else
-                      [(f'val_evaluator[{i}]', e)
-                       for i, e in enumerate(evaluator or [])])
+        evaluators = ([('val_evaluator', evaluator)] if isinstance(
+            evaluator, dict) else [(f'val_evaluator[{i}]', e)
+                                   for i, e in enumerate(evaluator or [])])
         for field, item in evaluators:
             if isinstance(item, dict) and item.get('ann_file') and \
                     is_local(item):

@@ -16,7 +16,6 @@ documentation; it is the same on torch 2.0 (whose ``weights_only`` loader
 has no way to extend its allow-list) and on the newest torch, and no
 environment variable changes it.
 """
-import _compat_pickle
 import codecs
 import collections
 import io
@@ -26,6 +25,7 @@ import sys
 from functools import lru_cache
 from typing import Any, Callable, Dict
 
+import _compat_pickle
 import numpy as np
 import torch
 
@@ -117,7 +117,7 @@ class Unpickler(pickle.Unpickler):
         if found is None:
             raise UnpicklingError(
                 f'GLOBAL {module}.{name} is not allowed: only tensors and '
-                "the training state mmengine saves may be loaded")
+                'the training state mmengine saves may be loaded')
         return found
 
 
@@ -140,8 +140,8 @@ def torch_load(file, map_location=None) -> Any:
     mmengine's types too (``import mmepsa`` adds them to its allow-list), on
     older torch it refuses checkpoints that hold them (plain state dicts
     load)."""
-    forced = os.getenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '0').lower() in (
-        '1', 'y', 'yes', 'true')
+    forced = os.getenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD',
+                       '0').lower() in ('1', 'y', 'yes', 'true')
     if forced:
         return torch.load(file, map_location=map_location, weights_only=True)
     return torch.load(

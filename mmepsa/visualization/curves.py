@@ -59,8 +59,9 @@ def load_scalars(json_path: str) -> List[dict]:
     if text.startswith('['):
         records = json.loads(text)
     else:
-        records = [json.loads(line) for line in text.splitlines()
-                   if line.strip()]
+        records = [
+            json.loads(line) for line in text.splitlines() if line.strip()
+        ]
     return [r for r in records if isinstance(r, dict)]
 
 
@@ -77,8 +78,9 @@ def _series(records: Sequence[dict], key: str) -> Dict[str, list]:
         if key not in record:
             continue
         value = record[key]
-        if not isinstance(value, (int, float)) or (isinstance(
-                value, float) and not math.isfinite(value)):
+        if not isinstance(value,
+                          (int, float)) or (isinstance(value, float)
+                                            and not math.isfinite(value)):
             continue
         xs.append(record.get('step', record.get('iter', i)))
         ys.append(value)
@@ -134,8 +136,8 @@ def plot_curves(json_path: str,
         return key.split('/')[-1].startswith('loss')
 
     groups = [('loss', [k for k in drawn if is_loss(k)], 'iteration'),
-              ('metric', [k for k in drawn if not is_loss(k)],
-               'validation step (epoch)')]
+              ('metric', [k for k in drawn
+                          if not is_loss(k)], 'validation step (epoch)')]
     groups = [g for g in groups if g[1]]
     fig, axes = plt.subplots(
         1, len(groups), figsize=(6 * len(groups), 4.5), squeeze=False)

@@ -1,6 +1,6 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
-"""mmepsa.analysis.benchmark, what the benchmark and analysis tools share: shape
-parsing, the timing loop, /proc memory, a detector from its config, the
+"""mmepsa.analysis.benchmark, what the benchmark and analysis tools share:
+shape parsing, the timing loop, /proc memory, a detector from its config, the
 machine description; and the side-by-side benchmark's models
 (mmepsa.analysis.compare_speed)."""
 import copy
@@ -14,12 +14,12 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmepsa.analysis import compare_speed as cs
 from mmepsa.analysis.benchmark import (ISA_FLAGS, EPSANetClassifier,
-                                    build_detector, describe_machine,
-                                    detector_inputs, fmt_nchw, machine_info,
-                                    paired_ratio, parse_hw, parse_nchw,
-                                    read_memory, reset_peak_memory,
-                                    summarise_times, time_interleaved,
-                                    time_runs)
+                                       build_detector, describe_machine,
+                                       detector_inputs, fmt_nchw, machine_info,
+                                       paired_ratio, parse_hw, parse_nchw,
+                                       read_memory, reset_peak_memory,
+                                       summarise_times, time_interleaved,
+                                       time_runs)
 
 
 @pytest.mark.parametrize('values,default,expected', [
@@ -46,8 +46,9 @@ def test_parse_nchw():
     assert parse_nchw('8x224x224') == (8, 3, 224, 224)
     assert parse_nchw('1X800X1216') == (1, 3, 800, 1216)
     assert fmt_nchw(parse_nchw('2x64x96')) == '2x3x64x96'
-    with pytest.raises(ValueError, match=r"NxHxW \(e\.g\. 8x224x224\), "
-                       r"got '8x224'"):
+    with pytest.raises(
+            ValueError, match=r'NxHxW \(e\.g\. 8x224x224\), '
+            r"got '8x224'"):
         parse_nchw('8x224')
     with pytest.raises(ValueError, match=r"got 'axbxc'"):
         parse_nchw('axbxc')
@@ -70,8 +71,8 @@ def test_time_interleaved_takes_turns_and_drops_warmup():
 def test_paired_ratio_compares_round_by_round():
     # a slow spell in round 2 slows both: the paired ratio sees through it
     times, reference = [1.0, 4.0, 1.0], [2.0, 5.0, 2.0]
-    assert paired_ratio(times, reference) == dict(median=0.5, faster_in=3,
-                                                  rounds=3)
+    assert paired_ratio(times, reference) == dict(
+        median=0.5, faster_in=3, rounds=3)
     assert paired_ratio([3.0, 1.0], [1.0, 2.0])['faster_in'] == 1
     with pytest.raises(ValueError, match='equally long, non-empty'):
         paired_ratio([1.0], [1.0, 2.0])
@@ -82,8 +83,11 @@ def test_paired_ratio_compares_round_by_round():
 def test_time_runs_without_grad():
     x = torch.ones(2, requires_grad=True)
     seen = []
-    times = time_runs(lambda: seen.append((x * 2).requires_grad),
-                      torch.device('cpu'), warmup=1, runs=2)
+    times = time_runs(
+        lambda: seen.append((x * 2).requires_grad),
+        torch.device('cpu'),
+        warmup=1,
+        runs=2)
     assert len(times) == 2 and seen == [False] * 3
 
 
@@ -126,8 +130,9 @@ def test_machine_info():
     assert info['gpu'] is None and info['device'] == 'cpu'
     import mmcv
     import mmdet
-    assert (info['torch'], info['mmcv'], info['mmdet']) == (
-        torch.__version__, mmcv.__version__, mmdet.__version__)
+    assert (info['torch'], info['mmcv'],
+            info['mmdet']) == (torch.__version__, mmcv.__version__,
+                               mmdet.__version__)
     with open('/proc/cpuinfo') as f:
         found = re.search(r'^flags\s*:(.*)$', f.read(), re.M)
     flags = set(found.group(1).split()) if found else set()
@@ -155,8 +160,7 @@ def test_build_detector_and_inputs(tiny_project):
         results = model(x, samples, mode='predict')
     assert len(results) == 2
     model = build_detector(
-        tiny_project['config'],
-        cfg_options={'model.bbox_head.num_classes': 3})
+        tiny_project['config'], cfg_options={'model.bbox_head.num_classes': 3})
     assert model.bbox_head.num_classes == 3
 
 
@@ -198,10 +202,10 @@ def test_detection_setting_freezes_the_same_parameters():
             if p.requires_grad and not n.startswith('ref.fc.')
         }
     assert trained['original'] == trained['mmepsa']
-    assert not any(n.startswith(('conv1', 'bn1', 'layer1'))
-                   for n in trained['original'])
-    assert {n.split('.')[0] for n in trained['resnet']} == {
-        'layer2', 'layer3', 'layer4'}
+    assert not any(
+        n.startswith(('conv1', 'bn1', 'layer1')) for n in trained['original'])
+    assert {n.split('.')[0]
+            for n in trained['resnet']} == {'layer2', 'layer3', 'layer4'}
 
 
 def test_original_psa_swap_keeps_the_detector_loss():

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from mmepsa.models import EPSANet
 from mmepsa.analysis.compare_speed import backbone_step
+from mmepsa.models import EPSANet
 from tests.utils import TINY_BACKBONE as TINY
 
 CL = torch.channels_last
@@ -27,33 +27,41 @@ class RecordGrads(nn.Module):
         for o in outs:
             if o.requires_grad:
                 o.register_hook(lambda g: self.formats.append(
-                    g.is_contiguous(memory_format=CL)
-                    and not g.is_contiguous()))
+                    g.is_contiguous(memory_format=CL) and not g.is_contiguous(
+                    )))
         return outs
 
 
 @pytest.mark.parametrize('contiguous_outputs', [True, False])
 def test_train_step_gradients_of_the_projection_loss(contiguous_outputs):
     torch.manual_seed(0)
-    backbone = EPSANet(50, frozen_stages=1, contiguous_outputs=(
-        contiguous_outputs), init_cfg=None, **TINY).double().train()
+    backbone = EPSANet(
+        50,
+        frozen_stages=1,
+        contiguous_outputs=(contiguous_outputs),
+        init_cfg=None,
+        **TINY).double().train()
     x = torch.randn(2, 3, 64, 48, dtype=torch.float64)
     model = RecordGrads(backbone)
     outs = backbone_step(model, x, True, 'fp32')()
     # stage 1 is frozen: three outputs take gradients, each in its format
     assert model.formats == [not contiguous_outputs] * 3
-    got = {n: p.grad.clone() for n, p in backbone.named_parameters()
-           if p.grad is not None}
+    got = {
+        n: p.grad.clone()
+        for n, p in backbone.named_parameters() if p.grad is not None
+    }
     # the same w: the closure draws them from a generator seeded with 0
     g = torch.Generator().manual_seed(0)
     weights = [torch.randn(o.shape, generator=g).double() for o in outs]
     backbone.zero_grad(set_to_none=True)
     outs = backbone(x)
     sum((o * w).mean() for o, w in zip(outs, weights)).backward()
-    expected = {n: p.grad for n, p in backbone.named_parameters()
-                if p.grad is not None}
+    expected = {
+        n: p.grad
+        for n, p in backbone.named_parameters() if p.grad is not None
+    }
     assert set(got) == set(expected) and got
     assert not any(n.startswith(('conv1.', 'bn1.', 'layer1.')) for n in got)
     for name in expected:
-        torch.testing.assert_close(got[name], expected[name], rtol=1e-9,
-                                   atol=1e-12, msg=name)
+        torch.testing.assert_close(
+            got[name], expected[name], rtol=1e-9, atol=1e-12, msg=name)

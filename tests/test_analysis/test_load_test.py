@@ -3,7 +3,7 @@
 the exit status and the generated images. (The tool itself, streaming
 images through the demo model: test_tools/test_load_test.py.)"""
 from mmepsa.analysis.load_test import (KINDS, exit_status, image_specs,
-                                    write_images)
+                                       write_images)
 
 
 def test_exit_status():
@@ -26,8 +26,9 @@ def test_images_are_deterministic(tmp_path):
     assert specs == image_specs(200, 64, 1333, seed=0)
     assert specs != image_specs(200, 64, 1333, seed=1)
     # the corner cases first: 4 extreme sizes x 5 kinds
-    assert {(w, h) for _, w, h in specs[:20]} == {(64, 64), (1333, 1333),
-                                                  (64, 1333), (1333, 64)}
+    assert {(w, h)
+            for _, w, h in specs[:20]} == {(64, 64), (1333, 1333), (64, 1333),
+                                           (1333, 64)}
     assert {k for k, _, _ in specs[:20]} == set(KINDS)
     assert all(64 <= w <= 1333 and 64 <= h <= 1333 for _, w, h in specs)
     assert len({(w, h) for _, w, h in specs[20:]}) > 150

@@ -74,9 +74,13 @@ def test_set_epochs_stretches_the_schedule():
 
 def test_format_summary():
     text = format_summary(
-        dict(config='c.py', train_seconds=120.0, eval_seconds=3.0,
-             iterations=60, metrics={'coco/bbox_mAP_50': 0.5},
-             outputs={'log': 'x.log'}), 'work')
+        dict(
+            config='c.py',
+            train_seconds=120.0,
+            eval_seconds=3.0,
+            iterations=60,
+            metrics={'coco/bbox_mAP_50': 0.5},
+            outputs={'log': 'x.log'}), 'work')
     assert 'EPSANet demo finished' in text
     assert '60 iterations in 2.0 min (2.00 s/iter)' in text
     assert 'coco/bbox_mAP_50   0.500' in text
@@ -144,25 +148,26 @@ def test_precision_auto_follows_the_cpu(bf16_cpu, supported):
     # float32
     cfg = load_demo_config(DEMO_RETINANET)
     assert (precision_of(cfg), cfg.optim_wrapper.type) == ('fp32',
-                                                            'OptimWrapper')
+                                                           'OptimWrapper')
     # asked for explicitly
     cfg = load_demo_config(DEMO_RETINANET, precision='fp32')
     assert (precision_of(cfg), cfg.optim_wrapper.type) == ('fp32',
-                                                            'OptimWrapper')
+                                                           'OptimWrapper')
     if supported:
         cfg = load_demo_config(DEMO_RETINANET, precision='bf16')
         assert cfg.optim_wrapper.type == 'CPUBF16OptimWrapper'
     else:
-        with pytest.raises(ValueError, match='needs a CPU with native '
-                           'bfloat16.*use --precision fp32'):
+        with pytest.raises(
+                ValueError,
+                match='needs a CPU with native '
+                'bfloat16.*use --precision fp32'):
             load_demo_config(DEMO_RETINANET, precision='bf16')
 
 
 def test_precision_auto_keeps_the_configs_wrapper(bf16_cpu):
     bf16_cpu(True)
     cfg = load_demo_config(
-        DEMO_RETINANET,
-        cfg_options={'optim_wrapper.type': 'AmpOptimWrapper'})
+        DEMO_RETINANET, cfg_options={'optim_wrapper.type': 'AmpOptimWrapper'})
     assert precision_of(cfg) == 'AmpOptimWrapper'
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
     bf16_cpu(False)
@@ -170,14 +175,21 @@ def test_precision_auto_keeps_the_configs_wrapper(bf16_cpu):
         DEMO_RETINANET,
         cfg_options={'optim_wrapper.type': 'CPUBF16OptimWrapper'})
     assert precision_of(cfg) == 'bf16'
-    with pytest.raises(ValueError, match=r"--precision must be one of "
-                       r"\('auto', 'fp32', 'bf16'\), got 'fp16'"):
+    with pytest.raises(
+            ValueError,
+            match=r'--precision must be one of '
+            r"\('auto', 'fp32', 'bf16'\), got 'fp16'"):
         load_demo_config(DEMO_RETINANET, precision='fp16')
 
 
 def test_format_summary_says_bf16():
-    summary = dict(config='c.py', train_seconds=120.0, eval_seconds=3.0,
-                   iterations=60, metrics={}, outputs={})
+    summary = dict(
+        config='c.py',
+        train_seconds=120.0,
+        eval_seconds=3.0,
+        iterations=60,
+        metrics={},
+        outputs={})
     assert 'precision' not in format_summary(summary, 'work')
     text = format_summary(dict(summary, precision='bf16'), 'work')
     assert '  precision:   bf16 (bfloat16 autocast' in text
@@ -185,11 +197,11 @@ def test_format_summary_says_bf16():
     text = format_summary(dict(summary, precision='fp32'), 'work')
     assert '  precision:   fp32' in text
     assert 'no bfloat16' not in text
-    text = format_summary(dict(summary, precision='fp32', cpu_bf16=False),
-                          'work')
+    text = format_summary(
+        dict(summary, precision='fp32', cpu_bf16=False), 'work')
     assert '  precision:   fp32 (this CPU has no bfloat16 instructions' in text
-    text = format_summary(dict(summary, precision='fp32', cpu_bf16=True),
-                          'work')
+    text = format_summary(
+        dict(summary, precision='fp32', cpu_bf16=True), 'work')
     assert text.count('  precision:   fp32\n') == 1
 
 
@@ -201,8 +213,9 @@ def test_a_non_finite_loss_stops_the_demo(bad):
     import warnings
 
     import torch
-    with pytest.raises(DemoDiverged, match=f'non-finite loss {bad} at '
-                       'iteration 7'):
+    with pytest.raises(
+            DemoDiverged, match=f'non-finite loss {bad} at '
+            'iteration 7'):
         check_finite_loss(torch.tensor(bad, requires_grad=True), 7)
     with pytest.raises(DemoDiverged, match='iteration 3'):
         check_finite_loss(bad, 3)

@@ -184,13 +184,13 @@ def test_imagenet_recipe(config):
     assert cfg.model.backbone.out_indices == (3, )
     assert cfg.model.neck.type == 'GlobalAveragePooling'
     head = cfg.model.head
-    assert (head.type, head.in_channels, head.num_classes) == (
-        'LinearClsHead', 2048, 1000)
+    assert (head.type, head.in_channels, head.num_classes) == ('LinearClsHead',
+                                                               2048, 1000)
     assert head.loss.type == 'LabelSmoothLoss'
     assert head.loss.label_smooth_val == 0.1
     optim = cfg.optim_wrapper.optimizer
-    assert (optim.type, optim.lr, optim.momentum, optim.weight_decay) == (
-        'SGD', 0.1, 0.9, 1e-4)
+    assert (optim.type, optim.lr, optim.momentum,
+            optim.weight_decay) == ('SGD', 0.1, 0.9, 1e-4)
     assert cfg.train_dataloader.batch_size * 8 == 256
     assert cfg.auto_scale_lr.base_batch_size == 256
     assert cfg.train_cfg.max_epochs == 120

@@ -30,6 +30,7 @@ import mmepsa  # noqa: E402,F401
 from mmepsa.datasets import demo_seg  # noqa: E402
 from mmepsa.models import EPSANet  # noqa: E402
 from tests.utils import REPO  # noqa: E402
+
 SEG_CONFIGS = sorted(
     osp.relpath(p, REPO) for folder in ('upernet', 'sem_fpn', 'pspnet')
     for p in glob.glob(osp.join(REPO, 'configs', folder, '*.py')))
@@ -53,12 +54,11 @@ def _batch(model, num_classes, size=64, num=2):
     inputs, samples = [], []
     for _ in range(num):
         inputs.append(
-            torch.randint(0, 256, (3, size, size), dtype=torch.uint8,
-                          generator=gen))
+            torch.randint(
+                0, 256, (3, size, size), dtype=torch.uint8, generator=gen))
         sample = SegDataSample()
         sample.gt_sem_seg = PixelData(
-            data=torch.randint(0, num_classes, (1, size, size),
-                               generator=gen))
+            data=torch.randint(0, num_classes, (1, size, size), generator=gen))
         sample.set_metainfo(
             dict(img_shape=(size, size), ori_shape=(size, size)))
         samples.append(sample)
@@ -92,8 +92,7 @@ def test_seg_config_builds_and_trains_a_step(path):
         checkpoint=f'checkpoints/epsanet{depth}-s{v1c}_imagenet.pth')
     d8 = '-d8_' in path
     assert tuple(backbone.strides) == ((1, 2, 1, 1) if d8 else (1, 2, 2, 2))
-    assert tuple(backbone.dilations) == ((1, 1, 2, 4) if d8 else
-                                         (1, 1, 1, 1))
+    assert tuple(backbone.dilations) == ((1, 1, 2, 4) if d8 else (1, 1, 1, 1))
     iters = int(re.search(r'_4xb\d-(\d+)k_', path).group(1)) * 1000
     assert cfg.train_cfg.max_iters == iters
     assert cfg.param_scheduler[0].end == iters
@@ -126,10 +125,9 @@ def test_dilated_backbone_output_stride_8():
     model = EPSANet(**backbone_cfg).eval()
     with torch.no_grad():
         outs = model(torch.rand(1, 3, 64, 96))
-    assert [tuple(o.shape) for o in outs] == [(1, 256, 16, 24),
-                                              (1, 512, 8, 12),
-                                              (1, 1024, 8, 12),
-                                              (1, 2048, 8, 12)]
+    assert [tuple(o.shape)
+            for o in outs] == [(1, 256, 16, 24), (1, 512, 8, 12),
+                               (1, 1024, 8, 12), (1, 2048, 8, 12)]
     # every block of a dilated stage (the first one too: no
     # contract_dilation) dilates all 4 PSA convs, padding d * (k // 2)
     for layer, dilation in (('layer3', 2), ('layer4', 4)):
@@ -186,9 +184,10 @@ def test_demo_seg_dataset(tmp_path):
 def test_polygons_to_label_map_paints_in_order():
     square = [[2.0, 2.0, 7.0, 2.0, 7.0, 7.0, 2.0, 7.0]]
     inner = [[4.0, 4.0, 5.0, 4.0, 5.0, 5.0, 4.0, 5.0]]
-    label = demo_seg.polygons_to_label_map(
-        [dict(category_id=2, segmentation=square),
-         dict(category_id=3, segmentation=inner)], 10, 10)
+    label = demo_seg.polygons_to_label_map([
+        dict(category_id=2, segmentation=square),
+        dict(category_id=3, segmentation=inner)
+    ], 10, 10)
     assert label[0, 0] == 0 and label[2, 2] == 2 and label[7, 7] == 2
     assert label[4, 4] == 3 and label[5, 5] == 3
 
@@ -196,7 +195,10 @@ def test_polygons_to_label_map_paints_in_order():
 def test_demo_seg_trains_and_evaluates(tmp_path):
     from mmengine.runner import Runner
     root = demo_seg.make_demo_seg_dataset(
-        str(tmp_path / 'data'), num_train=4, num_val=2, img_size=64,
+        str(tmp_path / 'data'),
+        num_train=4,
+        num_val=2,
+        img_size=64,
         verbose=False) + os.sep
     cfg = Config.fromfile(DEMO_CONFIG)
     assert cfg.model.backbone.type == 'EPSANet'
@@ -221,8 +223,8 @@ def test_demo_seg_trains_and_evaluates(tmp_path):
     metrics = runner.val()
     assert 'mIoU' in metrics and 0 <= metrics['mIoU'] <= 100
     assert all(math.isfinite(v) for v in metrics.values())
-    scalars = glob.glob(osp.join(cfg.work_dir, '*', 'vis_data',
-                                 'scalars.json'))
+    scalars = glob.glob(
+        osp.join(cfg.work_dir, '*', 'vis_data', 'scalars.json'))
     assert scalars, 'no training log'
     with open(scalars[0]) as f:
         losses = [json.loads(line).get('loss') for line in f]

@@ -24,8 +24,8 @@ def _digest(root):
         for name in files:
             path = osp.join(d, name)
             with open(path, 'rb') as f:
-                out[osp.relpath(path, root)] = hashlib.sha256(
-                    f.read()).hexdigest()
+                out[osp.relpath(path,
+                                root)] = hashlib.sha256(f.read()).hexdigest()
     return out
 
 
@@ -46,8 +46,8 @@ def test_valid_coco(tmp_path):
     for split, num in (('train', 6), ('val', 3)):
         coco = COCO(osp.join(root, 'annotations', f'instances_{split}.json'))
         assert len(coco.getImgIds()) == num
-        assert [c['name'] for c in coco.loadCats(coco.getCatIds())
-                ] == list(DEMO_CLASSES)
+        assert [c['name']
+                for c in coco.loadCats(coco.getCatIds())] == list(DEMO_CLASSES)
         anns = coco.loadAnns(coco.getAnnIds())
         assert anns, 'every split should have objects'
         for ann in anns:
@@ -57,8 +57,8 @@ def test_valid_coco(tmp_path):
             x, y, w, h = ann['bbox']
             assert w > 0 and h > 0 and ann['iscrowd'] == 0
             assert 0 <= x and 0 <= y and x + w <= 64 and y + h <= 64
-            assert all(len(p) >= 6 and len(p) % 2 == 0
-                       for p in ann['segmentation'])
+            assert all(
+                len(p) >= 6 and len(p) % 2 == 0 for p in ann['segmentation'])
             m = coco.annToMask(ann).astype(bool)
             assert m.any()
             ys, xs = np.nonzero(m)
@@ -74,12 +74,15 @@ def test_valid_coco(tmp_path):
 
 def test_occlusion_visible_masks_disjoint(tmp_path):
     root = make_demo_dataset(
-        str(tmp_path / 'o'), verbose=False,
+        str(tmp_path / 'o'),
+        verbose=False,
         **dict(SMALL, num_train=12, max_objects=4))
     coco = COCO(osp.join(root, 'annotations', 'instances_train.json'))
     for img_id in coco.getImgIds():
-        masks = [coco.annToMask(a) for a in coco.loadAnns(
-            coco.getAnnIds(imgIds=img_id))]
+        masks = [
+            coco.annToMask(a)
+            for a in coco.loadAnns(coco.getAnnIds(imgIds=img_id))
+        ]
         if len(masks) < 2:
             continue
         overlap = (np.sum(masks, 0) > 1).sum()
@@ -171,15 +174,14 @@ def test_defaults_are_written_once():
     }
     args = vars(demo_data.parse_args([]))
     assert {k: tuple(v) if k == 'obj_size' else v
-            for k, v in args.items()} == {
-                k: default[k]
-                for k in args
-            }
+            for k, v in args.items()} == {k: default[k]
+                                          for k in args}
     cfg = Config.fromfile(
-        osp.join(osp.dirname(__file__), '..', '..', 'configs', 'demo',
-                 '_base_', 'epsanet50-s_demo-shapes.py'))
-    assert {k: tuple(v) if isinstance(v, list) else v
-            for k, v in cfg.demo_data.items()} == {
-                k: default[k]
-                for k in cfg.demo_data
-            }
+        osp.join(
+            osp.dirname(__file__), '..', '..', 'configs', 'demo', '_base_',
+            'epsanet50-s_demo-shapes.py'))
+    assert {
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in cfg.demo_data.items()
+    } == {k: default[k]
+          for k in cfg.demo_data}

@@ -69,9 +69,10 @@ class Plain(BaseModel):
 
 def build(model, **kwargs):
     return OPTIM_WRAPPERS.build(
-        dict(type='CPUBF16OptimWrapper',
-             optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
-             **kwargs))
+        dict(
+            type='CPUBF16OptimWrapper',
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
+            **kwargs))
 
 
 @pytest.mark.usefixtures('any_cpu')
@@ -170,9 +171,11 @@ def test_strided_conv_on_a_map_narrower_than_its_stride(autocast_modules):
             model(**data)['loss'].backward()
         reference(**data)['loss'].backward()
         assert dtypes == {0: torch.bfloat16, 2: torch.float32}
-        torch.testing.assert_close(model.neck[2].weight.grad,
-                                   reference.neck[2].weight.grad,
-                                   rtol=2e-2, atol=2e-2)
+        torch.testing.assert_close(
+            model.neck[2].weight.grad,
+            reference.neck[2].weight.grad,
+            rtol=2e-2,
+            atol=2e-2)
         for name in ('backbone', 'neck.0'):
             grad = model.get_submodule(name).weight.grad
             ref = reference.get_submodule(name).weight.grad
@@ -228,16 +231,19 @@ def test_detection_from_cpuinfo(monkeypatch, tmp_path):
     assert not wrapper_module.cpu_bf16_supported()
 
 
-@pytest.mark.parametrize('avx512_bf16, amx, expected',
-                         [(False, False, False), (True, False, True),
-                          (False, True, True)])
+@pytest.mark.parametrize('avx512_bf16, amx, expected', [(False, False, False),
+                                                        (True, False, True),
+                                                        (False, True, True)])
 def test_detection_by_torch_checks(monkeypatch, avx512_bf16, amx, expected):
     """torch's CPUID checks decide where they exist, whatever oneDNN says
     (it reports bfloat16 support on any AVX-512 CPU)."""
     monkeypatch.setattr(wrapper_module, '_torch_isa_checks',
                         lambda: [lambda: avx512_bf16, lambda: amx])
-    monkeypatch.setattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported',
-                        lambda: True, raising=False)
+    monkeypatch.setattr(
+        torch.ops.mkldnn,
+        '_is_mkldnn_bf16_supported',
+        lambda: True,
+        raising=False)
     assert wrapper_module.cpu_bf16_supported() is expected
 
 

@@ -96,8 +96,7 @@ class HangAtIterHook(Hook):
             threading.Event().wait()
 '''
 
-TRAIN_LINE = re.compile(
-    r'Epoch\(train\)\s+\[(\d+)\]\[\s*(\d+)/(\d+)\]\s+(.*)')
+TRAIN_LINE = re.compile(r'Epoch\(train\)\s+\[(\d+)\]\[\s*(\d+)/(\d+)\]\s+(.*)')
 # The fields that depend on the computation (not on the clock).
 COMPUTED = ('lr', 'grad_norm', 'loss', 'loss_cls', 'loss_bbox')
 
@@ -110,8 +109,14 @@ def _env(tmp):
 
 
 def _train(tmp, config, work_dir, *extra, check=True):
-    return run_tool('train.py', config, '--work-dir', work_dir, *extra,
-                    env=_env(tmp), check=check)
+    return run_tool(
+        'train.py',
+        config,
+        '--work-dir',
+        work_dir,
+        *extra,
+        env=_env(tmp),
+        check=check)
 
 
 def _logs(work_dir):
@@ -128,9 +133,9 @@ def _train_lines(log):
             m = TRAIN_LINE.search(line)
             if m:
                 fields = dict(re.findall(r'(\w+): (\S+)', m.group(4)))
-                rows.append((int(m.group(1)), int(m.group(2)),
-                             int(m.group(3)),
-                             {k: fields[k] for k in COMPUTED if k in fields}))
+                rows.append((int(m.group(1)), int(m.group(2)), int(m.group(3)),
+                             {k: fields[k]
+                              for k in COMPUTED if k in fields}))
     return rows
 
 
@@ -144,8 +149,12 @@ def _kill_mid_epoch(tmp, config, work_dir):
     env['MMEPSA_HANG_AT'] = '{},{}'.format(*HANG_AT)
     out_path = osp.join(tmp, 'killed_stdout.txt')
     pattern = re.compile(r'Epoch\(train\)\s+\[{}\]\[\s*{}/'.format(*HANG_AT))
-    proc = start([PYTHON, osp.join(TOOLS, 'train.py'), config, '--work-dir',
-                  work_dir], env=env, cwd=REPO, stdout=out_path)
+    proc = start(
+        [PYTHON,
+         osp.join(TOOLS, 'train.py'), config, '--work-dir', work_dir],
+        env=env,
+        cwd=REPO,
+        stdout=out_path)
     try:
         deadline = time.monotonic() + 300
         while True:
@@ -195,14 +204,21 @@ def _resume_runs(tmp: str) -> dict:
     shutil.copytree(auto, explicit)
 
     resumed = {
-        'auto': _train(tmp, config, auto, '--resume').stdout,
-        'explicit': _train(tmp, config, explicit, '--resume',
-                           osp.join(explicit, 'epoch_1.pth')).stdout,
+        'auto':
+        _train(tmp, config, auto, '--resume').stdout,
+        'explicit':
+        _train(tmp, config, explicit, '--resume',
+               osp.join(explicit, 'epoch_1.pth')).stdout,
     }
-    return dict(tmp=tmp, config=config, ref=ref, killed_rc=killed_rc,
-                after_kill=after_kill, last_after_kill=last_after_kill,
-                work_dirs=dict(auto=auto, explicit=explicit),
-                resumed=resumed)
+    return dict(
+        tmp=tmp,
+        config=config,
+        ref=ref,
+        killed_rc=killed_rc,
+        after_kill=after_kill,
+        last_after_kill=last_after_kill,
+        work_dirs=dict(auto=auto, explicit=explicit),
+        resumed=resumed)
 
 
 def test_killed_in_the_middle_of_epoch_2(runs):
@@ -225,12 +241,13 @@ def test_resume_ends_with_the_uninterrupted_weights(runs, how):
             (ref['meta']['epoch'], ref['meta']['iter'])
         assert got['state_dict'].keys() == ref['state_dict'].keys()
         # Bit for bit: same seed, deterministic CPU kernels, one thread.
-        differ = [k for k, v in ref['state_dict'].items()
-                  if not torch.equal(got['state_dict'][k], v)]
+        differ = [
+            k for k, v in ref['state_dict'].items()
+            if not torch.equal(got['state_dict'][k], v)
+        ]
         assert not differ, f'{name}: {len(differ)} tensors differ, ' \
             f'e.g. {differ[:3]}'
-        ref_opt, got_opt = ref['optimizer']['state'], got['optimizer'][
-            'state']
+        ref_opt, got_opt = ref['optimizer']['state'], got['optimizer']['state']
         assert ref_opt.keys() == got_opt.keys()
         for i in ref_opt:
             for k, v in ref_opt[i].items():
@@ -276,8 +293,8 @@ def _damaged_work_dir(runs, tmp_path):
 
 def test_resume_from_truncated_last_checkpoint_names_it(runs, tmp_path):
     work_dir = _damaged_work_dir(runs, tmp_path)
-    proc = _train(runs['tmp'], runs['config'], work_dir, '--resume',
-                  check=False)
+    proc = _train(
+        runs['tmp'], runs['config'], work_dir, '--resume', check=False)
     last = osp.join(work_dir, 'epoch_3.pth')
     assert proc.returncode == 1, proc.stdout[-3000:]
     assert 'Traceback' not in proc.stdout, proc.stdout[-3000:]
@@ -290,7 +307,8 @@ def test_resume_from_truncated_last_checkpoint_names_it(runs, tmp_path):
         'delete the damaged file.')
     # nothing was trained or written
     assert sorted(os.listdir(work_dir)) == [
-        'epoch_2.pth', 'epoch_3.pth', 'last_checkpoint']
+        'epoch_2.pth', 'epoch_3.pth', 'last_checkpoint'
+    ]
 
 
 def test_check_resume_checkpoint_explicit_path(runs, tmp_path):
@@ -334,6 +352,9 @@ def test_check_checkpoint_empty_and_legacy_files(tmp_path):
     # torch's legacy format is a pickle stream: not unpickled here, left to
     # the loader (which refuses what weights_only refuses).
     legacy = tmp_path / 'legacy.pth'
-    torch.save({'state_dict': {'w': torch.ones(2)}}, legacy,
+    torch.save({'state_dict': {
+        'w': torch.ones(2)
+    }},
+               legacy,
                _use_new_zipfile_serialization=False)
     check_checkpoint(str(legacy))

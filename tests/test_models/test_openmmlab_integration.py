@@ -59,8 +59,7 @@ def test_mmdet_detector_losses_and_predictions(tmp_path, base, with_mask):
     model.init_weights()
     assert isinstance(model.backbone, EPSANet)
     packed = demo_mm_inputs(
-        2, [[3, 128, 160], [3, 96, 128]], num_classes=80,
-        with_mask=with_mask)
+        2, [[3, 128, 160], [3, 96, 128]], num_classes=80, with_mask=with_mask)
     model.train()
     data = model.data_preprocessor(packed, True)
     losses = model(**data, mode='loss')
@@ -89,8 +88,9 @@ def test_mmpretrain_classifier_trains_one_step():
     model.init_weights()
     model.train()
     optim = torch.optim.SGD(model.parameters(), lr=0.05)
-    inputs = [torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
-              for _ in range(4)]
+    inputs = [
+        torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8) for _ in range(4)
+    ]
     samples = [DataSample().set_gt_label(i % 4) for i in range(4)]
     before = model.backbone.conv1.weight.detach().clone()
     data = model.data_preprocessor(
@@ -106,7 +106,10 @@ def _classifier():
     from mmpretrain.models import ImageClassifier
     return ImageClassifier(
         backbone=dict(
-            type='EPSANet', depth=50, out_indices=(3, ), norm_eval=False,
+            type='EPSANet',
+            depth=50,
+            out_indices=(3, ),
+            norm_eval=False,
             **TINY),
         neck=dict(type='GlobalAveragePooling'),
         head=dict(
@@ -115,8 +118,10 @@ def _classifier():
             in_channels=512,
             loss=dict(type='CrossEntropyLoss')),
         data_preprocessor=dict(
-            type='ClsDataPreprocessor', mean=[123.7, 116.3, 103.5],
-            std=[58.4, 57.1, 57.4], to_rgb=True))
+            type='ClsDataPreprocessor',
+            mean=[123.7, 116.3, 103.5],
+            std=[58.4, 57.1, 57.4],
+            to_rgb=True))
 
 
 # --------------------------------------------------------------------------
@@ -130,8 +135,9 @@ class _ToyDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, idx):
         g = torch.Generator().manual_seed(idx)
-        return dict(inputs=torch.rand(3, 32, 32, generator=g),
-                    label=torch.tensor(idx % 2))
+        return dict(
+            inputs=torch.rand(3, 32, 32, generator=g),
+            label=torch.tensor(idx % 2))
 
 
 def _toy_model():
@@ -165,8 +171,7 @@ def _runner(work_dir, max_epochs, resume=False, load_from=None):
             collate_fn=dict(type='default_collate'),
             batch_size=4,
             num_workers=0),
-        optim_wrapper=dict(
-            optimizer=dict(type='SGD', lr=0.01, momentum=0.9)),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9)),
         param_scheduler=dict(type='MultiStepLR', milestones=[1]),
         train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
         default_hooks=dict(
@@ -209,9 +214,8 @@ def test_runner_save_and_resume_round_trip(toy_run, tmp_path):
     hub = resumed.message_hub
     assert len(hub.get_scalar('train/loss').data[0]) >= 2
     # the run went on from the saved weights, not from scratch
-    assert not torch.equal(
-        saved['backbone.conv1.weight'],
-        resumed.model.state_dict()['backbone.conv1.weight'])
+    assert not torch.equal(saved['backbone.conv1.weight'],
+                           resumed.model.state_dict()['backbone.conv1.weight'])
 
 
 def test_mmengine_checkpoint_needs_the_allow_list(toy_run):
@@ -265,19 +269,21 @@ def test_untrusted_checkpoint_is_refused(tmp_path):
             match=f'refused to load checkpoint {re.escape(str(evil))}'):
         load_checkpoint(model, str(evil))
     with pytest.raises(pickle.UnpicklingError):
-        EPSANet(50, **TINY, init_cfg=dict(
-            type='Pretrained', checkpoint=str(evil))).init_weights()
+        EPSANet(
+            50, **TINY, init_cfg=dict(type='Pretrained',
+                                      checkpoint=str(evil))).init_weights()
     assert not marker.exists()
 
     escape = tmp_path / 'escape.pth'
     _save_raw({'meta': _GetattrEscape()}, escape)
-    with pytest.raises(pickle.UnpicklingError,
-                       match=r"refused getattr\(.*'__init__'\)"):
+    with pytest.raises(
+            pickle.UnpicklingError, match=r"refused getattr\(.*'__init__'\)"):
         torch_load(str(escape))
     if hasattr(torch.serialization, 'add_safe_globals'):  # torch >= 2.4
         # torch's own loader, with the types import mmepsa added to its list
-        with pytest.raises(pickle.UnpicklingError,
-                           match=r"refused getattr\(.*'__init__'\)"):
+        with pytest.raises(
+                pickle.UnpicklingError,
+                match=r"refused getattr\(.*'__init__'\)"):
             torch.load(escape, weights_only=True)
 
 
@@ -317,7 +323,9 @@ def test_optional_codebases_may_be_missing(blocked):
             "assert MODELS.get('EPSANet') is mmepsa.EPSANet\n"
             'print(sorted(REGISTERED_IN))\n')
     # a fresh interpreter: the warm launcher has mmpretrain imported
-    proc = run([PYTHON, '-c', code], check=False, merge_stderr=False,
+    proc = run([PYTHON, '-c', code],
+               check=False,
+               merge_stderr=False,
                fresh=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     expected = sorted({'mmdet', 'mmpretrain', 'mmseg'} - set(blocked))

@@ -46,7 +46,6 @@ setup(name='mmcv', version='2.1.0', packages=['mmcv', 'mmcv.ops'])
 HIDDEN = ('setuptools', 'pkg_resources', '_distutils_hack', 'wheel', 'mmcv',
           'pip', 'distutils-precedence.pth')
 
-
 #: (format, requirement) of what the local index serves. ``pip download
 #: --no-binary :all:`` (the script's download of mmcv) passes its format on to
 #: an isolated build environment, which therefore builds the newest setuptools
@@ -54,10 +53,9 @@ HIDDEN = ('setuptools', 'pkg_resources', '_distutils_hack', 'wheel', 'mmcv',
 #: source archives, as it would from the registry.
 DOWNLOADS = (('--no-binary', 'setuptools>=82'), ('--no-binary', 'wheel'),
              ('--no-binary', 'packaging'), ('--no-binary', 'flit_core'),
-             ('--only-binary', 'setuptools>=77,<82'),
-             ('--only-binary', 'wheel'), ('--only-binary', 'packaging'),
-             ('--only-binary', 'ninja'))
-
+             ('--only-binary', 'setuptools>=77,<82'), ('--only-binary',
+                                                       'wheel'),
+             ('--only-binary', 'packaging'), ('--only-binary', 'ninja'))
 
 #: where :func:`_wheelhouse` keeps the downloads between sessions (the
 #: folder install_mmcv.sh keeps its built wheels in; ignored by git)
@@ -71,8 +69,8 @@ def _wheelhouse(house=CACHE):
     os.makedirs(house, exist_ok=True)
     for fmt, spec in DOWNLOADS:
         proc = subprocess.run([
-            sys.executable, '-m', 'pip', 'download', '--no-deps', fmt,
-            ':all:', '-d', house, spec
+            sys.executable, '-m', 'pip', 'download', '--no-deps', fmt, ':all:',
+            '-d', house, spec
         ],
                               stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT,
@@ -116,12 +114,12 @@ def _bare_env(path):
                 or name.endswith(('.dist-info', '.egg-info', '.egg-link'))):
             continue
         os.symlink(osp.join(site, name), osp.join(shown, name))
-    own_site = subprocess.run(
-        [py, '-c',
-         'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
-        stdout=subprocess.PIPE,
-        text=True,
-        check=True).stdout.strip()
+    own_site = subprocess.run([
+        py, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'
+    ],
+                              stdout=subprocess.PIPE,
+                              text=True,
+                              check=True).stdout.strip()
     with open(osp.join(own_site, 'parent-packages.pth'), 'w') as f:
         f.write(shown + '\n')
     return py
@@ -150,8 +148,11 @@ def test_builds_from_source_without_wheel_or_setuptools(tmp_path):
     root = tmp_path / 'project'
     (root / 'tools').mkdir(parents=True)
     shutil.copy(SCRIPT, root / 'tools' / 'install_mmcv.sh')
-    env = dict(os.environ, PIP_NO_INDEX='1', PIP_FIND_LINKS=str(index),
-               PIP_CONFIG_FILE=os.devnull)
+    env = dict(
+        os.environ,
+        PIP_NO_INDEX='1',
+        PIP_FIND_LINKS=str(index),
+        PIP_CONFIG_FILE=os.devnull)
     env.pop('MMEPSA_WHEELHOUSE', None)
     env.pop('PYTHONPATH', None)
     proc = subprocess.run(
@@ -165,7 +166,9 @@ def test_builds_from_source_without_wheel_or_setuptools(tmp_path):
     assert proc.returncode == 0, proc.stdout[-5000:]
     assert 'building mmcv 2.1.0 from source' in proc.stdout
 
-    check = _run(py, textwrap.dedent('''\
+    check = _run(
+        py,
+        textwrap.dedent('''\
         import mmcv, setuptools
         from mmcv._build_flags import CXX_STD
         from mmcv.ops import nms

@@ -16,7 +16,9 @@ pytestmark = pytest.mark.skipif(
 def pytest_argv(target: str, pytest_args: str) -> list:
     """The pytest arguments ``make -n TARGET PYTEST_ARGS=...`` would run."""
     out = subprocess.run(['make', '-n', target, f'PYTEST_ARGS={pytest_args}'],
-                         cwd=REPO, capture_output=True, text=True,
+                         cwd=REPO,
+                         capture_output=True,
+                         text=True,
                          check=True).stdout
     line = next(ln for ln in out.splitlines() if ' -m pytest ' in ln)
     argv = shlex.split(line)

@@ -39,8 +39,12 @@ def test_containers_load_through_safe_pickle_on_every_torch():
     bytearrays, complex numbers): newer torch's own list has them, torch
     2.1's has not, so mmepsa's list names them itself."""
     from collections import Counter, OrderedDict
-    state = dict(counter=Counter(a=2, b=1), ordered=OrderedDict(x=1),
-                 tags={'train', 'val'}, raw=bytearray(b'ab'), z=1 + 2j)
+    state = dict(
+        counter=Counter(a=2, b=1),
+        ordered=OrderedDict(x=1),
+        tags={'train', 'val'},
+        raw=bytearray(b'ab'),
+        z=1 + 2j)
     f = io.BytesIO()
     torch.save(state, f)
     f.seek(0)

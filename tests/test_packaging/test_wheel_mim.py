@@ -29,13 +29,14 @@ pytestmark = pytest.mark.skipif(
 
 
 def _run(args, cwd, env=None, timeout=600):
-    proc = subprocess.run(args,
-                          cwd=cwd,
-                          env=env,
-                          stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT,
-                          text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        args,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout)
     return proc
 
 
@@ -57,7 +58,8 @@ def wheel_env(tmp_path_factory):
         '--no-build-isolation', '-w',
         str(dist),
         str(src)
-    ], cwd=str(tmp))
+    ],
+                cwd=str(tmp))
     assert proc.returncode == 0, proc.stdout[-3000:]
     wheels = list(dist.glob('mmepsa-*.whl'))
     assert len(wheels) == 1, wheels
@@ -67,8 +69,10 @@ def wheel_env(tmp_path_factory):
                     str(venv)],
                    check=True)
     py = str(venv / 'bin' / 'python')
-    site = _run([py, '-c', 'import sysconfig; '
-                 'print(sysconfig.get_paths()["purelib"])'],
+    site = _run([
+        py, '-c', 'import sysconfig; '
+        'print(sysconfig.get_paths()["purelib"])'
+    ],
                 cwd=str(tmp)).stdout.strip()
     with open(osp.join(site, 'existing-env.pth'), 'w') as f:
         f.write(sysconfig.get_paths()['purelib'] + '\n')
@@ -76,7 +80,9 @@ def wheel_env(tmp_path_factory):
     env.pop('PYTHONPATH', None)
     # this environment's pip, run by the venv's python, installs there
     proc = _run([py, '-m', 'pip', 'install', '--no-deps',
-                 str(wheels[0])], cwd=str(tmp), env=env)
+                 str(wheels[0])],
+                cwd=str(tmp),
+                env=env)
     assert proc.returncode == 0, proc.stdout[-3000:]
     return py, env, site
 
@@ -111,9 +117,8 @@ def test_mim_search(wheel_env, tmp_path):
 def test_mim_train_demo_two_iterations(wheel_env, tmp_path):
     py, env, site = wheel_env
     proc = _run([
-        py, '-m', 'mmepsa.datasets.demo_data', '--root',
-        'data/demo_shapes', '--num-train', '8', '--num-val', '4',
-        '--img-size', '64'
+        py, '-m', 'mmepsa.datasets.demo_data', '--root', 'data/demo_shapes',
+        '--num-train', '8', '--num-val', '4', '--img-size', '64'
     ],
                 cwd=str(tmp_path),
                 env=env)

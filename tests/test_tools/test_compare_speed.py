@@ -30,8 +30,8 @@ def test_compare_speed_tool(tmp_path):
                           ('backbone', 'train-detection'),
                           ('mask-rcnn', 'train')}
     compiled = {n for n in cs.BACKBONES if n.endswith('-compiled')}
-    assert set(cases['backbone', 'inference']['models']) == set(
-        cs.BACKBONES) - compiled
+    assert set(cases['backbone',
+                     'inference']['models']) == set(cs.BACKBONES) - compiled
     for mode in ('train', 'train-detection'):
         assert set(cases['backbone', mode]['models']) == set(
             cs.BACKBONES) - set(cs.INFERENCE_ONLY)
@@ -51,9 +51,8 @@ def test_compare_speed_tool(tmp_path):
             assert 'peak_mib' not in row
         assert case['models']['original']['speedup_vs_original'] == 1.0
         resnet = case['models']['resnet']
-        assert resnet['time_vs_resnet_paired'] == dict(median=1.0,
-                                                       faster_in=0,
-                                                       rounds=1)
+        assert resnet['time_vs_resnet_paired'] == dict(
+            median=1.0, faster_in=0, rounds=1)
         for row in case['models'].values():
             paired = row['time_vs_resnet_paired']
             assert paired['median'] == pytest.approx(row['time_vs_resnet'])
@@ -77,15 +76,16 @@ def test_compare_speed_models_selects_rows(tmp_path):
     """--models runs the rows it names and the two yardsticks only."""
     out_dir = str(tmp_path / 'bench')
     run_tool(TOOL, '--sizes', '1x64x64', '--modes', 'inference', 'train',
-             '--models', 'mmepsa', 'mmepsa-plain', '--runs', '2',
-             '--warmup', '0', '--no-memory', '--no-detector', '--no-cp',
-             '--out-dir', out_dir)
+             '--models', 'mmepsa', 'mmepsa-plain', '--runs', '2', '--warmup',
+             '0', '--no-memory', '--no-detector', '--no-cp', '--out-dir',
+             out_dir)
     with open(osp.join(out_dir, 'benchmark.json')) as f:
         result = json.load(f)
     assert [c['mode'] for c in result['cases']] == ['inference', 'train']
     for case in result['cases']:
-        assert set(case['models']) == {'original', 'resnet', 'mmepsa',
-                                       'mmepsa-plain'}
+        assert set(case['models']) == {
+            'original', 'resnet', 'mmepsa', 'mmepsa-plain'
+        }
         assert all(len(r['runs_ms']) == 2 for r in case['models'].values())
     assert 'with_cp' not in result
 
@@ -103,9 +103,14 @@ def test_compare_speed_bad_arguments(argv, message):
 
 
 def _check_args(tmp_path, runs=2):
-    return argparse.Namespace(depth=50, seed=0, runs=runs, warmup=0,
-                              device='cpu', threads=None,
-                              out_dir=str(tmp_path / 'check'))
+    return argparse.Namespace(
+        depth=50,
+        seed=0,
+        runs=runs,
+        warmup=0,
+        device='cpu',
+        threads=None,
+        out_dir=str(tmp_path / 'check'))
 
 
 def test_fast_path_check(tmp_path, monkeypatch):
@@ -117,22 +122,24 @@ def test_fast_path_check(tmp_path, monkeypatch):
                         (('train-detection', (1, 3, 64, 64)),
                          ('inference', (1, 3, 64, 48))))
     result = cs.fast_path_check(_check_args(tmp_path))
-    assert [(c['mode'], c['shape']) for c in result['cases']] == [
-        ('train-detection', [1, 3, 64, 64]), ('inference', [1, 3, 64, 48])]
+    assert [(c['mode'], c['shape'])
+            for c in result['cases']] == [('train-detection', [1, 3, 64, 64]),
+                                          ('inference', [1, 3, 64, 48])]
     for case in result['cases']:
         assert set(case['models']) == set(cs.FAST_PATH_ROWS)
         assert case['first_tuned_step_s'] > 0
         tuned_ms = case['models']['tuned']['median_ms']
         assert case['tuning_cost_steps'] == pytest.approx(
             case['first_tuned_step_s'] * 1000 / tuned_ms - 1)
-        assert case['tuning_ok'] == (case['tuning_cost_steps'] <=
-                                     cs.MAX_TUNING_STEPS)
+        assert case['tuning_ok'] == (
+            case['tuning_cost_steps'] <= cs.MAX_TUNING_STEPS)
         for name, row in case['models'].items():
             assert len(row['runs_ms']) == 2
             assert row['time_vs_plain'] == pytest.approx(
                 row['median_ms'] / case['models']['plain']['median_ms'])
-            assert row['ok'] == (name == 'plain' or row['time_vs_plain'] <=
-                                 cs.MAX_TIME_VS_PLAIN)
+            assert row['ok'] == (
+                name == 'plain'
+                or row['time_vs_plain'] <= cs.MAX_TIME_VS_PLAIN)
     table = open(osp.join(tmp_path, 'check', 'fast_path_check.md')).read()
     assert table.count('| train-detection 1x3x64x64 |') == 4
     with open(osp.join(tmp_path, 'check', 'fast_path_check.json')) as f:

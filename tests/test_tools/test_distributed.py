@@ -119,10 +119,13 @@ def _pseudo_ground_truth(predictions_pkl, data_root, per_image=3):
         for j in np.argsort(-np.asarray(inst['scores']))[:per_image]:
             x1, y1, x2, y2 = (float(v) for v in inst['bboxes'][j])
             annotations.append(
-                dict(id=len(annotations) + 1, image_id=int(pred['img_id']),
-                     category_id=int(inst['labels'][j]) + 1,
-                     bbox=[x1, y1, x2 - x1, y2 - y1],
-                     area=(x2 - x1) * (y2 - y1), iscrowd=0))
+                dict(
+                    id=len(annotations) + 1,
+                    image_id=int(pred['img_id']),
+                    category_id=int(inst['labels'][j]) + 1,
+                    bbox=[x1, y1, x2 - x1, y2 - y1],
+                    area=(x2 - x1) * (y2 - y1),
+                    iscrowd=0))
     coco['annotations'] = annotations
     path = osp.join(data_root, 'pseudo_ground_truth.json')
     with open(path, 'w') as f:
@@ -144,36 +147,55 @@ def _dist_runs(tmp: str) -> dict:
     os.makedirs(states)
     config = osp.join(tmp, 'retinanet_epsanet_dist.py')
     with open(config, 'w') as f:
-        f.write(DIST_CONFIG.format(max_epochs=MAX_EPOCHS, num_val=NUM_VAL,
-                                   out_dir=states))
+        f.write(
+            DIST_CONFIG.format(
+                max_epochs=MAX_EPOCHS, num_val=NUM_VAL, out_dir=states))
     with open(osp.join(tmp, 'dist_test_hooks.py'), 'w') as f:
         f.write(HOOKS_MODULE)
 
     work_dir = osp.join(tmp, 'work_dir')
-    train_out = _run(['bash', osp.join(TOOLS, 'dist_train.sh'), config, '2',
-                      '--work-dir', work_dir], _env(tmp))
+    train_out = _run([
+        'bash',
+        osp.join(TOOLS, 'dist_train.sh'), config, '2', '--work-dir', work_dir
+    ], _env(tmp))
     ckpt = osp.join(work_dir, f'epoch_{MAX_EPOCHS}.pth')
 
     # Predictions of the 1-process test.py, then its metric and the
     # 2-process dist_test.sh's against a ground truth that makes the metric
     # depend on every image (see _pseudo_ground_truth).
     single_pkl = osp.join(tmp, 'single.pkl')
-    _run([PYTHON, osp.join(TOOLS, 'test.py'), config, ckpt, '--work-dir',
-          osp.join(tmp, 'test_predict'), '--out', single_pkl], _env(tmp))
+    _run([
+        PYTHON,
+        osp.join(TOOLS, 'test.py'), config, ckpt, '--work-dir',
+        osp.join(tmp, 'test_predict'), '--out', single_pkl
+    ], _env(tmp))
     gt = _pseudo_ground_truth(single_pkl, osp.join(tmp, 'data'))
     gt_option = ['--cfg-options', f'test_evaluator.ann_file={gt}']
-    single_out = _run([PYTHON, osp.join(TOOLS, 'test.py'), config, ckpt,
-                       '--work-dir', osp.join(tmp, 'test_single'),
-                       *gt_option], _env(tmp))
+    single_out = _run([
+        PYTHON,
+        osp.join(TOOLS, 'test.py'), config, ckpt, '--work-dir',
+        osp.join(tmp, 'test_single'), *gt_option
+    ], _env(tmp))
     dist_pkl = osp.join(tmp, 'dist.pkl')
     dist_test_dir = osp.join(tmp, 'test_dist')
-    dist_out = _run(['bash', osp.join(TOOLS, 'dist_test.sh'), config, ckpt,
-                     '2', '--work-dir', dist_test_dir, '--out', dist_pkl,
-                     *gt_option], _env(tmp))
-    return dict(tmp=tmp, config=config, states=states, work_dir=work_dir,
-                ckpt=ckpt, train_out=train_out, single_out=single_out,
-                single_pkl=single_pkl, dist_out=dist_out, dist_pkl=dist_pkl,
-                dist_test_dir=dist_test_dir, gt_option=gt_option)
+    dist_out = _run([
+        'bash',
+        osp.join(TOOLS, 'dist_test.sh'), config, ckpt, '2', '--work-dir',
+        dist_test_dir, '--out', dist_pkl, *gt_option
+    ], _env(tmp))
+    return dict(
+        tmp=tmp,
+        config=config,
+        states=states,
+        work_dir=work_dir,
+        ckpt=ckpt,
+        train_out=train_out,
+        single_out=single_out,
+        single_pkl=single_pkl,
+        dist_out=dist_out,
+        dist_pkl=dist_pkl,
+        dist_test_dir=dist_test_dir,
+        gt_option=gt_option)
 
 
 def test_dist_train_two_cpu_processes(dist):
@@ -182,13 +204,14 @@ def test_dist_train_two_cpu_processes(dist):
     # 4 images, 2 processes x batch 1: 2 iterations per epoch.
     ckpt = torch.load(dist['ckpt'], map_location='cpu')
     assert (ckpt['meta']['epoch'], ckpt['meta']['iter']) == (MAX_EPOCHS,
-                                                            2 * MAX_EPOCHS)
+                                                             2 * MAX_EPOCHS)
 
 
 def test_ranks_train_on_disjoint_halves_and_end_identical(dist):
     ranks = [
-        torch.load(osp.join(dist['states'], f'rank{r}.pth'),
-                   map_location='cpu') for r in (0, 1)
+        torch.load(
+            osp.join(dist['states'], f'rank{r}.pth'), map_location='cpu')
+        for r in (0, 1)
     ]
     assert [r['world_size'] for r in ranks] == [2, 2]
     # Each epoch the two ranks trained on different images, all 4 between
@@ -215,16 +238,16 @@ def test_ranks_train_on_disjoint_halves_and_end_identical(dist):
 
 def test_only_rank_0_writes_checkpoints_and_logs(dist):
     work_dir = dist['work_dir']
-    (log_dir, ) = [d for d in os.listdir(work_dir)
-                   if osp.isdir(osp.join(work_dir, d))]
+    (log_dir, ) = [
+        d for d in os.listdir(work_dir) if osp.isdir(osp.join(work_dir, d))
+    ]
     assert re.fullmatch(r'\d{8}_\d{6}', log_dir)
     assert sorted(os.listdir(work_dir)) == sorted([
         log_dir, 'epoch_1.pth', 'epoch_2.pth', 'last_checkpoint',
         'retinanet_epsanet_dist.py'
     ])
-    assert sorted(os.listdir(osp.join(work_dir, log_dir))) == [
-        f'{log_dir}.log', 'vis_data'
-    ]
+    assert sorted(os.listdir(osp.join(
+        work_dir, log_dir))) == [f'{log_dir}.log', 'vis_data']
     assert sorted(os.listdir(osp.join(work_dir, log_dir, 'vis_data'))) == [
         f'{log_dir}.json', 'config.py', 'scalars.json'
     ]
@@ -275,10 +298,14 @@ def test_dist_test_as_two_nodes(dist, tmp_path):
         outs.append(out)
         procs.append(
             subprocess.Popen([
-                'bash', osp.join(TOOLS, 'dist_test.sh'), dist['config'],
-                dist['ckpt'], '1', '--work-dir',
+                'bash',
+                osp.join(TOOLS, 'dist_test.sh'), dist['config'], dist['ckpt'],
+                '1', '--work-dir',
                 str(tmp_path / f'node{node}'), *dist['gt_option']
-            ], cwd=REPO, env=dict(env, NODE_RANK=str(node)), stdout=out,
+            ],
+                             cwd=REPO,
+                             env=dict(env, NODE_RANK=str(node)),
+                             stdout=out,
                              stderr=subprocess.STDOUT))
     try:
         codes = [p.wait(timeout=300) for p in procs]
@@ -312,13 +339,19 @@ def test_slurm_scripts_srun_command(tmp_path, script, positional, tool):
                     f'"{record}"\n')
     srun.chmod(0o755)
     env = tool_env()
-    env.update(PATH=f'{bin_dir}{os.pathsep}{env["PATH"]}', GPUS='16',
-               GPUS_PER_NODE='8', SRUN_ARGS='--time=1:00:00 --qos=high',
-               PYTHON='python3')
-    extra = ['--cfg-options', 'model.backbone.depth=101',
-             'model.backbone.out_indices=(1, 2, 3)']
-    run(['bash', osp.join(TOOLS, script), 'gpu', 'epsa', *positional,
-         *extra], env=env)
+    env.update(
+        PATH=f'{bin_dir}{os.pathsep}{env["PATH"]}',
+        GPUS='16',
+        GPUS_PER_NODE='8',
+        SRUN_ARGS='--time=1:00:00 --qos=high',
+        PYTHON='python3')
+    extra = [
+        '--cfg-options', 'model.backbone.depth=101',
+        'model.backbone.out_indices=(1, 2, 3)'
+    ]
+    run(['bash',
+         osp.join(TOOLS, script), 'gpu', 'epsa', *positional, *extra],
+        env=env)
     args = record.read_text().splitlines()
     tool_args = ([positional[0], f'--work-dir={positional[1]}']
                  if tool == 'train.py' else positional)

@@ -22,8 +22,7 @@ def load_test(*args, fresh=False):
     """tools/analysis_tools/load_test.py, stdout and stderr apart; with
     ``fresh``, in a new interpreter, so that its memory figures are those
     of a process that ran nothing else."""
-    return run_tool(TOOL, *args, check=False, merge_stderr=False,
-                    fresh=fresh)
+    return run_tool(TOOL, *args, check=False, merge_stderr=False, fresh=fresh)
 
 
 @pytest.fixture(scope='module')
@@ -33,19 +32,31 @@ def stream(tmp_path_factory):
 
     def make(tmp):
         img_dir, out_dir = osp.join(tmp, 'images'), osp.join(tmp, 'out')
-        proc = load_test('--num-images', NUM, '--warmup', WARMUP,
-                         '--max-size', MAX_SIZE, '--img-dir', img_dir,
-                         '--out-dir', out_dir, fresh=True)
-        assert proc.returncode == 0, (proc.stdout[-3000:] +
-                                      proc.stderr[-3000:])
+        proc = load_test(
+            '--num-images',
+            NUM,
+            '--warmup',
+            WARMUP,
+            '--max-size',
+            MAX_SIZE,
+            '--img-dir',
+            img_dir,
+            '--out-dir',
+            out_dir,
+            fresh=True)
+        assert proc.returncode == 0, (
+            proc.stdout[-3000:] + proc.stderr[-3000:])
         return dict(stdout=proc.stdout, img_dir=img_dir, out_dir=out_dir)
 
     run = once_per_session(tmp_path_factory, 'load_test_stream', make)
     img_dir, out_dir = Path(run['img_dir']), Path(run['out_dir'])
     with open(out_dir / 'load_test.json') as f:
         summary = json.load(f)
-    return dict(stdout=run['stdout'], summary=summary, img_dir=img_dir,
-                out_dir=out_dir)
+    return dict(
+        stdout=run['stdout'],
+        summary=summary,
+        img_dir=img_dir,
+        out_dir=out_dir)
 
 
 def test_stream_summary(stream):
@@ -84,9 +95,8 @@ def test_grey_and_rgba_files_load_as_3_channels(stream):
         on_disk = cv2.imread(
             str(stream['img_dir'] / r['file']), cv2.IMREAD_UNCHANGED)
         channels = 1 if on_disk.ndim == 2 else on_disk.shape[2]
-        assert channels == r['file_channels'] == (
-            1 if r['kind'].startswith('gray') else
-            4 if r['kind'].startswith('rgba') else 3), r
+        assert channels == r['file_channels'] == (1 if r['kind'].startswith(
+            'gray') else 4 if r['kind'].startswith('rgba') else 3), r
         by_channels[channels] += 1
         # what the inferencer's pipeline loaded
         assert r['loaded_shape'] == [r['height'], r['width'], 3], r
@@ -114,11 +124,11 @@ def test_checks_can_fail(tmp_path):
     """With a checkpoint; a grey loader (the model then gets 1 channel) makes
     every image fail, and a negative limit fails the memory check."""
     import torch
+    from mmdet.registry import MODELS
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
 
     import mmepsa  # noqa: F401
-    from mmdet.registry import MODELS
     with DefaultScope.overwrite_default_scope('mmdet'):
         model = MODELS.build(Config.fromfile(DEMO_CONFIG).model)
     ckpt = tmp_path / 'demo.pth'
@@ -128,9 +138,8 @@ def test_checks_can_fail(tmp_path):
             meta=dict(dataset_meta=dict(classes=tuple(DEMO_CLASSES)))), ckpt)
     out_dir = tmp_path / 'out'
     proc = load_test(
-        '--checkpoint', ckpt, '--num-images', 4, '--warmup', 2,
-        '--max-size', 96, '--max-growth', -1, '--out-dir', out_dir,
-        '--cfg-options',
+        '--checkpoint', ckpt, '--num-images', 4, '--warmup', 2, '--max-size',
+        96, '--max-growth', -1, '--out-dir', out_dir, '--cfg-options',
         'test_dataloader.dataset.pipeline.0.color_type=grayscale')
     assert proc.returncode == 3, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert 'error: 4 of 4 images failed' in proc.stderr
@@ -141,16 +150,16 @@ def test_checks_can_fail(tmp_path):
     assert s['classes'] == DEMO_CLASSES
     assert [f['index'] for f in s['failures']] == [1, 2, 3, 4]
     # the loader gave 2-D grey images, which the model cannot take
-    assert [r['loaded_shape'] for r in s['images']] == [
-        [r['height'], r['width']] for r in s['images']]
+    assert [r['loaded_shape'] for r in s['images']
+            ] == [[r['height'], r['width']] for r in s['images']]
     assert s['grey_loaded_as_3_channels'] == 0
     assert s['growth_ok'] is False
 
 
 @pytest.mark.parametrize('argv,match', [
     (['missing_config.py'], 'config file not found: missing_config.py'),
-    (['--checkpoint', 'missing.pth'],
-     'checkpoint file not found: missing.pth'),
+    (['--checkpoint', 'missing.pth'
+      ], 'checkpoint file not found: missing.pth'),
 ])
 def test_missing_files(argv, match):
     proc = load_test(*argv)

@@ -34,7 +34,9 @@ _LOCATE = ('import warnings; warnings.simplefilter("ignore"); '
 
 def _mim_root(env: dict) -> str:
     """Where mim, started with ``env``, believes mmepsa is installed."""
-    proc = run([sys.executable, '-c', _LOCATE], env=env, cwd='/',
+    proc = run([sys.executable, '-c', _LOCATE],
+               env=env,
+               cwd='/',
                merge_stderr=False)
     return proc.stdout.strip().splitlines()[-1]
 
@@ -70,7 +72,8 @@ def test_mim_train_and_test(mim_env, tmp_path):
     config = make_tiny_project(str(tmp_path))
     work_dir = str(tmp_path / 'work_dir')
     proc = _mim(['train', 'mmepsa', config, '--work-dir', work_dir],
-                mim_env['env'], cwd=str(tmp_path))
+                mim_env['env'],
+                cwd=str(tmp_path))
     assert proc.returncode == 0, (mim_env['how'], proc.stdout[-5000:])
     # mim runs our train.py (no --gpus: train.py -h does not mention it)
     assert osp.join(mim_env['root'], '.mim', 'tools', 'train.py') in \
@@ -83,7 +86,9 @@ def test_mim_train_and_test(mim_env, tmp_path):
     proc = _mim([
         'test', 'mmepsa', config, '--checkpoint', checkpoint, '--work-dir',
         str(tmp_path / 'test')
-    ], mim_env['env'], cwd=str(tmp_path))
+    ],
+                mim_env['env'],
+                cwd=str(tmp_path))
     assert proc.returncode == 0, (mim_env['how'], proc.stdout[-5000:])
     assert 'coco/bbox_mAP' in proc.stdout
 
@@ -94,8 +99,8 @@ def test_mim_finds_configs_by_name(mim_env):
     from mim.utils import recursively_find
     names = sorted({
         osp.basename(p)
-        for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'),
-                           recursive=True)
+        for p in glob.glob(
+            osp.join(REPO, 'configs', '**', '*.py'), recursive=True)
     })
     if not names:
         pytest.skip('no configs in configs/ yet')

@@ -39,17 +39,28 @@ def test_mask_rcnn_run_demo(tmp_path):
 
 
 def test_run_demo_bad_input(tmp_path):
-    proc = run_tool('run_demo.py', '--config', tmp_path / 'nope.py',
-                    check=False, merge_stderr=False)
+    proc = run_tool(
+        'run_demo.py',
+        '--config',
+        tmp_path / 'nope.py',
+        check=False,
+        merge_stderr=False)
     assert proc.returncode == 1
     assert 'config not found' in proc.stderr
-    proc = run_tool('run_demo.py', '--config', DEMO_MASK_RCNN, '--epochs',
-                    '0', '--work-dir', tmp_path / 'work', check=False,
-                    merge_stderr=False)
+    proc = run_tool(
+        'run_demo.py',
+        '--config',
+        DEMO_MASK_RCNN,
+        '--epochs',
+        '0',
+        '--work-dir',
+        tmp_path / 'work',
+        check=False,
+        merge_stderr=False)
     assert proc.returncode == 1
     assert '--epochs must be >= 1, got 0' in proc.stderr
     assert not (tmp_path / 'work').exists()
-    proc = run_tool('run_demo.py', '--precision', 'fp16', check=False,
-                    merge_stderr=False)
+    proc = run_tool(
+        'run_demo.py', '--precision', 'fp16', check=False, merge_stderr=False)
     assert proc.returncode == 2  # argparse
     assert "invalid choice: 'fp16'" in proc.stderr

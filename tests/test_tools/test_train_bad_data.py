@@ -34,8 +34,8 @@ def train_with_bad_image(tiny_project, tmp_path, name, content):
     config = child_config(
         tiny_project, tmp_path, 'bad.py',
         f"train_dataloader = dict(dataset=dict(data_root='{root}/data/'))")
-    proc = run_tool('train.py', config, '--work-dir', root / 'work_dir',
-                    check=False)
+    proc = run_tool(
+        'train.py', config, '--work-dir', root / 'work_dir', check=False)
     return proc, image, root
 
 
@@ -59,8 +59,10 @@ def test_train_empty_image_is_one_line(tiny_project, tmp_path):
     assert not (root / 'work_dir').exists()
 
 
-@pytest.mark.xfail(strict=True, reason="mmcv's LoadImageFromFile re-raises "
-                   "OpenCV's error for an empty file without its name")
+@pytest.mark.xfail(
+    strict=True,
+    reason="mmcv's LoadImageFromFile re-raises "
+    "OpenCV's error for an empty file without its name")
 def test_empty_image_file_names_the_file(tmp_path):
     from mmcv.transforms import LoadImageFromFile
     empty = tmp_path / 'empty.png'

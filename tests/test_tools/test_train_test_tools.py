@@ -12,6 +12,7 @@ import torch
 import mmepsa  # noqa: F401  (torch.load allow-list for mmengine checkpoints)
 from tests.utils import PYTHON, run, run_tool
 
+
 def test_train_writes_checkpoint(tiny_trained):
     work_dir = tiny_trained['work_dir']
     assert osp.isfile(osp.join(work_dir, 'epoch_1.pth'))
@@ -19,8 +20,9 @@ def test_train_writes_checkpoint(tiny_trained):
         assert f.read().strip().endswith('epoch_1.pth')
     ckpt = torch.load(osp.join(work_dir, 'epoch_1.pth'), map_location='cpu')
     assert ckpt['meta']['iter'] == 2
-    assert any(k.startswith('backbone.layer1.0.conv2.conv_4')
-               for k in ckpt['state_dict'])
+    assert any(
+        k.startswith('backbone.layer1.0.conv2.conv_4')
+        for k in ckpt['state_dict'])
 
 
 def test_train_resume_auto(tiny_trained, tmp_path):
@@ -28,9 +30,8 @@ def test_train_resume_auto(tiny_trained, tmp_path):
     # must continue from epoch_1.pth (iteration 2), not start over.
     work_dir = str(tmp_path / 'resumed')
     shutil.copytree(tiny_trained['work_dir'], work_dir)
-    proc = run_tool('train.py', tiny_trained['config'], '--work-dir',
-                    work_dir, '--resume', '--cfg-options',
-                    'train_cfg.max_epochs=2')
+    proc = run_tool('train.py', tiny_trained['config'], '--work-dir', work_dir,
+                    '--resume', '--cfg-options', 'train_cfg.max_epochs=2')
     assert 'resumed epoch: 1, iter: 2' in proc.stdout, proc.stdout[-3000:]
     ckpt = torch.load(osp.join(work_dir, 'epoch_2.pth'), map_location='cpu')
     assert ckpt['meta']['epoch'] == 2 and ckpt['meta']['iter'] == 4
@@ -143,26 +144,32 @@ def test_plot_curves(tmp_path):
     log = tmp_path / 'vis_data' / 'scalars.json'
     log.parent.mkdir()
     lines = [
-        dict(lr=0.01, loss=2.0 - 0.1 * i, loss_cls=1.0, loss_bbox=1.0 - i / 20,
-             epoch=1, iter=i, step=i) for i in range(1, 11)
-    ] + [
-        {'coco/bbox_mAP': 0.1 * e, 'coco/bbox_mAP_50': 0.2 * e, 'step': e}
-        for e in (1, 2)
-    ]
+        dict(
+            lr=0.01,
+            loss=2.0 - 0.1 * i,
+            loss_cls=1.0,
+            loss_bbox=1.0 - i / 20,
+            epoch=1,
+            iter=i,
+            step=i) for i in range(1, 11)
+    ] + [{
+        'coco/bbox_mAP': 0.1 * e,
+        'coco/bbox_mAP_50': 0.2 * e,
+        'step': e
+    } for e in (1, 2)]
     log.write_text('\n'.join(json.dumps(x) for x in lines) + '\n')
 
     from mmepsa.visualization import load_scalars, plot_curves
     assert len(load_scalars(str(tmp_path))) == 12
     out = str(tmp_path / 'curves.png')
     result = plot_curves(str(log), out)
-    assert result['keys'] == ['loss', 'loss_cls', 'loss_bbox',
-                              'coco/bbox_mAP']
+    assert result['keys'] == ['loss', 'loss_cls', 'loss_bbox', 'coco/bbox_mAP']
     assert open(out, 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
 
     # the CLI, on the work dir
     out_cli = str(tmp_path / 'cli.png')
-    out = run_tool('analysis_tools/plot_curves.py', tmp_path, '--out',
-                   out_cli, '--keys', 'loss', 'coco/bbox_mAP').stdout
+    out = run_tool('analysis_tools/plot_curves.py', tmp_path, '--out', out_cli,
+                   '--keys', 'loss', 'coco/bbox_mAP').stdout
     assert osp.isfile(out_cli)
     assert f'plotted loss, coco/bbox_mAP -> {out_cli}' in out
     with pytest.raises(ValueError, match='none of the keys'):
@@ -191,10 +198,15 @@ def _fake_original_checkpoint(path: str, depth: int = 50):
     state['module.fc.weight'] = torch.randn(1000, 2048)
     state['module.fc.bias'] = torch.randn(1000)
     torch.save(
-        dict(epoch=120, arch=f'epsanet{depth}', state_dict=state,
-             best_acc1=torch.tensor(77.5)), path)
-    return {k[len('module.'):]: v for k, v in state.items()
-            if not k.startswith('module.fc.')}
+        dict(
+            epoch=120,
+            arch=f'epsanet{depth}',
+            state_dict=state,
+            best_acc1=torch.tensor(77.5)), path)
+    return {
+        k[len('module.'):]: v
+        for k, v in state.items() if not k.startswith('module.fc.')
+    }
 
 
 def test_converter_round_trip(tmp_path):
@@ -207,11 +219,10 @@ def test_converter_round_trip(tmp_path):
 
     saved = torch.load(dst, map_location='cpu')
     assert set(saved) == {'state_dict', 'meta'}
-    assert not any(k.startswith(('module.', 'fc.')) for k in saved[
-        'state_dict'])
+    assert not any(
+        k.startswith(('module.', 'fc.')) for k in saved['state_dict'])
 
-    model = EPSANet(
-        depth=50, init_cfg=dict(type='Pretrained', checkpoint=dst))
+    model = EPSANet(depth=50, init_cfg=dict(type='Pretrained', checkpoint=dst))
     model.init_weights()
     loaded = model.state_dict()
     assert set(loaded) == set(expected)
@@ -223,8 +234,9 @@ def test_converter_round_trip(tmp_path):
     torch.save(
         dict(
             state_dict={
-                **{f'backbone.{k}': v for k, v in expected.items()},
-                'head.fc.weight': torch.zeros(1000, 2048),
+                **{f'backbone.{k}': v
+                   for k, v in expected.items()}, 'head.fc.weight':
+                torch.zeros(1000, 2048),
                 'head.fc.bias': torch.zeros(1000)
             }), mmpre)
     dst2 = str(tmp_path / 'from_mmpretrain.pth')

@@ -39,8 +39,10 @@ def _damage(good: pathlib.Path, tmp: pathlib.Path, how: str) -> str:
         data = good.read_bytes()
         path.write_bytes(data[:len(data) // 2])
     elif how == 'legacy-truncated':
-        torch.save(torch.load(good), tmp / 'legacy.pth',
-                   _use_new_zipfile_serialization=False)
+        torch.save(
+            torch.load(good),
+            tmp / 'legacy.pth',
+            _use_new_zipfile_serialization=False)
         data = (tmp / 'legacy.pth').read_bytes()
         path.write_bytes(data[:len(data) // 2])
     elif how == 'empty':
@@ -54,8 +56,9 @@ def _load_with(loader: str, path: str) -> None:
     if loader == 'load_checkpoint':
         load_checkpoint(EPSANet(50, **TINY), path)
     else:
-        EPSANet(50, **TINY, init_cfg=dict(type='Pretrained',
-                                          checkpoint=path)).init_weights()
+        EPSANet(
+            50, **TINY, init_cfg=dict(type='Pretrained',
+                                      checkpoint=path)).init_weights()
 
 
 @pytest.mark.parametrize('loader', ['load_checkpoint', 'init_cfg'])
@@ -79,8 +82,9 @@ def test_damaged_checkpoint_names_the_file(good_checkpoint, tmp_path, loader,
 
 def test_missing_checkpoint_names_the_file(tmp_path):
     missing = str(tmp_path / 'epoch_12.pth')
-    with pytest.raises(FileNotFoundError,
-                       match=f'^checkpoint {re.escape(missing)} not found'):
+    with pytest.raises(
+            FileNotFoundError,
+            match=f'^checkpoint {re.escape(missing)} not found'):
         load_checkpoint(EPSANet(50, **TINY), missing)
 
 
@@ -131,17 +135,21 @@ def test_other_architecture_lists_the_mismatched_keys(resnet_checkpoint,
     assert re.search(UNEXPECTED_RESNET, printed)
     assert re.search(MISSING_PSA, printed)
     # init_cfg Pretrained: logged as a warning
-    EPSANet(50, **TINY, init_cfg=dict(
-        type='Pretrained', checkpoint=resnet_checkpoint)).init_weights()
+    EPSANet(
+        50,
+        **TINY,
+        init_cfg=dict(type='Pretrained',
+                      checkpoint=resnet_checkpoint)).init_weights()
     logged = '\n'.join(mmengine_log)
     assert re.search(UNEXPECTED_RESNET, logged)
     assert re.search(MISSING_PSA, logged)
 
 
 def test_other_architecture_strict_is_an_error(resnet_checkpoint):
-    with pytest.raises(RuntimeError,
-                       match=rf'(?s)do not match exactly.*{UNEXPECTED_RESNET}'
-                       rf'.*{MISSING_PSA}'):
+    with pytest.raises(
+            RuntimeError,
+            match=rf'(?s)do not match exactly.*{UNEXPECTED_RESNET}'
+            rf'.*{MISSING_PSA}'):
         load_checkpoint(EPSANet(50, **TINY), resnet_checkpoint, strict=True)
 
 
@@ -154,26 +162,35 @@ def mmpretrain_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         classifier = ImageClassifier(
-            backbone=dict(type='EPSANet', depth=50, out_indices=(3, ),
-                          **TINY),
+            backbone=dict(type='EPSANet', depth=50, out_indices=(3, ), **TINY),
             neck=dict(type='GlobalAveragePooling'),
-            head=dict(type='LinearClsHead', num_classes=4, in_channels=512,
-                      loss=dict(type='CrossEntropyLoss')))
+            head=dict(
+                type='LinearClsHead',
+                num_classes=4,
+                in_channels=512,
+                loss=dict(type='CrossEntropyLoss')))
     for p in classifier.parameters():
         nn.init.normal_(p)
-    optimizer = torch.optim.SGD(classifier.parameters(), lr=0.1,
-                                momentum=0.9)
+    optimizer = torch.optim.SGD(classifier.parameters(), lr=0.1, momentum=0.9)
     hub = MessageHub('mmpretrain_checkpoint_test')
     hub.update_scalar('train/loss', 1.25)
     hub.update_info('epoch', 3)
     path = tmp_path_factory.mktemp('mmpretrain') / 'epsanet50_in1k.pth'
     torch.save(
         {
-            'meta': dict(epoch=3, iter=300, seed=0, mmengine_version='0.10.7',
-                         dataset_meta=dict(classes=('a', 'b', 'c', 'd'))),
-            'state_dict': classifier.state_dict(),
-            'message_hub': hub.state_dict(),
-            'optimizer': optimizer.state_dict(),
+            'meta':
+            dict(
+                epoch=3,
+                iter=300,
+                seed=0,
+                mmengine_version='0.10.7',
+                dataset_meta=dict(classes=('a', 'b', 'c', 'd'))),
+            'state_dict':
+            classifier.state_dict(),
+            'message_hub':
+            hub.state_dict(),
+            'optimizer':
+            optimizer.state_dict(),
         }, path)
     return str(path), classifier.backbone.state_dict()
 
@@ -183,22 +200,26 @@ def test_mmpretrain_checkpoint_without_prefix_lists_missing_keys(
     """Without prefix='backbone.' no weight matches: every backbone key is
     reported missing (and the model keeps its initial weights)."""
     path, weights = mmpretrain_checkpoint
-    model = EPSANet(50, **TINY, init_cfg=dict(type='Pretrained',
-                                              checkpoint=path))
+    model = EPSANet(
+        50, **TINY, init_cfg=dict(type='Pretrained', checkpoint=path))
     model.init_weights()
     logged = '\n'.join(mmengine_log)
-    assert re.search(r'missing keys in source state_dict: conv1\.weight, '
-                     r'bn1\.weight', logged), logged[-2000:]
-    assert re.search(r'unexpected key in source state_dict: '
-                     r'backbone\.conv1\.weight', logged)
+    assert re.search(
+        r'missing keys in source state_dict: conv1\.weight, '
+        r'bn1\.weight', logged), logged[-2000:]
+    assert re.search(
+        r'unexpected key in source state_dict: '
+        r'backbone\.conv1\.weight', logged)
     assert not torch.equal(model.conv1.weight, weights['conv1.weight'])
 
 
 def test_mmpretrain_checkpoint_with_prefix_loads(mmpretrain_checkpoint,
                                                  mmengine_log):
     path, weights = mmpretrain_checkpoint
-    model = EPSANet(50, **TINY, init_cfg=dict(
-        type='Pretrained', checkpoint=path, prefix='backbone.'))
+    model = EPSANet(
+        50,
+        **TINY,
+        init_cfg=dict(type='Pretrained', checkpoint=path, prefix='backbone.'))
     model.init_weights()
     assert not any('missing keys' in m for m in mmengine_log)
     for key, value in weights.items():
@@ -221,25 +242,28 @@ def test_original_epsanet_checkpoint_loads(tmp_path, mmengine_log, legacy):
     sum(p.sum() for p in params).backward()
     optimizer.step()  # momentum buffers in the optimizer state
     state = dict(source.state_dict(),
-                 **{f'fc.{k}': v for k, v in fc.state_dict().items()})
+                 **{f'fc.{k}': v
+                    for k, v in fc.state_dict().items()})
     path = tmp_path / 'epsanet50_small.pth.tar'
     torch.save(
         {
             'epoch': 120,
             'arch': 'epsanet50',
-            'state_dict': {f'module.{k}': v for k, v in state.items()},
+            'state_dict': {f'module.{k}': v
+                           for k, v in state.items()},
             'best_acc1': torch.tensor(77.49),
             'optimizer': optimizer.state_dict(),
         },
         path,
         _use_new_zipfile_serialization=not legacy)
-    model = EPSANet(50, **TINY, init_cfg=dict(type='Pretrained',
-                                              checkpoint=str(path)))
+    model = EPSANet(
+        50, **TINY, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     model.init_weights()
     logged = '\n'.join(mmengine_log)
     assert 'missing keys' not in logged
-    assert re.search(r'unexpected key in source state_dict: fc\.weight, '
-                     r'fc\.bias', logged)
+    assert re.search(
+        r'unexpected key in source state_dict: fc\.weight, '
+        r'fc\.bias', logged)
     for key, value in source.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
 
@@ -258,7 +282,8 @@ class _CreateFile:
         return (os.system, (f'touch {self.path}', ))
 
 
-def _crafted(path: pathlib.Path, marker: pathlib.Path,
+def _crafted(path: pathlib.Path,
+             marker: pathlib.Path,
              legacy: bool = False) -> str:
     """A checkpoint that looks like a resume checkpoint but whose pickle
     would create ``marker``."""
@@ -267,7 +292,9 @@ def _crafted(path: pathlib.Path, marker: pathlib.Path,
         {
             'meta': dict(epoch=1, iter=2),
             'state_dict': weights,
-            'message_hub': {'payload': _CreateFile(marker)},
+            'message_hub': {
+                'payload': _CreateFile(marker)
+            },
         },
         path,
         _use_new_zipfile_serialization=not legacy)
@@ -282,8 +309,8 @@ REFUSED = r'refused to load checkpoint {}: it holds objects other than tensors'
 def test_crafted_checkpoint_is_refused(tmp_path, loader, legacy):
     marker = tmp_path / 'pwned'
     path = _crafted(tmp_path / 'epsanet.pth', marker, legacy)
-    with pytest.raises(pickle.UnpicklingError,
-                       match=REFUSED.format(re.escape(path))):
+    with pytest.raises(
+            pickle.UnpicklingError, match=REFUSED.format(re.escape(path))):
         _load_with(loader, path)
     assert not marker.exists()
 
@@ -301,14 +328,15 @@ def test_crafted_checkpoint_from_a_url_is_refused(tmp_path, monkeypatch,
     shutil.copy(good_checkpoint, cache / 'good.pth')
 
     url = 'https://example.invalid/models/evil.pth'
-    with pytest.raises(pickle.UnpicklingError,
-                       match=REFUSED.format(
-                           re.escape(f'{url} (cached as {cache}/evil.pth)'))):
+    with pytest.raises(
+            pickle.UnpicklingError,
+            match=REFUSED.format(
+                re.escape(f'{url} (cached as {cache}/evil.pth)'))):
         _load_with('init_cfg', url)
     assert not marker.exists()
     model = EPSANet(50, **TINY)
-    load_checkpoint(model, 'https://example.invalid/models/good.pth',
-                    strict=True)
+    load_checkpoint(
+        model, 'https://example.invalid/models/good.pth', strict=True)
 
 
 def test_crafted_checkpoint_refused_whatever_the_environment(tmp_path):
@@ -322,7 +350,8 @@ def test_crafted_checkpoint_refused_whatever_the_environment(tmp_path):
             'from mmepsa.models import EPSANet\n'
             f'load_checkpoint(EPSANet(50, **{TINY!r}), {path!r})\n')
     proc = run([PYTHON, '-c', code],
-               env=tool_env(TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD='1'), check=False)
+               env=tool_env(TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD='1'),
+               check=False)
     assert proc.returncode != 0
     assert re.search(REFUSED.format(re.escape(path)), proc.stdout), \
         proc.stdout[-3000:]
@@ -332,8 +361,14 @@ def test_crafted_checkpoint_refused_whatever_the_environment(tmp_path):
 def test_train_resume_refuses_crafted_checkpoint(tiny_project, tmp_path):
     marker = tmp_path / 'pwned'
     path = _crafted(tmp_path / 'epoch_1.pth', marker)
-    proc = run_tool('train.py', tiny_project['config'], '--work-dir',
-                    tmp_path / 'work_dir', '--resume', path, check=False)
+    proc = run_tool(
+        'train.py',
+        tiny_project['config'],
+        '--work-dir',
+        tmp_path / 'work_dir',
+        '--resume',
+        path,
+        check=False)
     assert proc.returncode != 0
     assert re.search(REFUSED.format(re.escape(path)), proc.stdout), \
         proc.stdout[-3000:]
@@ -346,9 +381,12 @@ def test_converter_refuses_crafted_checkpoint(tmp_path):
     marker = tmp_path / 'pwned'
     path = _crafted(tmp_path / 'epsanet.pth', marker)
     dst = tmp_path / 'converted.pth'
-    proc = run_tool('model_converters/epsanet_to_mmdet.py', path, dst,
-                    env=tool_env(TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD='1'),
-                    check=False)
+    proc = run_tool(
+        'model_converters/epsanet_to_mmdet.py',
+        path,
+        dst,
+        env=tool_env(TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD='1'),
+        check=False)
     assert proc.returncode == 1, proc.stdout[-3000:]
     assert f'error: {path} could not be loaded by the safe loader' in \
         proc.stdout and 'posix.system is not allowed' in proc.stdout

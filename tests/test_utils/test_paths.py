@@ -15,25 +15,30 @@ MISSING_PATHS = [
     pytest.param(
         "train_dataloader = dict(dataset=dict(data_root='{tmp}/no_data/'))",
         r'data folder not found: {tmp}/no_data/ '
-        r'\(train_dataloader\.dataset\.data_root\)', id='data_root'),
+        r'\(train_dataloader\.dataset\.data_root\)',
+        id='data_root'),
     pytest.param(
         "train_dataloader = dict(dataset=dict(ann_file='missing.json'))",
         r'annotation file not found: {tmp}/data/missing\.json '
-        r'\(train_dataloader\.dataset\.ann_file\)', id='ann_file'),
+        r'\(train_dataloader\.dataset\.ann_file\)',
+        id='ann_file'),
     pytest.param(
         "train_dataloader = dict(dataset=dict(data_prefix=dict(img='imgs/')))",
         r'data folder not found: {tmp}/data/imgs/ '
-        r'\(train_dataloader\.dataset\.data_prefix\.img\)', id='image-folder'),
+        r'\(train_dataloader\.dataset\.data_prefix\.img\)',
+        id='image-folder'),
     pytest.param(
         "val_dataloader = dict(dataset=dict(ann_file='val.json'))",
         r'annotation file not found: {tmp}/data/val\.json '
-        r'\(val_dataloader\.dataset\.ann_file\)', id='val-ann_file'),
+        r'\(val_dataloader\.dataset\.ann_file\)',
+        id='val-ann_file'),
     pytest.param(
         "val_evaluator = dict(ann_file='{tmp}/data/val.json')",
         r'annotation file not found: {tmp}/data/val\.json '
-        r'\(val_evaluator\.ann_file\)', id='val_evaluator-ann_file'),
+        r'\(val_evaluator\.ann_file\)',
+        id='val_evaluator-ann_file'),
     pytest.param(
-        "train_dataloader = dict(dataset=dict(_delete_=True, "
+        'train_dataloader = dict(dataset=dict(_delete_=True, '
         "type='RepeatDataset', times=2, dataset=dict(type='CocoDataset', "
         "data_root='{tmp}/data/', ann_file='missing.json', "
         "data_prefix=dict(img='images/'), pipeline=[])))",
@@ -41,17 +46,19 @@ MISSING_PATHS = [
         r'\(train_dataloader\.dataset\.dataset\.ann_file\)',
         id='wrapped-dataset'),
     pytest.param(
-        "model = dict(backbone=dict(init_cfg=dict(_delete_=True, "
+        'model = dict(backbone=dict(init_cfg=dict(_delete_=True, '
         "type='Pretrained', "
         "checkpoint='{tmp}/checkpoints/epsanet50-s_imagenet.pth')))",
         r'pretrained checkpoint not found: '
         r'{tmp}/checkpoints/epsanet50-s_imagenet\.pth '
-        r'\(model\.backbone\.init_cfg\.checkpoint\)', id='pretrained'),
+        r'\(model\.backbone\.init_cfg\.checkpoint\)',
+        id='pretrained'),
     pytest.param(
         "load_from = 'work_dirs/no_such_run/epoch_12.pth'",
         r'checkpoint not found: work_dirs/no_such_run/epoch_12\.pth '
         r'\(resolved to .*/work_dirs/no_such_run/epoch_12\.pth\) '
-        r'\(load_from\)', id='load_from'),
+        r'\(load_from\)',
+        id='load_from'),
 ]
 
 

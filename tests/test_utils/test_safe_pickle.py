@@ -36,10 +36,15 @@ def test_mmengine_training_state_round_trips():
     hub.update_scalar('train/lr', 0.01)
     hub.update_info('epoch', np.int64(3))
     state = {
-        'state_dict': {'w': torch.arange(6.).reshape(2, 3)},
+        'state_dict': {
+            'w': torch.arange(6.).reshape(2, 3)
+        },
         'message_hub': hub.state_dict(),
-        'meta': {'array': np.arange(4, dtype=np.uint8), 'scalar':
-                 np.float64(2.5), 'dtype': np.dtype('int16')},
+        'meta': {
+            'array': np.arange(4, dtype=np.uint8),
+            'scalar': np.float64(2.5),
+            'dtype': np.dtype('int16')
+        },
     }
     loaded = safe_pickle.torch_load(_saved(state))
     assert torch.equal(loaded['state_dict']['w'], state['state_dict']['w'])
@@ -56,17 +61,20 @@ def test_mmengine_training_state_round_trips():
 def test_code_in_a_checkpoint_is_refused(tmp_path, legacy):
     marker = tmp_path / 'pwned'
     path = tmp_path / 'evil.pth'
-    torch.save({'meta': _RunCommand(marker)}, path,
+    torch.save({'meta': _RunCommand(marker)},
+               path,
                _use_new_zipfile_serialization=not legacy)
-    with pytest.raises(pickle.UnpicklingError,
-                       match=r'GLOBAL posix\.system is not allowed'):
+    with pytest.raises(
+            pickle.UnpicklingError,
+            match=r'GLOBAL posix\.system is not allowed'):
         safe_pickle.torch_load(str(path))
     assert not marker.exists()
 
 
-@pytest.mark.parametrize('name', ['builtins.eval', 'builtins.exec',
-                                  'os.system', 'subprocess.Popen',
-                                  'torch.load', 'builtins.getattr.__call__'])
+@pytest.mark.parametrize('name', [
+    'builtins.eval', 'builtins.exec', 'os.system', 'subprocess.Popen',
+    'torch.load', 'builtins.getattr.__call__'
+])
 def test_find_class_refuses(name):
     module, _, attr = name.rpartition('.')
     with pytest.raises(pickle.UnpicklingError, match='is not allowed'):
@@ -96,8 +104,9 @@ def test_other_code_cannot_widen_the_list():
         mmepsa.utils.allow_mmengine_checkpoint_types()
 
 
-@pytest.mark.parametrize('variable', ['TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD',
-                                      'TORCH_FORCE_WEIGHTS_ONLY_LOAD'])
+@pytest.mark.parametrize(
+    'variable',
+    ['TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', 'TORCH_FORCE_WEIGHTS_ONLY_LOAD'])
 def test_environment_cannot_turn_it_off(tmp_path, variable):
     marker = tmp_path / 'pwned'
     evil, good = tmp_path / 'evil.pth', tmp_path / 'good.pth'
@@ -108,8 +117,9 @@ def test_environment_cannot_turn_it_off(tmp_path, variable):
     # torch < 2.4 under TORCH_FORCE_WEIGHTS_ONLY_LOAD: torch's own loader,
     # which cannot be taught mmengine's types there, refuses the good file
     # too (safe, not useful); everywhere else the good file loads
-    good_loads = (variable == 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'
-                  or hasattr(torch.serialization, 'add_safe_globals'))
+    good_loads = (
+        variable == 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'
+        or hasattr(torch.serialization, 'add_safe_globals'))
     code = ('import mmepsa, pickle\n'
             'from mmepsa.utils.safe_pickle import torch_load\n'
             'try:\n'
@@ -121,8 +131,10 @@ def test_environment_cannot_turn_it_off(tmp_path, variable):
             f'    torch_load({str(evil)!r})\n'
             'except pickle.UnpicklingError as e:\n'
             '    print("refused:", e)\n')
-    proc = run([PYTHON, '-c', code], env=tool_env(**{variable: '1'}),
-               check=False, merge_stderr=False)
+    proc = run([PYTHON, '-c', code],
+               env=tool_env(**{variable: '1'}),
+               check=False,
+               merge_stderr=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert ('good loaded' in proc.stdout) == good_loads, proc.stdout
     assert '\nrefused:' in proc.stdout

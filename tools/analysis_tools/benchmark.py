@@ -79,10 +79,10 @@ def main(argv=None):
     if device.type == 'cuda' and not torch.cuda.is_available():
         sys.exit('error: --device cuda but CUDA is not available')
 
-    from mmepsa.models import EPSANet
     from mmepsa.analysis.benchmark import (autocast, build_detector,
-                                        describe_machine, detector_inputs,
-                                        machine_info, time_runs)
+                                           describe_machine, detector_inputs,
+                                           machine_info, time_runs)
+    from mmepsa.models import EPSANet
 
     h, w = args.shape
     if args.config is not None:

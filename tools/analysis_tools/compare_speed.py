@@ -83,8 +83,7 @@ def parse_args(argv=None):
         '--sizes',
         type=_size,
         nargs='+',
-        default=[_size('8x224x224'),
-                 _size('1x800x1216')],
+        default=[_size('8x224x224'), _size('1x800x1216')],
         help='backbone input sizes NxHxW')
     parser.add_argument(
         '--modes',
@@ -163,9 +162,8 @@ def parse_args(argv=None):
     if device.type == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda but CUDA is not available')
     if args.precisions is None:
-        args.precisions = ['fp32', 'amp'] if device.type == 'cuda' else [
-            'fp32'
-        ]
+        args.precisions = ['fp32', 'amp'
+                           ] if device.type == 'cuda' else ['fp32']
     if 'amp' in args.precisions and device.type != 'cuda':
         parser.error('--precisions amp needs a CUDA device')
     return args

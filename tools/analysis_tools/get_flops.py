@@ -89,9 +89,9 @@ def main(argv=None):
     # batch_norm...); keep the output to the figures.
     MMLogger.get_current_instance().setLevel('ERROR')
 
-    from mmepsa.models import EPSANet
     from mmepsa.analysis.benchmark import (EPSANetClassifier, build_detector,
-                                        detector_inputs)
+                                           detector_inputs)
+    from mmepsa.models import EPSANet
 
     h, w = args.shape
     if args.config is not None:
@@ -114,10 +114,7 @@ def main(argv=None):
 
     with torch.no_grad():
         result = get_model_complexity_info(
-            model,
-            inputs=inputs,
-            show_table=args.show_table,
-            show_arch=False)
+            model, inputs=inputs, show_table=args.show_table, show_arch=False)
     flops, params = result['flops'], result['params']
     split_line = '=' * 40
     if args.show_table:

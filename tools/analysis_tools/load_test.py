@@ -138,8 +138,8 @@ def main(argv=None) -> dict:
     if args.checkpoint and not osp.isfile(args.checkpoint):
         sys.exit(f'error: checkpoint file not found: {args.checkpoint}')
     from mmepsa.analysis.load_test import (build_inferencer, image_specs,
-                                        markdown, read_memory, run_stream,
-                                        summarize, write_images)
+                                           markdown, read_memory, run_stream,
+                                           summarize, write_images)
     try:
         read_memory()
     except OSError:
@@ -153,25 +153,27 @@ def main(argv=None) -> dict:
         records = write_images(img_dir, specs, args.seed)
         t0 = time.perf_counter()
         try:
-            inferencer, recorder = build_inferencer(
-                config, args.checkpoint, args.device, args.cfg_options)
+            inferencer, recorder = build_inferencer(config, args.checkpoint,
+                                                    args.device,
+                                                    args.cfg_options)
         except ValueError as e:
             sys.exit(f'error: {e}')
         build_s = time.perf_counter() - t0
         built = {k: round(v, 1) for k, v in read_memory().items()}
         if not args.checkpoint:
-            print('note: no --checkpoint, the model is randomly initialised',
-                  flush=True)
-        print(f'streaming {len(records)} images through DetInferencer',
-              flush=True)
+            print(
+                'note: no --checkpoint, the model is randomly initialised',
+                flush=True)
+        print(
+            f'streaming {len(records)} images through DetInferencer',
+            flush=True)
         wall_s = run_stream(inferencer, recorder, records)
     finally:
         if args.img_dir is None:
             shutil.rmtree(img_dir, ignore_errors=True)
 
     classes = list(inferencer.model.dataset_meta['classes'])
-    summary = summarize(args, config, classes, records, wall_s, build_s,
-                        built)
+    summary = summarize(args, config, classes, records, wall_s, build_s, built)
     text = markdown(summary)
     os.makedirs(args.out_dir, exist_ok=True)
     with open(osp.join(args.out_dir, 'load_test.json'), 'w') as f:

@@ -22,8 +22,7 @@ def parse_args(argv=None):
     parser.add_argument(
         'json_log',
         help='vis_data/scalars.json, the <timestamp>.json log, or a work dir')
-    parser.add_argument(
-        '--out', default='curves.png', help='the PNG to write')
+    parser.add_argument('--out', default='curves.png', help='the PNG to write')
     parser.add_argument(
         '--keys',
         nargs='+',

@@ -165,9 +165,11 @@ def main(argv=None):
     converted = convert(state_dict, from_mmpretrain=args.from_mmpretrain)
     problems = check_keys(converted, args.depth, backbone_kwargs)
     if problems:
-        print(f'error: {args.src} does not match EPSANet-{args.depth}'
-              f'{" " + str(backbone_kwargs) if backbone_kwargs else ""} '
-              'after conversion; nothing written.', file=sys.stderr)
+        print(
+            f'error: {args.src} does not match EPSANet-{args.depth}'
+            f'{" " + str(backbone_kwargs) if backbone_kwargs else ""} '
+            'after conversion; nothing written.',
+            file=sys.stderr)
         for problem in problems:
             print(f'  {problem}', file=sys.stderr)
         sys.exit(1)

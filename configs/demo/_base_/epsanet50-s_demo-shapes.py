@@ -122,8 +122,7 @@ param_scheduler = [
 # Gradients are clipped for the first, noisy iterations.
 optim_wrapper = dict(
     type='OptimWrapper',
-    optimizer=dict(
-        _delete_=True, type='AdamW', lr=base_lr, weight_decay=0.05),
+    optimizer=dict(_delete_=True, type='AdamW', lr=base_lr, weight_decay=0.05),
     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0),
     clip_grad=dict(max_norm=10, norm_type=2))
 # lr 3e-4 is for a total batch of 4 (1 process x 4 images)

@@ -63,8 +63,8 @@ def add_epoch_seed_hook(cfg: Config) -> None:
     """Append ``EpochSeedHook`` to ``cfg.custom_hooks`` unless it is there."""
     hooks = list(cfg.get('custom_hooks') or [])
     if not any(
-            isinstance(h, dict)
-            and h.get('type') in ('EpochSeedHook', EpochSeedHook)
+            isinstance(h, dict) and h.get('type') in ('EpochSeedHook',
+                                                      EpochSeedHook)
             for h in hooks):
         hooks.append(dict(type='EpochSeedHook'))
     cfg.custom_hooks = hooks

@@ -80,9 +80,10 @@ def _hook(module: nn.Module, enter, leave) -> list:
     and ``leave`` as a forward hook before them, which runs even when the
     forward pass raises: hooks registered later nest inside the earlier
     ones. Their handles."""
-    return [module.register_forward_pre_hook(enter),
-            module.register_forward_hook(leave, prepend=True,
-                                         always_call=True)]
+    return [
+        module.register_forward_pre_hook(enter),
+        module.register_forward_hook(leave, prepend=True, always_call=True)
+    ]
 
 
 def _enter_autocast(module, args):
@@ -111,9 +112,9 @@ def _enter_float32(module, args):
     on a 64-px image, and training went NaN at its second or third step.
     Such maps are tiny, so float32 costs nothing."""
     x = args[0] if args else None
-    if not (isinstance(x, torch.Tensor) and x.dim() == 4 and any(
-            size < stride
-            for size, stride in zip(x.shape[-2:], module.stride))):
+    if not (isinstance(x, torch.Tensor) and x.dim() == 4
+            and any(size < stride
+                    for size, stride in zip(x.shape[-2:], module.stride))):
         return None
     _enter(module, torch.autocast('cpu', enabled=False))
     return (x.float(), ) + tuple(args[1:])

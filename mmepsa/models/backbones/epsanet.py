@@ -313,9 +313,10 @@ class EPSANet(ResNet):
         self.widen_factor = widen_factor
         # mmdet's ResNet zero-inits the last norm of its own Bottleneck only
         # (``block is Bottleneck``); make_res_layer does it for EPSABlock.
-        self.zero_init_blocks = (resnet_args['zero_init_residual']
-                                 and resnet_args['init_cfg'] is None
-                                 and resnet_args['pretrained'] is None)
+        self.zero_init_blocks = (
+            resnet_args['zero_init_residual']
+            and resnet_args['init_cfg'] is None
+            and resnet_args['pretrained'] is None)
         super().__init__(**dict(
             resnet_args,
             strides=tuple(resnet_args['strides']),

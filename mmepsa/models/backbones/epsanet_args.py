@@ -88,8 +88,8 @@ def _check_layer_cfg(name: str, cfg, kinds: tuple) -> None:
                          f"e.g. dict(type='GN', num_groups=32), got {cfg!r}")
 
 
-def check_epsanet_args(cls: type, *, depth, variant, conv_kernels,
-                       conv_groups, se_ratio, widen_factor, channels_last,
+def check_epsanet_args(cls: type, *, depth, variant, conv_kernels, conv_groups,
+                       se_ratio, widen_factor, channels_last,
                        contiguous_outputs, in_channels, stem_channels,
                        base_channels, num_stages, strides, dilations,
                        out_indices, style, deep_stem, avg_down, frozen_stages,
@@ -115,10 +115,10 @@ def check_epsanet_args(cls: type, *, depth, variant, conv_kernels,
             f'{sorted(cls.variant_settings)} (or give conv_kernels and '
             'conv_groups explicitly)')
     for name, value in (('in_channels', in_channels),
-                        ('stem_channels', stem_channels),
-                        ('base_channels', base_channels),
-                        ('se_ratio', se_ratio),
-                        ('widen_factor', widen_factor)):
+                        ('stem_channels', stem_channels), ('base_channels',
+                                                           base_channels),
+                        ('se_ratio', se_ratio), ('widen_factor',
+                                                 widen_factor)):
         if not _is_int(value) or value < 1:
             raise ValueError(
                 f'EPSANet: {name} must be a positive int, got {value!r}')
@@ -142,21 +142,19 @@ def check_epsanet_args(cls: type, *, depth, variant, conv_kernels,
     for name, values in (('strides', strides), ('dilations', dilations)):
         if not isinstance(values, (list, tuple)) or \
                 len(values) != num_stages:
-            raise ValueError(
-                f'EPSANet: {name} needs one entry per stage '
-                f'(num_stages={num_stages}), got {values!r}')
+            raise ValueError(f'EPSANet: {name} needs one entry per stage '
+                             f'(num_stages={num_stages}), got {values!r}')
         if not _is_ints(values, 1):
             raise ValueError(f'EPSANet: {name} must be positive ints, '
                              f'got {tuple(values)}')
     if not _is_ints(out_indices, 0) or not out_indices or any(
-            i >= num_stages for i in out_indices) or len(
-                set(out_indices)) != len(out_indices):
-        raise ValueError(
-            f'EPSANet: out_indices must be a non-empty subset of '
-            f'{tuple(range(num_stages))}, each index once, got '
-            f'{out_indices!r}')
+            i >= num_stages
+            for i in out_indices) or len(set(out_indices)) != len(out_indices):
+        raise ValueError(f'EPSANet: out_indices must be a non-empty subset of '
+                         f'{tuple(range(num_stages))}, each index once, got '
+                         f'{out_indices!r}')
     if style not in ('pytorch', 'caffe'):
-        raise ValueError(f"EPSANet: invalid style {style!r}, allowed: "
+        raise ValueError(f'EPSANet: invalid style {style!r}, allowed: '
                          "'pytorch', 'caffe'")
     if not _is_int(frozen_stages) or \
             not -1 <= frozen_stages <= num_stages:
@@ -173,12 +171,11 @@ def check_epsanet_args(cls: type, *, depth, variant, conv_kernels,
             'EPSANet: deep_stem needs an even stem_channels (its first '
             f'two convs have stem_channels // 2), got {stem_channels}')
     _check_layer_cfg('norm_cfg', norm_cfg,
-                     (_BatchNorm, _InstanceNorm, nn.GroupNorm,
-                      nn.LayerNorm))
+                     (_BatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm))
     if conv_cfg is not None:
         _check_layer_cfg('conv_cfg', conv_cfg, (_ConvNd, ))
-    if dcn is not None or not isinstance(
-            stage_with_dcn, (list, tuple)) or any(stage_with_dcn):
+    if dcn is not None or not isinstance(stage_with_dcn,
+                                         (list, tuple)) or any(stage_with_dcn):
         raise ValueError(
             'EPSANet: deformable convs are not supported (conv2 of each '
             'block is a PSA module, not a 3x3 conv), allowed: dcn=None '
@@ -236,13 +233,11 @@ def _check_plugins(cls, plugins, num_stages: int) -> None:
             raise TypeError('EPSANet: each plugin must be a dict with a '
                             f"'cfg' dict, {example}, got {plugin!r}")
         if plugin.get('position') not in cls.plugin_positions:
-            raise ValueError(
-                f"EPSANet: invalid plugin position "
-                f"{plugin.get('position')!r}, allowed: "
-                f'{cls.plugin_positions}')
+            raise ValueError(f'EPSANet: invalid plugin position '
+                             f"{plugin.get('position')!r}, allowed: "
+                             f'{cls.plugin_positions}')
         stages = plugin.get('stages')
         if stages is not None and (not isinstance(stages, (list, tuple))
                                    or len(stages) != num_stages):
-            raise ValueError(
-                'EPSANet: plugin stages needs one bool per stage '
-                f'(num_stages={num_stages}), got {stages!r}')
+            raise ValueError('EPSANet: plugin stages needs one bool per stage '
+                             f'(num_stages={num_stages}), got {stages!r}')

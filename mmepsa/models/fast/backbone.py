@@ -33,14 +33,15 @@ from .probes import exporting, has_hooks
 from .switch import settings
 from .weighting import se_attention, weighted_concat
 
+
 def engaged(backbone: nn.Module, x: torch.Tensor) -> bool:
     """Whether the fast path runs ``backbone`` on ``x``: the switch is on,
     ``x`` is a CPU tensor, and no tracing, scripting, ``torch.compile``,
     ONNX export or module hook (a FLOPs counter's) would miss its modules
     being called."""
     # exporting() first: under torch.compile the rest is not traced
-    return (x.device.type == 'cpu' and not exporting()
-            and settings().enabled and not has_hooks(backbone))
+    return (x.device.type == 'cpu' and not exporting() and settings().enabled
+            and not has_hooks(backbone))
 
 
 def _branch_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -60,8 +61,8 @@ def psa_forward(psa: nn.Module, x: torch.Tensor,
     if not foldable(norm):
         return norm(weighted_concat(feats, attention))
     # the output holds branch 4 first: the BN's channels in that order
-    scale, shift = (t.view(4, 1, -1, 1, 1).flip(0)
-                    for t in eval_bn_affine(norm))
+    scale, shift = (
+        t.view(4, 1, -1, 1, 1).flip(0) for t in eval_bn_affine(norm))
     return weighted_concat(feats, attention * scale, shift)
 
 

@@ -102,8 +102,8 @@ def _phase_taps(kh: int, kw: int) -> torch.Tensor:
 
     def table(k: int) -> torch.Tensor:
         taps = torch.full((2, 2, k // 2 + 1), k, dtype=torch.long)
-        for r, s, t in itertools.product(range(2), range(2),
-                                         range(k // 2 + 1)):
+        for r, s, t in itertools.product(
+                range(2), range(2), range(k // 2 + 1)):
             if 0 <= 2 * t + s - r < k:
                 taps[r, s, t] = 2 * t + s - r
         return taps
@@ -121,8 +121,8 @@ def _phase_rows(phase: int, offset: int, size: int) -> Tuple[int, int, int]:
     return first, (first + offset - phase) // 2, len(range(first, size, 2))
 
 
-def _phase_pairs(image: torch.Tensor, phases: torch.Tensor,
-                 offset: Tuple[int, int]
+def _phase_pairs(image: torch.Tensor, phases: torch.Tensor, offset: Tuple[int,
+                                                                          int]
                  ) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
     """For each of the 2x2 phases of a frame holding ``image`` at
     ``offset``: the image's pixels in that phase and where they lie in
@@ -133,34 +133,37 @@ def _phase_pairs(image: torch.Tensor, phases: torch.Tensor,
     for ry, rx in itertools.product(range(2), range(2)):
         y0, row, rows = _phase_rows(ry, offset[0], h)
         x0, col, cols = _phase_rows(rx, offset[1], w)
-        yield (image[:, :, y0::2, x0::2],
-               by_phase[:, :, ry, rx, row:row + rows, col:col + cols])
+        yield (image[:, :, y0::2,
+                     x0::2], by_phase[:, :, ry, rx, row:row + rows,
+                                      col:col + cols])
 
 
-def _to_phases(x: torch.Tensor, offset: Tuple[int, int],
-               frame: Tuple[int, int],
+def _to_phases(x: torch.Tensor, offset: Tuple[int, int], frame: Tuple[int,
+                                                                      int],
                fmt: torch.memory_format) -> torch.Tensor:
     """``x`` placed at ``offset`` in a zero frame of ``2 * frame`` pixels,
     as the frame's 2x2 phases (see :func:`_phase_pairs`), in memory format
     ``fmt``. Differentiable."""
-    out = torch.empty(x.shape[:1] + (4 * x.shape[1], ) + tuple(frame),
-                      dtype=x.dtype,
-                      device=x.device,
-                      memory_format=fmt).zero_()
+    out = torch.empty(
+        x.shape[:1] + (4 * x.shape[1], ) + tuple(frame),
+        dtype=x.dtype,
+        device=x.device,
+        memory_format=fmt).zero_()
     for pixels, slot in _phase_pairs(x, out, offset):
         slot.copy_(pixels)
     return out
 
 
-def _from_phases(z: torch.Tensor, offset: Tuple[int, int],
-                 size: Tuple[int, int],
+def _from_phases(z: torch.Tensor, offset: Tuple[int, int], size: Tuple[int,
+                                                                       int],
                  fmt: torch.memory_format) -> torch.Tensor:
     """The inverse of :func:`_to_phases`: the ``size`` pixels at ``offset``
     of the frame whose phases ``z`` holds. Differentiable."""
-    out = torch.empty(z.shape[:1] + (z.shape[1] // 4, ) + tuple(size),
-                      dtype=z.dtype,
-                      device=z.device,
-                      memory_format=fmt)
+    out = torch.empty(
+        z.shape[:1] + (z.shape[1] // 4, ) + tuple(size),
+        dtype=z.dtype,
+        device=z.device,
+        memory_format=fmt)
     for pixels, slot in _phase_pairs(out, z, offset):
         pixels.copy_(slot)
     return out
@@ -222,11 +225,11 @@ class TunedConv:
             r *= 2
         forms.append(('depthwise', 1))
         kh, kw = self.kernel_size
+        taps = 4 * (kh // 2 + 1) * (kw // 2 + 1)
         if (self.stride in ((1, 1), (2, 2)) and self.dilation == (1, 1)
                 and kh % 2 == kw % 2 == 1 and min(kh, kw) > 1
                 and self.padding == (kh // 2, kw // 2)
-                and 4 * (kh // 2 + 1) * (kw // 2 + 1)
-                <= self.max_flops_ratio * kh * kw):
+                and taps <= self.max_flops_ratio * kh * kw):
             forms.append(('polyphase', 1))
         return forms
 
@@ -255,8 +258,8 @@ class TunedConv:
             # W'[o, 4i + 2sy + sx, ty, tx] (stride 2): see _phase_taps
             taps = self._polyphase_index()
             weight = F.pad(weight, (0, 1, 0, 1)).flatten(2)[:, :, taps]
-            weight = weight.permute(0, 2, 3, 1, 4, 5, 6, 7).reshape(
-                -1, in_pg * 4, *taps.shape[-2:])
+            weight = weight.permute(0, 2, 3, 1, 4, 5, 6,
+                                    7).reshape(-1, in_pg * 4, *taps.shape[-2:])
         if kind == 'other-format':
             fmt = other_format(fmt)
         return weight.contiguous(memory_format=fmt)
@@ -278,8 +281,8 @@ class TunedConv:
                              self.dilation, x.shape[1]), matrix, fmt)
                 y = part if y is None else y.add_(part)
         elif kind == 'polyphase':
-            y = F.conv2d(self._input_phases(x, fmt), weight, None, 1, 0, 1,
-                         self.groups)
+            y = F.conv2d(
+                self._input_phases(x, fmt), weight, None, 1, 0, 1, self.groups)
             if self.stride == (1, 1):  # interleave the output phases
                 y = _from_phases(y, (0, 0), x.shape[-2:], fmt)
         else:
@@ -297,9 +300,8 @@ class TunedConv:
         taps = _phase_taps(*self.kernel_size).to(self.weight.device)
         return taps if self.stride == (1, 1) else taps[:1, :1]
 
-    def _phase_sizes(
-            self,
-            x: torch.Tensor) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    def _phase_sizes(self, x: torch.Tensor
+                     ) -> Tuple[Tuple[int, int], Tuple[int, int]]:
         """The polyphase form's output size on the phase grid and the
         frame of input phases its taps read."""
         # padding k // 2: the output is ceil(size / 2) pixels at stride 2;
@@ -322,8 +324,9 @@ class TunedConv:
         og = self.out_channels // groups
         eye = torch.eye(groups * og, device=like.device)  # float32: torch
         # 2.1 has no bfloat16 eye
-        return eye.view(groups, 1, og, groups * og).expand(
-            -1, in_pg, -1, -1).reshape(-1, groups * og).to(like.dtype)
+        return eye.view(groups, 1, og, groups *
+                        og).expand(-1, in_pg, -1,
+                                   -1).reshape(-1, groups * og).to(like.dtype)
 
     @staticmethod
     def _channel_product(t: torch.Tensor, matrix: torch.Tensor,
@@ -338,9 +341,8 @@ class TunedConv:
                 n, h, w, -1).permute(0, 3, 1, 2)
         return (matrix.t() @ t.reshape(n, c, h * w)).view(n, -1, h, w)
 
-    def _depthwise_parts(
-        self, weight: torch.Tensor, like: torch.Tensor
-    ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    def _depthwise_parts(self, weight: torch.Tensor, like: torch.Tensor
+                         ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         """The depthwise form split by output of an input channel: for each
         ``o < out / groups``, the depthwise weight of output ``o`` of every
         input channel (one output per input channel) and the rows of
@@ -391,7 +393,8 @@ class TunedConv:
         og = out_ch // groups
         if kind == 'regroup':  # the diagonal blocks of the block-diagonal
             grad_w = grad_w.view(groups // r, r, og, r, in_pg, kh,
-                                 kw).diagonal(dim1=1, dim2=3)
+                                 kw).diagonal(
+                                     dim1=1, dim2=3)
             grad_w = grad_w.permute(0, 5, 1, 2, 3, 4)
         elif kind == 'depthwise':
             grad_w = grad_w.view(groups, in_pg, og, kh, kw).transpose(1, 2)
@@ -415,8 +418,8 @@ class TunedConv:
             grad_x = part if grad_x is None else grad_x.add_(part)
         return grad_x.contiguous(memory_format=fmt)
 
-    def _polyphase_grad(self, part: str, x: torch.Tensor,
-                        weight: torch.Tensor, grad: torch.Tensor,
+    def _polyphase_grad(self, part: str, x: torch.Tensor, weight: torch.Tensor,
+                        grad: torch.Tensor,
                         fmt: torch.memory_format) -> torch.Tensor:
         """:meth:`_form_grad` of the polyphase form: the conv's gradient on
         the phases, taken back to the input's pixels or, for the weight,
@@ -424,10 +427,11 @@ class TunedConv:
         form_weight = self._form_weight(('polyphase', 1), weight, fmt)
         out_size, frame = self._phase_sizes(x)
         if part == 'input':  # only its shape is read
-            x_phases = torch.empty((x.shape[0], 4 * x.shape[1]) + frame,
-                                   dtype=x.dtype,
-                                   device=x.device,
-                                   memory_format=fmt)
+            x_phases = torch.empty(
+                (x.shape[0], 4 * x.shape[1]) + frame,
+                dtype=x.dtype,
+                device=x.device,
+                memory_format=fmt)
         else:
             x_phases = self._input_phases(x, fmt)
         if self.stride == (1, 1):
@@ -441,9 +445,9 @@ class TunedConv:
         out_ch, in_pg, kh, kw = weight.shape
         index = self._polyphase_index()
         grad_w = grad_w.view(out_ch, *index.shape[:2], in_pg,
-                             *index.shape[2:]).permute(
-                                 0, 3, 1, 2, 4, 5, 6,
-                                 7).reshape(out_ch, in_pg, -1)
+                             *index.shape[2:]).permute(0, 3, 1, 2, 4, 5, 6,
+                                                       7).reshape(
+                                                           out_ch, in_pg, -1)
         full = grad_w.new_zeros(out_ch, in_pg, (kh + 1) * (kw + 1))
         full.index_add_(2, index.flatten(), grad_w)
         return full.view(out_ch, in_pg, kh + 1, kw + 1)[:, :, :kh, :kw] \
@@ -484,7 +488,9 @@ class TunedConv:
 
         return run
 
-    def _time_forms(self, forms: List[Form], x: torch.Tensor,
+    def _time_forms(self,
+                    forms: List[Form],
+                    x: torch.Tensor,
                     fmt: torch.memory_format,
                     part: str = 'forward') -> List[float]:
         """Seconds of ``part`` in each form (``forms[0]`` is the grouped
@@ -581,9 +587,10 @@ class TunedConv:
         """The form for inference; in a training step, a plan: the fastest
         form of each part (forward, input gradient, weight gradient)."""
         n, _, h, w = x.shape
-        macs = (n * h * w * self.out_channels * self.in_channels //
-                self.groups * self.kernel_size[0] * self.kernel_size[1] //
-                (self.stride[0] * self.stride[1]))
+        macs = (
+            n * h * w * self.out_channels * self.in_channels // self.groups *
+            self.kernel_size[0] * self.kernel_size[1] //
+            (self.stride[0] * self.stride[1]))
         if macs < self.min_tuned_macs:
             return ('grouped', 1)  # not worth timing
         key = self._key(x, fmt)
@@ -624,8 +631,8 @@ class TunedConv:
                              f'{self.forms()}')
         fmt = memory_format(x)
         return self._run_form(form, x,
-                              self._form_weight(form, self.weight, fmt), fmt,
-                              self.bias)
+                              self._form_weight(form, self.weight,
+                                                fmt), fmt, self.bias)
 
     def forward_plan(self, x: torch.Tensor, plan: Plan) -> torch.Tensor:
         """Run the forward pass in ``plan[0]`` and compute the input and

@@ -66,8 +66,7 @@ def _folded(conv: nn.Conv2d, norm: nn.Module):
     return weight, bias
 
 
-def conv_bn(conv: nn.Module, norm: nn.Module,
-            x: torch.Tensor) -> torch.Tensor:
+def conv_bn(conv: nn.Module, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``norm(conv(x))``, with ``norm`` folded into ``conv`` where it is an
     eval-mode BN after a plain ``nn.Conv2d`` (see the module docstring)."""
     if type(conv) is not nn.Conv2d or not foldable(norm):

@@ -19,8 +19,7 @@ from typing import Optional, Tuple
 import torch
 from mmdet.models.necks import FPN
 
-from .layout import (check_channels_last, to_contiguous_nchw,
-                     use_channels_last)
+from .layout import check_channels_last, to_contiguous_nchw, use_channels_last
 from .probes import exporting
 from .switch import settings
 
@@ -56,7 +55,9 @@ class ChannelsLastFPN(FPN):
         True
     """
 
-    def __init__(self, *args, channels_last: Optional[bool] = None,
+    def __init__(self,
+                 *args,
+                 channels_last: Optional[bool] = None,
                  **kwargs) -> None:
         check_channels_last('ChannelsLastFPN', channels_last)
         super().__init__(*args, **kwargs)

@@ -48,8 +48,7 @@ def _tiled_nchw(x: torch.Tensor) -> torch.Tensor:
     rows = max(64, TILE_ELEMENTS // max(c, 1))
     for i in range(n):
         for start in range(0, h * w, rows):
-            dst[i, :, start:start + rows].copy_(src[i, start:start +
-                                                    rows].t())
+            dst[i, :, start:start + rows].copy_(src[i, start:start + rows].t())
     return out
 
 

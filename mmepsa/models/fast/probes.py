@@ -11,8 +11,8 @@ from torch.nn.modules import module as _module
 
 def compiling() -> bool:
     """``torch.compiler.is_compiling()`` (torch >= 2.3), else dynamo's."""
-    is_compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling',
-                           None)
+    is_compiling = getattr(
+        getattr(torch, 'compiler', None), 'is_compiling', None)
     if is_compiling is None:  # torch 2.0 - 2.2
         from torch import _dynamo
         is_compiling = _dynamo.is_compiling
@@ -71,6 +71,6 @@ def has_hooks(module: nn.Module) -> bool:
     set: the fast path would bypass them."""
     if global_hooks():
         return True
-    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
-               or getattr(m, '_backward_pre_hooks', None)
-               for m in module.modules())
+    return any(
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+        or getattr(m, '_backward_pre_hooks', None) for m in module.modules())

@@ -71,8 +71,9 @@ class _WeightedConcat(torch.autograd.Function):
         needs = ctx.needs_input_grad
         grad_attention = grad_shift = None
         if needs[0]:
-            grad_attention = torch.stack([(part * feat).sum(
-                (2, 3), keepdim=True) for part, feat in zip(parts, feats)])
+            grad_attention = torch.stack([(part * feat).sum((2, 3),
+                                                            keepdim=True)
+                                          for part, feat in zip(parts, feats)])
         if needs[1]:  # False where shift is None
             grad_shift = torch.stack(
                 [part.sum((0, 2, 3), keepdim=True) for part in parts])

@@ -17,6 +17,7 @@ from tests.utils import check_norm_state
 
 CONTEXT_BLOCK = dict(type='ContextBlock', ratio=1. / 4)
 
+
 @pytest.mark.parametrize('depth,blocks', [(50, (3, 4, 6, 3)),
                                           (101, (3, 4, 23, 3))])
 def test_full_width_shapes_on_odd_input(depth, blocks):
@@ -28,10 +29,9 @@ def test_full_width_shapes_on_odd_input(depth, blocks):
     with torch.no_grad():
         outs = model(torch.rand(1, 3, 97, 131))
     # strides 4/8/16/32 with ceil rounding through the stride-2 convs
-    assert [tuple(o.shape) for o in outs] == [(1, 256, 25, 33),
-                                              (1, 512, 13, 17),
-                                              (1, 1024, 7, 9),
-                                              (1, 2048, 4, 5)]
+    assert [tuple(o.shape)
+            for o in outs] == [(1, 256, 25, 33), (1, 512, 13, 17),
+                               (1, 1024, 7, 9), (1, 2048, 4, 5)]
 
 
 @pytest.mark.parametrize('out_indices', [(0, ), (3, ), (1, 2), (0, 2, 3)])
@@ -81,9 +81,7 @@ def test_psa_structure_and_names():
 
 def test_explicit_kernels_and_groups_override_variant():
     model = EPSANet(
-        50,
-        conv_kernels=(3, 3, 5, 5),
-        **dict(TINY, conv_groups=(1, 2, 2, 4)))
+        50, conv_kernels=(3, 3, 5, 5), **dict(TINY, conv_groups=(1, 2, 2, 4)))
     psa = model.layer1[0].conv2
     assert [getattr(psa, f'conv_{i}').kernel_size[0]
             for i in range(1, 5)] == [3, 3, 5, 5]
@@ -119,8 +117,8 @@ def test_frozen_stages(frozen_stages):
         return
     # a train step leaves frozen weights and statistics untouched
     before = copy.deepcopy(model.state_dict())
-    opt = torch.optim.SGD(
-        [p for p in model.parameters() if p.requires_grad], lr=0.1)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
+                          lr=0.1)
     sum(o.sum() for o in model(torch.rand(2, 3, 64, 64))).backward()
     opt.step()
     after = model.state_dict()
@@ -156,9 +154,9 @@ def test_with_cp_same_outputs_and_gradients():
         inp = x.clone().requires_grad_()
         outs = model(inp)
         sum((o * o).mean() for o in outs).backward()
-        results.append((outs, inp.grad,
-                        {n: p.grad
-                         for n, p in model.named_parameters()}))
+        results.append(
+            (outs, inp.grad, {n: p.grad
+                              for n, p in model.named_parameters()}))
     (o1, g1, p1), (o2, g2, p2) = results
     for a, b in zip(o1, o2):
         torch.testing.assert_close(a, b)
@@ -230,11 +228,13 @@ def test_branch_order_is_reversed():
         out = psa(torch.ones(1, 16, 5, 5))
     blocks = [out[0, 4 * j:4 * (j + 1)] for j in range(4)]
     for j, block in enumerate(blocks):
-        torch.testing.assert_close(block, torch.full_like(block,
-                                                          (4 - j) / 4))
+        torch.testing.assert_close(block, torch.full_like(block, (4 - j) / 4))
 
 
-def _original_checkpoint(tmp_path, depth_layers, seed=0, width=64,
+def _original_checkpoint(tmp_path,
+                         depth_layers,
+                         seed=0,
+                         width=64,
                          reduction=16):
     """An EPSANet checkpoint as the authors' training script saves it:
     ``{'state_dict': ...}`` with DataParallel's ``module.`` prefix and the
@@ -247,8 +247,9 @@ def _original_checkpoint(tmp_path, depth_layers, seed=0, width=64,
         {
             'epoch': 120,
             'arch': 'epsanet50',
-            'state_dict': {f'module.{k}': v
-                           for k, v in ref.state_dict().items()},
+            'state_dict':
+            {f'module.{k}': v
+             for k, v in ref.state_dict().items()},
             'best_acc1': torch.tensor(77.49),
         }, path)
     return ref, path
@@ -279,14 +280,16 @@ def test_parity_with_original_checkpoint(tmp_path, depth, layers):
 def test_loads_mmpretrain_classifier_checkpoint(tmp_path):
     from mmengine.registry import DefaultScope
     from mmpretrain.models import ImageClassifier
+
     # Other tests may leave mmdet as the default scope: build in mmpretrain's.
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         classifier = ImageClassifier(
-            backbone=dict(
-                type='EPSANet', depth=50, out_indices=(3, ), **TINY),
+            backbone=dict(type='EPSANet', depth=50, out_indices=(3, ), **TINY),
             neck=dict(type='GlobalAveragePooling'),
             head=dict(
-                type='LinearClsHead', num_classes=10, in_channels=512,
+                type='LinearClsHead',
+                num_classes=10,
+                in_channels=512,
                 loss=dict(type='CrossEntropyLoss')))
     classifier.init_weights()
     randomize_(classifier.backbone)
@@ -332,7 +335,8 @@ def test_missing_pretrained_checkpoint_names_the_path(tmp_path):
     missing = tmp_path / 'checkpoints' / 'epsanet50-s_imagenet.pth'
     model = EPSANet(
         50, **TINY, init_cfg=dict(type='Pretrained', checkpoint=str(missing)))
-    with pytest.raises(FileNotFoundError,
-                       match=r"pretrained checkpoint '.*epsanet50-s_imagenet"
-                       r"\.pth' not found.*epsanet_to_mmdet\.py"):
+    with pytest.raises(
+            FileNotFoundError,
+            match=r"pretrained checkpoint '.*epsanet50-s_imagenet"
+            r"\.pth' not found.*epsanet_to_mmdet\.py"):
         model.init_weights()

@@ -45,20 +45,17 @@ def test_deep_stem():
     assert not hasattr(model, 'conv1')
     convs = [m for m in model.stem if isinstance(m, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride)
-            for c in convs] == [(3, 8, (3, 3), (2, 2)),
-                                (8, 8, (3, 3), (1, 1)),
+            for c in convs] == [(3, 8, (3, 3), (2, 2)), (8, 8, (3, 3), (1, 1)),
                                 (8, 16, (3, 3), (1, 1))]
     outs = model(torch.rand(1, 3, 64, 64))
-    assert [tuple(o.shape) for o in outs] == [(1, 64, 16, 16),
-                                              (1, 128, 8, 8),
-                                              (1, 256, 4, 4),
-                                              (1, 512, 2, 2)]
+    assert [tuple(o.shape) for o in outs] == [(1, 64, 16, 16), (1, 128, 8, 8),
+                                              (1, 256, 4, 4), (1, 512, 2, 2)]
     assert all(o.is_contiguous() for o in outs)
 
 
 def test_deep_stem_frozen():
-    model = EPSANet(50, deep_stem=True, frozen_stages=0, norm_eval=False,
-                    **TINY)
+    model = EPSANet(
+        50, deep_stem=True, frozen_stages=0, norm_eval=False, **TINY)
     model.train()
     assert not any(p.requires_grad for p in model.stem.parameters())
     assert all(not m.training for m in model.stem.modules()
@@ -98,20 +95,24 @@ def test_v1d_layout_matches_mmdets_resnetv1d():
 
     assert outside_blocks(ours) == outside_blocks(theirs)
     assert 'stem.0.weight' in ours and 'layer4.0.downsample.1.weight' in ours
-    assert {k for k in ours if '.conv2.' not in k
-            } == {k for k in theirs if '.conv2.' not in k}
+    assert {k
+            for k in ours if '.conv2.' not in k
+            } == {k
+                  for k in theirs if '.conv2.' not in k}
 
 
 def test_plugins_context_block_trains_a_step():
     torch.manual_seed(0)
     plugins = [
-        dict(cfg=CONTEXT_BLOCK, position='after_conv3',
-             stages=(False, True, True, True))
+        dict(
+            cfg=CONTEXT_BLOCK,
+            position='after_conv3',
+            stages=(False, True, True, True))
     ]
     # zero_init_residual would zero the context block's input (it follows
     # norm3) and so its gradients on the first step.
-    model = EPSANet(50, plugins=plugins, norm_eval=False,
-                    zero_init_residual=False, **TINY)
+    model = EPSANet(
+        50, plugins=plugins, norm_eval=False, zero_init_residual=False, **TINY)
     model.init_weights()
     model.train()
     assert not hasattr(model.layer1[0], 'context_block')
@@ -139,12 +140,20 @@ def test_plugins_in_a_widened_block(position, width):
     (planes x widen_factor), one after conv3 the block's output width."""
     plugins = [dict(cfg=CONTEXT_BLOCK, position=position)]
     model = EPSANet(
-        50, plugins=plugins, widen_factor=2, num_stages=1, strides=(1, ),
-        dilations=(1, ), out_indices=(0, ), **TINY).eval()
+        50,
+        plugins=plugins,
+        widen_factor=2,
+        num_stages=1,
+        strides=(1, ),
+        dilations=(1, ),
+        out_indices=(0, ),
+        **TINY).eval()
     for block in model.layer1:
         assert block.context_block.in_channels == width
-        assert len([m for m in block.children()
-                    if m.__class__.__name__ == 'ContextBlock']) == 1
+        assert len([
+            m for m in block.children()
+            if m.__class__.__name__ == 'ContextBlock'
+        ]) == 1
     assert model(torch.rand(1, 3, 32, 32))[0].shape == (1, 64, 8, 8)
 
 
@@ -172,8 +181,8 @@ def test_widen_factor():
 def test_pretrained_is_deprecated_for_init_cfg():
     with pytest.warns(UserWarning, match='pretrained is deprecated'):
         model = EPSANet(50, pretrained='epsanet50.pth', **TINY)
-    assert model.init_cfg == dict(type='Pretrained',
-                                  checkpoint='epsanet50.pth')
+    assert model.init_cfg == dict(
+        type='Pretrained', checkpoint='epsanet50.pth')
 
 
 def test_block_refuses_dcn():

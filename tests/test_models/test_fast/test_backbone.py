@@ -17,8 +17,8 @@ from mmengine.logging import MMLogger
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmepsa.models import EPSANet
-from mmepsa.models.fast import (backbone as fast_backbone, clear_choices,
-                                conv_forms, fast_path, settings)
+from mmepsa.models.fast import backbone as fast_backbone
+from mmepsa.models.fast import clear_choices, conv_forms, fast_path, settings
 from mmepsa.models.fast.switch import ENV, measured_win
 from mmepsa.testing import RefEPSANet, RefPSA, randomize_
 from mmepsa.utils import deploy_model
@@ -31,10 +31,9 @@ def original_and_ours(depth_layers=(3, 4, 6, 3), **kwargs):
     holding the same weights."""
     ref = randomize_(RefEPSANet(depth_layers))
     ours = EPSANet(50, norm_eval=False, init_cfg=None, **kwargs)
-    ours.load_state_dict({
-        k: v
-        for k, v in ref.state_dict().items() if not k.startswith('fc.')
-    })
+    ours.load_state_dict(
+        {k: v
+         for k, v in ref.state_dict().items() if not k.startswith('fc.')})
     return ref, ours
 
 
@@ -106,14 +105,17 @@ def test_the_switch(ran, monkeypatch):
         model(x)
         assert len(ran) == 2
         monkeypatch.setenv(ENV, 'off')
-        with pytest.raises(ValueError, match=r"MMEPSA_FAST_PATH must be "
-                           r"one of \['0', '1', 'untuned'\], got 'off'"):
+        with pytest.raises(
+                ValueError,
+                match=r'MMEPSA_FAST_PATH must be '
+                r"one of \['0', '1', 'untuned'\], got 'off'"):
             model(x)
     with pytest.raises(TypeError, match='enabled must be True or False'):
         with fast_path('no'):
             pass
-    with pytest.raises(TypeError, match='autotune must be True, False or '
-                       'None'):
+    with pytest.raises(
+            TypeError, match='autotune must be True, False or '
+            'None'):
         with fast_path(True, autotune=1):
             pass
 
@@ -224,9 +226,10 @@ def test_fast_equals_plain_training_step(cfg, ran):
         model.zero_grad()
         outs = model(x)
         sum((o * o.detach().sign()).mean() for o in outs).backward()
-        return outs, {n: p.grad.clone()
-                      for n, p in model.named_parameters()
-                      if p.grad is not None}
+        return outs, {
+            n: p.grad.clone()
+            for n, p in model.named_parameters() if p.grad is not None
+        }
 
     with fast_path(True, autotune=False):
         outs, grads = step()
@@ -238,8 +241,8 @@ def test_fast_equals_plain_training_step(cfg, ran):
     for a, b in zip(outs, ref_outs):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
     for name in grads:
-        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-8,
-                                   atol=1e-10, msg=name)
+        torch.testing.assert_close(
+            grads[name], ref_grads[name], rtol=1e-8, atol=1e-10, msg=name)
 
 
 def test_a_replaced_psa_module_runs_as_itself(ran):
@@ -251,8 +254,10 @@ def test_a_replaced_psa_module_runs_as_itself(ran):
     with torch.no_grad():
         expected = ours(x)
         psa = ours.layer3[1].conv2
-        ref = RefPSA(psa.conv_1.in_channels, psa.split_channels * 4,
-                     stride=psa.conv_1.stride[0])
+        ref = RefPSA(
+            psa.conv_1.in_channels,
+            psa.split_channels * 4,
+            stride=psa.conv_1.stride[0])
         ref.load_state_dict(psa.state_dict())
         ours.layer3[1].conv2 = ref
         with fast_path(False):
@@ -276,8 +281,8 @@ def test_contiguous_outputs_false_keeps_the_memory_format(channels_last):
     network ran in (channels-last on CPU by default), equal bit for bit to
     the contiguous ones; gradients flow back through them alike."""
     torch.manual_seed(0)
-    model = EPSANet(50, channels_last=channels_last, norm_eval=False,
-                    **TINY).train()
+    model = EPSANet(
+        50, channels_last=channels_last, norm_eval=False, **TINY).train()
     x = torch.randn(2, 3, 75, 61)
     ref_outs = model(x)
     sum(o.square().mean() for o in ref_outs).backward()
@@ -287,8 +292,8 @@ def test_contiguous_outputs_false_keeps_the_memory_format(channels_last):
     outs = model(x)
     sum(o.square().mean() for o in outs).backward()
     for a, b in zip(outs, ref_outs):
-        assert a.is_contiguous(memory_format=torch.channels_last if
-                               channels_last else torch.contiguous_format)
+        assert a.is_contiguous(memory_format=torch.channels_last
+                               if channels_last else torch.contiguous_format)
         assert torch.equal(a, b)
     for p, g in zip(model.parameters(), ref_grads):
         torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-7)
@@ -296,8 +301,10 @@ def test_contiguous_outputs_false_keeps_the_memory_format(channels_last):
 
 @pytest.mark.parametrize('value', [None, 'no', 0])
 def test_contiguous_outputs_bad_value(value):
-    with pytest.raises(ValueError, match='contiguous_outputs must be True or '
-                       f'False, got {value!r}'):
+    with pytest.raises(
+            ValueError,
+            match='contiguous_outputs must be True or '
+            f'False, got {value!r}'):
         EPSANet(50, contiguous_outputs=value, **TINY)
 
 
@@ -305,8 +312,7 @@ def test_training_step_same_gradients():
     """A training step (train-mode BN) of mmepsa and of the original give
     the same outputs and gradients (float64: see assert_train_step_equal)."""
     ref, ours = original_and_ours()
-    checked = assert_train_step_equal(ref, ours,
-                                      torch.randn(2, 3, 64, 64))
+    checked = assert_train_step_equal(ref, ours, torch.randn(2, 3, 64, 64))
     assert checked == len(dict(ref.named_parameters())) - 2  # all but fc
 
 
@@ -332,8 +338,8 @@ def test_deploy_folds_conv_bn():
 
 # One stage of 3 blocks, the first strided (a PSA conv with stride 2 and a
 # downsample shortcut), covers every operation of the backbone.
-ONE_STAGE = dict(num_stages=1, strides=(2, ), dilations=(1, ),
-                 out_indices=(0, ))
+ONE_STAGE = dict(
+    num_stages=1, strides=(2, ), dilations=(1, ), out_indices=(0, ))
 
 
 def test_compiled_forms_match_eager():
@@ -362,11 +368,14 @@ def test_onnx_export_matches_eager():
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # TorchScript exporter deprecation
         torch.onnx.export(
-            model, (torch.randn(1, 3, 64, 64), ),
+            model,
+            (torch.randn(1, 3, 64, 64), ),
             f,
             # the TorchScript exporter (torch 2.1 has only it, no `dynamo`)
-            **({'dynamo': False} if 'dynamo' in inspect.signature(
-                torch.onnx.export).parameters else {}),
+            **({
+                'dynamo': False
+            } if 'dynamo' in inspect.signature(torch.onnx.export).parameters
+               else {}),
             opset_version=17,
             input_names=['input'],
             output_names=[f'stage{i + 1}' for i in range(4)],

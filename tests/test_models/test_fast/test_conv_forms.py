@@ -42,14 +42,15 @@ def make_conv(in_ch=32,
               bias=False,
               dtype=torch.float32):
     torch.manual_seed(0)
-    conv = nn.Conv2d(in_ch,
-                     out_ch,
-                     k,
-                     stride=stride,
-                     padding=dilation * (k // 2),
-                     dilation=dilation,
-                     groups=groups,
-                     bias=bias).to(dtype)
+    conv = nn.Conv2d(
+        in_ch,
+        out_ch,
+        k,
+        stride=stride,
+        padding=dilation * (k // 2),
+        dilation=dilation,
+        groups=groups,
+        bias=bias).to(dtype)
     with torch.no_grad():  # non-zero bias, so that a lost bias shows
         if bias:
             conv.bias.normal_()
@@ -74,13 +75,15 @@ def test_forms_listed():
     for kwargs in (dict(k=7, groups=4, dilation=2), dict(k=1, groups=2),
                    dict(k=5, groups=2, stride=3)):
         assert ('polyphase', 1) not in make_conv(**kwargs).forms(), kwargs
-    assert ('polyphase', 1) not in TunedConv(
-        nn.Conv2d(8, 8, 4, padding=2, groups=2)).forms()
-    assert make_conv(k=3, groups=1).forms() == [('grouped', 1),
-                                                ('other-format', 1)]
+    assert ('polyphase',
+            1) not in TunedConv(nn.Conv2d(8, 8, 4, padding=2,
+                                          groups=2)).forms()
+    assert make_conv(
+        k=3, groups=1).forms() == [('grouped', 1), ('other-format', 1)]
     with pytest.raises(ValueError, match='is not one of'):
-        make_conv(k=3, groups=1).forward_form(torch.rand(1, 32, 8, 8),
-                                              ('depthwise', 1))
+        make_conv(
+            k=3,
+            groups=1).forward_form(torch.rand(1, 32, 8, 8), ('depthwise', 1))
 
 
 def assert_each_is_the_conv(conv, x, variants, run, rtol, atol):
@@ -96,18 +99,12 @@ def assert_each_is_the_conv(conv, x, variants, run, rtol, atol):
     for variant in variants:
         out = run(variant)
         assert out.is_contiguous(memory_format=fmt), variant
-        torch.testing.assert_close(out,
-                                   expected,
-                                   rtol=rtol,
-                                   atol=atol,
-                                   msg=str(variant))
+        torch.testing.assert_close(
+            out, expected, rtol=rtol, atol=atol, msg=str(variant))
         grads = torch.autograd.grad(out, params, g)
         for a, b in zip(grads, expected_grads):
-            torch.testing.assert_close(a,
-                                       b,
-                                       rtol=rtol,
-                                       atol=10 * atol,
-                                       msg=str(variant))
+            torch.testing.assert_close(
+                a, b, rtol=rtol, atol=10 * atol, msg=str(variant))
 
 
 @pytest.mark.parametrize('kwargs', CONVS)
@@ -129,10 +126,8 @@ def test_forms_exact_in_float64():
     x = torch.randn(1, 32, 9, 9, dtype=torch.float64)
     expected = F.conv2d(x, conv.weight, None, 1, 4, 1, 4)
     for form in conv.forms():
-        torch.testing.assert_close(conv.forward_form(x, form),
-                                   expected,
-                                   rtol=1e-12,
-                                   atol=1e-12)
+        torch.testing.assert_close(
+            conv.forward_form(x, form), expected, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize('fmt', [torch.contiguous_format, CL])
@@ -158,8 +153,8 @@ def test_depthwise_form_has_one_output_per_input_channel(fmt, monkeypatch):
     aten_backward = torch.ops.aten.convolution_backward
 
     def spy_backward(grad, inp, weight, *args):
-        backward.append((args[-1], inp.shape[1], tuple(weight.shape[:2]),
-                         args[-2]))
+        backward.append(
+            (args[-1], inp.shape[1], tuple(weight.shape[:2]), args[-2]))
         return aten_backward(grad, inp, weight, *args)
 
     monkeypatch.setattr(conv_forms.torch.ops.aten, 'convolution_backward',
@@ -167,9 +162,9 @@ def test_depthwise_form_has_one_output_per_input_channel(fmt, monkeypatch):
     x.requires_grad_()
     plan = (('grouped', 1), ('depthwise', 1), ('depthwise', 1))
     conv.forward_plan(x, plan).sum().backward()
-    assert sorted(backward) == [([False, True, False], 32, (64, 1), 32)] + [
-        ([True, False, False], 32, (32, 1), 32)
-    ] * 2
+    assert sorted(backward) == [([False, True, False], 32,
+                                 (64, 1), 32)] + [([True, False, False], 32,
+                                                   (32, 1), 32)] * 2
 
 
 def test_time_forms_times_each_form_of_a_part():
@@ -268,15 +263,14 @@ def test_chooses_the_fastest_clearly_faster_form(monkeypatch):
     monkeypatch.setattr(TunedConv, 'min_tuned_macs', 0)
     conv = make_conv()
     x = torch.randn(1, 32, 8, 8)
-    for times, expected in (([1.0, 0.9, 0.5, 0.7, 0.8, 0.6],
-                             ('regroup', 2)),
-                            ([1.0, 0.9, 0.5, 0.7, 0.8, 0.4],
-                             ('polyphase', 1)),
-                            ([1.0, 0.97, 1.2, 1.1, 0.99, 1.3],
-                             ('grouped', 1))):
-        monkeypatch.setattr(TunedConv,
-                            '_time_forms',
-                            lambda self, forms, *a, times=times: times)
+    for times, expected in (([1.0, 0.9, 0.5, 0.7, 0.8, 0.6], ('regroup', 2)),
+                            ([1.0, 0.9, 0.5, 0.7, 0.8, 0.4], ('polyphase', 1)),
+                            ([1.0, 0.97, 1.2, 1.1, 0.99,
+                              1.3], ('grouped', 1))):
+        monkeypatch.setattr(
+            TunedConv,
+            '_time_forms',
+            lambda self, forms, *a, times=times: times)
         clear_autotune_choices()
         with torch.no_grad():
             conv(x)
@@ -336,8 +330,7 @@ def test_follows_the_switch(monkeypatch):
     with fast_path(True, autotune=False):
         out = conv(x)
     assert autotune_choices() == {}
-    torch.testing.assert_close(out,
-                               F.conv2d(x, conv.weight, None, 1, 2, 1, 8))
+    torch.testing.assert_close(out, F.conv2d(x, conv.weight, None, 1, 2, 1, 8))
     conv(x)  # the fixture's autotune=True
     assert len(autotune_choices()) == 1
 
@@ -351,8 +344,7 @@ def test_every_plan_is_the_grouped_conv(kwargs, fmt):
     conv = make_conv(**kwargs, dtype=torch.float64)
     x = torch.randn(2, conv.in_channels, 13, 11, dtype=torch.float64)
     x = x.contiguous(memory_format=fmt)
-    assert_each_is_the_conv(conv, x,
-                            itertools.product(conv.forms(), repeat=3),
+    assert_each_is_the_conv(conv, x, itertools.product(conv.forms(), repeat=3),
                             lambda plan: conv.forward_plan(x, plan), 1e-12,
                             1e-13)
     with pytest.raises(ValueError, match='is not one of'):
@@ -362,9 +354,9 @@ def test_every_plan_is_the_grouped_conv(kwargs, fmt):
 def fake_part_times(forms, part):
     """Times that make depthwise the fastest forward form, regroup-2 the
     fastest for the input gradient and regroup-4 for the weight's."""
-    fastest = dict(forward=('depthwise', 1),
-                   input=('regroup', 2),
-                   weight=('regroup', 4))[part]
+    fastest = dict(
+        forward=('depthwise', 1), input=('regroup', 2),
+        weight=('regroup', 4))[part]
     return [0.1 if f == fastest else 1.0 for f in forms]
 
 
@@ -375,7 +367,8 @@ def planned(monkeypatch):
     needs its gradient."""
     monkeypatch.setattr(TunedConv, 'min_tuned_macs', 0)
     monkeypatch.setattr(
-        TunedConv, '_time_forms',
+        TunedConv,
+        '_time_forms',
         lambda self, forms, x, fmt, part='forward': fake_part_times(
             forms, part))
     x = torch.randn(2, 32, 12, 12).contiguous(memory_format=CL)
@@ -391,8 +384,9 @@ def test_training_step_runs_each_part_in_its_form(planned, monkeypatch):
     expected = F.conv2d(x, conv.weight, None, 1, 2, 1, 8)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     g = torch.randn_like(out)
-    for a, b in zip(torch.autograd.grad(out, (x, conv.weight), g),
-                    torch.autograd.grad(expected, (x, conv.weight), g)):
+    for a, b in zip(
+            torch.autograd.grad(out, (x, conv.weight), g),
+            torch.autograd.grad(expected, (x, conv.weight), g)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
     # an all-grouped plan is the plain conv, with autograd's own backward
     clear_autotune_choices()
@@ -410,7 +404,8 @@ def test_training_plan_under_bf16_autocast(planned, fastest, monkeypatch):
     conv, x = planned
     if fastest is not None:
         monkeypatch.setattr(
-            TunedConv, '_time_forms',
+            TunedConv,
+            '_time_forms',
             lambda self, forms, x, fmt, part='forward':
             [0.1 if f == fastest else 1.0 for f in forms])
     with torch.autocast('cpu', dtype=torch.bfloat16):
@@ -426,8 +421,7 @@ def test_training_plan_under_bf16_autocast(planned, fastest, monkeypatch):
     g = torch.randn_like(out)
     grads = torch.autograd.grad(out, (x, conv.weight), g)
     assert [t.dtype for t in grads] == [torch.float32, torch.float32]
-    for a, b in zip(grads, torch.autograd.grad(expected, (x, conv.weight),
-                                               g)):
+    for a, b in zip(grads, torch.autograd.grad(expected, (x, conv.weight), g)):
         torch.testing.assert_close(a, b, rtol=2e-2, atol=5e-2)
 
 
@@ -442,10 +436,8 @@ def test_inference_weight_cache_follows_the_weight(monkeypatch):
         conv(x)
         conv.weight.mul_(2)
         out = conv(x)
-    torch.testing.assert_close(out,
-                               F.conv2d(x, conv.weight, None, 1, 2, 1, 8),
-                               rtol=1e-5,
-                               atol=1e-5)
+    torch.testing.assert_close(
+        out, F.conv2d(x, conv.weight, None, 1, 2, 1, 8), rtol=1e-5, atol=1e-5)
 
 
 def backbone_pair(**kwargs):
@@ -456,10 +448,9 @@ def backbone_pair(**kwargs):
     for i, blocks in zip((1, 2, 3, 4), (2, 1, 1, 1)):
         layer = getattr(ours, f'layer{i}')
         setattr(ours, f'layer{i}', nn.Sequential(*list(layer)[:blocks]))
-    ours.load_state_dict({
-        k: v
-        for k, v in ref.state_dict().items() if not k.startswith('fc.')
-    })
+    ours.load_state_dict(
+        {k: v
+         for k, v in ref.state_dict().items() if not k.startswith('fc.')})
     return ref, ours
 
 
@@ -468,8 +459,8 @@ MIXED_PLAN = (('depthwise', 1), ('regroup', 2), ('regroup', 4))
 
 @pytest.mark.parametrize('form', [('grouped', 1), ('other-format', 1),
                                   ('regroup', 2), ('regroup', 4),
-                                  ('depthwise', 1), ('polyphase', 1),
-                                  MIXED_PLAN])
+                                  ('depthwise', 1),
+                                  ('polyphase', 1), MIXED_PLAN])
 def test_backbone_with_each_form_equals_the_original(form, monkeypatch):
     """Every PSA conv forced to one form (where it has it), or to a plan of
     three: inference in float32 channels-last, a training step in float64,

@@ -42,8 +42,8 @@ def _pair(bias: bool = False, dtype=torch.float64):
 @pytest.mark.parametrize('fmt', [torch.contiguous_format, CL])
 def test_equals_conv_then_bn(bias, fmt):
     conv, norm = _pair(bias)
-    x = torch.randn(2, 6, 9, 7, dtype=torch.float64).contiguous(
-        memory_format=fmt)
+    x = torch.randn(
+        2, 6, 9, 7, dtype=torch.float64).contiguous(memory_format=fmt)
     with torch.no_grad():
         out = conv_bn(conv, norm, x)
         torch.testing.assert_close(out, norm(conv(x)), rtol=1e-12, atol=1e-12)
@@ -68,8 +68,8 @@ def test_gradients_reach_conv_and_bn_parameters():
 def test_cache_follows_changes():
     conv, norm = _pair()
     x = torch.randn(2, 6, 9, 7, dtype=torch.float64)
-    opt = torch.optim.SGD(list(conv.parameters()) + list(norm.parameters()),
-                          lr=0.1)
+    opt = torch.optim.SGD(
+        list(conv.parameters()) + list(norm.parameters()), lr=0.1)
 
     def check():
         with torch.no_grad():
@@ -88,7 +88,8 @@ def test_cache_follows_changes():
     norm(conv(x))
     norm.eval()
     check()
-    norm.load_state_dict(_randomize_bn(nn.BatchNorm2d(8)).double().state_dict())
+    norm.load_state_dict(
+        _randomize_bn(nn.BatchNorm2d(8)).double().state_dict())
     check()
     norm.eps = 0.5
     check()
@@ -124,8 +125,8 @@ def test_folds_the_bn_revert_sync_batchnorm_makes():
     assert type(reverted) is not nn.BatchNorm2d
     x = torch.randn(2, 6, 9, 7, dtype=torch.float64)
     with torch.no_grad():
-        torch.testing.assert_close(conv_bn(conv, reverted, x),
-                                   norm(conv(x)), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(
+            conv_bn(conv, reverted, x), norm(conv(x)), rtol=1e-12, atol=1e-12)
     assert '_mmepsa_fold_cache' in conv.__dict__
 
     class Doubled(nn.BatchNorm2d):
@@ -137,8 +138,8 @@ def test_folds_the_bn_revert_sync_batchnorm_makes():
     doubled = Doubled(8).double().eval()
     doubled.load_state_dict(norm.state_dict())
     with torch.no_grad():
-        torch.testing.assert_close(conv_bn(conv, doubled, x),
-                                   2 * norm(conv(x)))
+        torch.testing.assert_close(
+            conv_bn(conv, doubled, x), 2 * norm(conv(x)))
     assert '_mmepsa_fold_cache' not in conv.__dict__
 
 
@@ -188,8 +189,9 @@ def test_psa_module_folds_its_norm(grad):
     if grad:
         params = [x] + list(psa.parameters()) + [norm.weight, norm.bias]
         g = torch.randn_like(out)
-        for a, b in zip(torch.autograd.grad(out, params, g),
-                        torch.autograd.grad(ref, params, g)):
+        for a, b in zip(
+                torch.autograd.grad(out, params, g),
+                torch.autograd.grad(ref, params, g)):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
@@ -219,15 +221,17 @@ def test_backbone_eval_and_norm_eval_training(cfg):
     def grads():
         model.zero_grad()
         sum(o.square().mean() for o in model(x)).backward()
-        return {n: p.grad.clone() for n, p in model.named_parameters()
-                if p.grad is not None}
+        return {
+            n: p.grad.clone()
+            for n, p in model.named_parameters() if p.grad is not None
+        }
 
     folded = grads()
     with fast_path(False):
         plain = grads()
     assert folded.keys() == plain.keys() and len(folded) > 0
-    assert not any(n.startswith(('conv1', 'norm1', 'layer1.'))
-                   for n in folded)  # frozen
+    assert not any(
+        n.startswith(('conv1', 'norm1', 'layer1.')) for n in folded)  # frozen
     for name in folded:
         torch.testing.assert_close(
             folded[name], plain[name], rtol=1e-8, atol=1e-12, msg=name)

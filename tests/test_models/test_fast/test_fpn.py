@@ -71,19 +71,19 @@ def test_same_outputs_and_gradients_as_mmdet_fpn(neck, memory_format,
             continue
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-10)
     for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-10, atol=1e-10,
-                                   msg=name)
+        torch.testing.assert_close(
+            p.grad, q.grad, rtol=1e-10, atol=1e-10, msg=name)
 
 
-@pytest.mark.parametrize(
-    'channels_last,expected',
-    [(None, measured_win(torch.device('cpu'))), (True, True), (False, False)])
+@pytest.mark.parametrize('channels_last,expected',
+                         [(None, measured_win(torch.device('cpu'))),
+                          (True, True), (False, False)])
 def test_runs_in_the_memory_format_it_says(channels_last, expected):
     ours, _ = fpn_pair('rcnn', channels_last=channels_last)
     seen = []
     ours.fpn_convs[0].register_forward_pre_hook(
-        lambda m, args: seen.append(args[0].is_contiguous(memory_format=CL)
-                                    and not args[0].is_contiguous()))
+        lambda m, args: seen.append(args[0].is_contiguous(memory_format=CL) and
+                                    not args[0].is_contiguous()))
     with torch.no_grad():
         ours(inputs(torch.contiguous_format))
         ours(inputs(CL))
@@ -101,16 +101,21 @@ def test_roi_features_as_on_mmdet_fpn():
     path (contiguous outputs into mmdet's FPN). RoIAlign reads raw NCHW
     memory: a channels-last map would give other values."""
     torch.manual_seed(0)
-    backbone = EPSANet(50, channels_last=True, contiguous_outputs=False,
-                       init_cfg=None, **TINY).eval()
+    backbone = EPSANet(
+        50,
+        channels_last=True,
+        contiguous_outputs=False,
+        init_cfg=None,
+        **TINY).eval()
     ours, theirs = fpn_pair('rcnn')
     x = torch.randn(2, 3, 160, 112)
     rois = torch.tensor([[0, 8., 4., 100., 150.], [1, 30., 20., 60., 90.]])
     roi_align = RoIAlign(7, spatial_scale=1 / 4, sampling_ratio=0)
     with torch.no_grad():
         feats = backbone(x)
-        assert all(f.is_contiguous(memory_format=CL) and not f.is_contiguous()
-                   for f in feats)
+        assert all(
+            f.is_contiguous(memory_format=CL) and not f.is_contiguous()
+            for f in feats)
         backbone.contiguous_outputs = True
         ref_feats = backbone(x)
         out = roi_align(ours(feats)[0], rois)
@@ -125,8 +130,11 @@ def test_roi_features_as_on_mmdet_fpn():
 def test_built_from_mmdet_registry_loads_fpn_checkpoints():
     """``neck=dict(type='ChannelsLastFPN', ...)`` in an mmdet config; an
     mmdet FPN's state dict loads strictly (same parameter names)."""
-    cfg = dict(type='ChannelsLastFPN', in_channels=IN_CHANNELS,
-               out_channels=32, num_outs=5)
+    cfg = dict(
+        type='ChannelsLastFPN',
+        in_channels=IN_CHANNELS,
+        out_channels=32,
+        num_outs=5)
     neck = MODELS.build(cfg)
     assert type(neck) is ChannelsLastFPN
     fpn = MODELS.build(dict(cfg, type='FPN'))
@@ -135,8 +143,13 @@ def test_built_from_mmdet_registry_loads_fpn_checkpoints():
 
 @pytest.mark.parametrize('value', ['yes', 1])
 def test_bad_channels_last(value):
-    with pytest.raises(ValueError, match=r'ChannelsLastFPN: channels_last '
-                       r'must be None \(auto: on where measured to win\), '
-                       f'True or False, got {value!r}'):
-        ChannelsLastFPN(in_channels=IN_CHANNELS, out_channels=32, num_outs=5,
-                        channels_last=value)
+    with pytest.raises(
+            ValueError,
+            match=r'ChannelsLastFPN: channels_last '
+            r'must be None \(auto: on where measured to win\), '
+            f'True or False, got {value!r}'):
+        ChannelsLastFPN(
+            in_channels=IN_CHANNELS,
+            out_channels=32,
+            num_outs=5,
+            channels_last=value)

@@ -34,8 +34,8 @@ def test_small_images_are_copied_by_torch_in_one_call(monkeypatch):
     x = torch.randn(4, 16, 11, 11).contiguous(memory_format=CL)  # 1936
     assert torch.equal(to_contiguous_nchw(x), x.contiguous())
     with pytest.raises(AssertionError, match='copied by tiles'):
-        to_contiguous_nchw(torch.randn(1, 16, 11, 12).contiguous(
-            memory_format=CL))  # 2112
+        to_contiguous_nchw(
+            torch.randn(1, 16, 11, 12).contiguous(memory_format=CL))  # 2112
     empty = torch.randn(0, 16, 11, 11).contiguous(memory_format=CL)
     assert to_contiguous_nchw(empty).shape == (0, 16, 11, 11)
 
@@ -51,11 +51,13 @@ def test_gradient_comes_back_channels_last():
     assert torch.equal(grad, g)
 
 
-@pytest.mark.parametrize('x', [
-    torch.randn(2, 8, 5, 6),  # already NCHW: returned as it is
-    torch.randn(2, 8, 5, 6).permute(0, 1, 3, 2),  # neither: .contiguous()
-    torch.randn(4, 5),
-])
+@pytest.mark.parametrize(
+    'x',
+    [
+        torch.randn(2, 8, 5, 6),  # already NCHW: returned as it is
+        torch.randn(2, 8, 5, 6).permute(0, 1, 3, 2),  # neither: .contiguous()
+        torch.randn(4, 5),
+    ])
 def test_other_tensors_are_made_contiguous_by_torch(x):
     out = to_contiguous_nchw(x)
     assert out.is_contiguous() and torch.equal(out, x)

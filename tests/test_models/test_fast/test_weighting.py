@@ -15,8 +15,8 @@ from mmepsa.models.fast.weighting import se_attention
 
 def _psa(channels=16, groups=(1, 2, 4, 4), se_ratio=4):
     torch.manual_seed(0)
-    return PSAModule(channels, channels, conv_groups=groups,
-                     se_ratio=se_ratio).double()
+    return PSAModule(
+        channels, channels, conv_groups=groups, se_ratio=se_ratio).double()
 
 
 def _bn(channels=16):
