@@ -16,8 +16,6 @@ import os
 import os.path as osp
 import sys
 
-IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
-
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
@@ -56,18 +54,16 @@ def parse_args(argv=None):
 
 
 def expand_images(paths) -> list:
-    images = []
-    for path in paths:
-        if osp.isdir(path):
-            images += sorted(
-                osp.join(path, f) for f in os.listdir(path)
-                if f.lower().endswith(IMG_EXTENSIONS))
-        elif osp.isfile(path):
-            images.append(path)
-        else:
+    """The images ``paths`` name (:func:`mmepsa.utils.paths.list_images`),
+    each one existing, else an error exit naming it."""
+    from mmepsa.utils.paths import list_images
+    try:
+        images = list_images(paths)
+    except ValueError as e:
+        sys.exit(f'error: {e}')
+    for path in images:
+        if not osp.isfile(path):
             sys.exit(f'error: image not found: {path}')
-    if not images:
-        sys.exit(f'error: no images in {", ".join(paths)}')
     return images
 
 

@@ -1,11 +1,32 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
 """The local paths a config needs, checked before anything is built
-(``tools/train.py`` calls :func:`check_data_paths`)."""
+(``tools/train.py`` calls :func:`check_data_paths`), and the image paths
+the demo tools take (:func:`list_images`)."""
 import os
 import os.path as osp
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
+
+IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+
+
+def list_images(paths: Sequence[str]) -> List[str]:
+    """The image files ``paths`` name: a folder stands for its images
+    (:data:`IMG_EXTENSIONS`, sorted), any other path for itself, existing
+    or not (the caller reports a missing one). Raises ValueError if there
+    are none."""
+    images = []
+    for path in paths:
+        if osp.isdir(path):
+            images += sorted(
+                osp.join(path, f) for f in os.listdir(path)
+                if f.lower().endswith(IMG_EXTENSIONS))
+        else:
+            images.append(path)
+    if not images:
+        raise ValueError(f'no images in {", ".join(paths)}')
+    return images
 
 
 def check_data_paths(cfg: Config) -> Optional[str]:

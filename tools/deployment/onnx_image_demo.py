@@ -17,8 +17,6 @@ import os
 import os.path as osp
 import sys
 
-IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
-
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
@@ -44,28 +42,15 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def expand_images(paths) -> list:
-    images = []
-    for path in paths:
-        if osp.isdir(path):
-            images += sorted(
-                osp.join(path, f) for f in os.listdir(path)
-                if f.lower().endswith(IMG_EXTENSIONS))
-        else:
-            images.append(path)  # missing files: the runner's message
-    if not images:
-        raise ValueError(f'no images in {", ".join(paths)}')
-    return images
-
-
 def main(argv=None):
     args = parse_args(argv)
     import cv2
 
     from mmepsa.deployment.runner import (OnnxDetector, draw_detections,
                                           load_image)
+    from mmepsa.utils.paths import list_images
     try:
-        images = expand_images(args.img)
+        images = list_images(args.img)  # a missing file: the runner says
         model = OnnxDetector(args.model, threads=args.threads)
         loaded = [(path, load_image(path, model.channel_order))
                   for path in images]
