@@ -29,8 +29,8 @@ from . import conv_forms
 from .conv_forms import TunedConv
 from .fold import conv_bn, eval_bn_affine, foldable, run_folded
 from .layout import to_contiguous_nchw, use_channels_last
-from .probes import exporting, has_hooks
-from .switch import settings
+from .probes import has_hooks
+from .switch import on_for
 from .weighting import se_attention, weighted_concat
 
 
@@ -39,9 +39,7 @@ def engaged(backbone: nn.Module, x: torch.Tensor) -> bool:
     ``x`` is a CPU tensor, and no tracing, scripting, ``torch.compile``,
     ONNX export or module hook (a FLOPs counter's) would miss its modules
     being called."""
-    # exporting() first: under torch.compile the rest is not traced
-    return (x.device.type == 'cpu' and not exporting() and settings().enabled
-            and not has_hooks(backbone))
+    return on_for(x) and not has_hooks(backbone)
 
 
 def _branch_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -20,8 +20,7 @@ import torch
 from mmdet.models.necks import FPN
 
 from .layout import check_channels_last, to_contiguous_nchw, use_channels_last
-from .probes import exporting
-from .switch import settings
+from .switch import on_for
 
 
 class ChannelsLastFPN(FPN):
@@ -68,8 +67,7 @@ class ChannelsLastFPN(FPN):
         """FPN's forward on channels-last copies of ``inputs`` (no copy for
         inputs already so) where ``channels_last`` says so; the outputs
         are contiguous NCHW either way."""
-        if (inputs[0].device.type != 'cpu' or exporting()
-                or not settings().enabled):
+        if not on_for(inputs[0]):
             return super().forward(inputs)
         memory_format = (
             torch.channels_last if use_channels_last(

@@ -20,6 +20,8 @@ from typing import Iterator, NamedTuple, Optional
 import torch
 from mmengine.utils import digit_version
 
+from .probes import exporting
+
 ENV = 'MMEPSA_FAST_PATH'
 ENV_VALUES = {
     '1': (True, None),
@@ -87,6 +89,14 @@ def settings() -> Settings:
         raise ValueError(f'{ENV} must be one of {sorted(ENV_VALUES)}, got '
                          f'{value!r}')
     return Settings(*ENV_VALUES[value])
+
+
+def on_for(x: torch.Tensor) -> bool:
+    """Whether the fast path may run on ``x``: a CPU tensor, outside
+    tracing, scripting, ``torch.compile`` and ONNX export, with the switch
+    on. (Export is asked first: under ``torch.compile`` the switch is then
+    not traced.)"""
+    return (x.device.type == 'cpu' and not exporting() and settings().enabled)
 
 
 @functools.lru_cache(maxsize=None)
