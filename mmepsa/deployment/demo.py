@@ -47,8 +47,7 @@ def find_config(name: str) -> str:
     Raises:
         FileNotFoundError: in neither place.
     """
-    import mmepsa
-    package = osp.dirname(osp.abspath(mmepsa.__file__))
+    package = osp.dirname(osp.dirname(osp.abspath(__file__)))  # mmepsa/
     for root in (os.getcwd(), osp.join(package, '.mim'), osp.dirname(package)):
         path = osp.join(root, 'configs', 'demo', name)
         if osp.isfile(path):

@@ -83,19 +83,10 @@ def load_config(config, cfg_options: Optional[dict] = None):
 
 def build_detector(cfg) -> nn.Module:
     """The detector of ``cfg`` (an mmengine Config), randomly initialised,
-    SyncBN as BN, in eval mode on the CPU."""
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import DefaultScope
-
-    import mmepsa  # noqa: F401  (registers EPSANet, the safe loaders)
-
-    register_all_modules(init_default_scope=False)
-    with DefaultScope.overwrite_default_scope(
-            cfg.get('default_scope', 'mmdet')):
-        model = MODELS.build(cfg.model)
-    return revert_sync_batchnorm(model).eval()
+    SyncBN as BN, in eval mode on the CPU
+    (:func:`mmepsa.analysis.benchmark.build_detector`)."""
+    from mmepsa.analysis.benchmark import build_detector as build
+    return build(cfg)
 
 
 def _state_dict_of(checkpoint, source: str) -> dict:
