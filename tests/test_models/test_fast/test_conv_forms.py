@@ -225,13 +225,10 @@ def test_autotune_chooses_once_per_key(monkeypatch):
     assert len(timed) == 5
 
 
-def test_slow_forms_are_not_timed_again(monkeypatch):
-    """A form more than max_slowdown times slower than the fastest one
-    runs once (the warm-up) and is not chosen; the others run
-    1 + timing_rounds times."""
-    conv = make_conv()
-    runs = {f: 0 for f in conv.forms()}
-    seconds = dict(zip(conv.forms(), (1.0, 9.0, 0.8, 1.5, 5.0, 1.2)))
+def fake_timings(monkeypatch, seconds: dict) -> dict:
+    """Make every timing of a form return ``seconds[form]``; returns the
+    count of timed runs per form, as they happen."""
+    runs = {f: 0 for f in seconds}
 
     def fake_timer(self, form, part, x, fmt):
 
@@ -242,6 +239,16 @@ def test_slow_forms_are_not_timed_again(monkeypatch):
         return run
 
     monkeypatch.setattr(TunedConv, '_timer', fake_timer)
+    return runs
+
+
+def test_slow_forms_are_not_timed_again(monkeypatch):
+    """A form more than max_slowdown times slower than the fastest one
+    runs once (the warm-up) and is not chosen; the others run
+    1 + timing_rounds times."""
+    conv = make_conv()
+    seconds = dict(zip(conv.forms(), (1.0, 9.0, 0.8, 1.5, 5.0, 1.2)))
+    runs = fake_timings(monkeypatch, seconds)
     monkeypatch.setattr(TunedConv, 'max_tuning_cost', 1000)
     times = conv._time_forms(conv.forms(), torch.rand(1, 32, 8, 8),
                              torch.contiguous_format)
@@ -290,18 +297,8 @@ def test_timing_stops_at_its_budget(monkeypatch):
     times the grouped conv is not timed again in this process."""
     conv = make_conv()
     forms = conv.forms()
-    runs = {f: 0 for f in forms}
     seconds = dict(zip(forms, (1.0, 5.0, 1.0, 1.0, 0.5, 0.1)))
-
-    def fake_timer(self, form, part, x, fmt):
-
-        def run():
-            runs[form] += 1
-            return seconds[form]
-
-        return run
-
-    monkeypatch.setattr(TunedConv, '_timer', fake_timer)
+    runs = fake_timings(monkeypatch, seconds)
     monkeypatch.setattr(TunedConv, 'max_tuning_cost', 7)
     x = torch.rand(1, 32, 8, 8)
     times = conv._time_forms(forms, x, torch.contiguous_format)
