@@ -38,6 +38,7 @@ def test_train_step_gradients_of_the_projection_loss(contiguous_outputs):
     backbone = EPSANet(
         50,
         frozen_stages=1,
+        channels_last=True,  # on every stack (auto: where measured to win)
         contiguous_outputs=(contiguous_outputs),
         init_cfg=None,
         **TINY).double().train()
