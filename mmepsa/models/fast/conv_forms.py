@@ -33,8 +33,9 @@ ordinary conv.
 The timing of one input size is bounded: each part stops timing forms once
 it has spent :attr:`TunedConv.max_tuning_cost` times the grouped conv's
 time, and a form that ran more than :attr:`TunedConv.hopeless` times slower
-than the grouped conv is not timed again in this process for that part and
-memory format. Whether it runs at all is the switch's
+than the grouped conv is not timed again in this process for that part,
+memory format, dtype and input size (a verdict at one size says little of
+another: a form hopeless at 224x224 can win at 800x1216). Whether it runs at all is the switch's
 (:func:`mmepsa.models.fast.switch.autotuning`).
 """
 import contextlib
@@ -59,7 +60,8 @@ Plan = Tuple[Form, Form, Form]
 # (conv config, input key) -> chosen form (inference) or plan (training);
 # shared by all convs.
 _CHOICES: Dict[tuple, Union[Form, Plan]] = {}
-# (form, part, memory format) found hopeless in this process.
+# (form, part, memory format, dtype, input size bucket) found hopeless in
+# this process.
 _HOPELESS: Set[tuple] = set()
 # A log line to print before the next timing (see announce).
 _ANNOUNCEMENT: List[str] = []
@@ -501,7 +503,8 @@ class TunedConv:
         is not run again (its time stays what it was). Timing stops when it
         has cost :attr:`max_tuning_cost` grouped-conv runs; a form not run
         counts as infinitely slow, and one over :attr:`hopeless` times the
-        grouped conv is skipped from then on in this process."""
+        grouped conv is skipped from then on in this process, for inputs of
+        this size, dtype and memory format."""
         inf = float('inf')
         with torch.no_grad():
             timers = [self._timer(f, part, x, fmt) for f in forms]
@@ -511,7 +514,8 @@ class TunedConv:
             budget = self.max_tuning_cost * warm[0]
             spent = warm[0]
             for i in range(1, len(forms)):
-                key = (forms[i], part, fmt)
+                key = (forms[i], part, fmt, x.dtype,
+                       _size_bucket(x.shape[0] * x.shape[2] * x.shape[3]))
                 if key in _HOPELESS or spent > budget:
                     continue
                 warm[i] = timers[i]()
