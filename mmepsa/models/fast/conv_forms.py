@@ -35,8 +35,8 @@ it has spent :attr:`TunedConv.max_tuning_cost` times the grouped conv's
 time, and a form that ran more than :attr:`TunedConv.hopeless` times slower
 than the grouped conv is not timed again in this process for that part,
 memory format, dtype and input size (a verdict at one size says little of
-another: a form hopeless at 224x224 can win at 800x1216). Whether it runs at all is the switch's
-(:func:`mmepsa.models.fast.switch.autotuning`).
+another: a form hopeless at 224x224 can win at 800x1216). Whether it runs
+at all is the switch's (:func:`mmepsa.models.fast.switch.autotuning`).
 """
 import contextlib
 import functools

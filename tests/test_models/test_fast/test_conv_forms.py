@@ -315,8 +315,7 @@ def test_timing_stops_at_its_budget(monkeypatch):
     # ... for that part, memory format and input size only
     conv._time_forms(forms, x, torch.contiguous_format, 'input')
     assert runs[('other-format', 1)] == 2
-    conv._time_forms(forms, torch.rand(4, 32, 16, 16),
-                     torch.contiguous_format)
+    conv._time_forms(forms, torch.rand(4, 32, 16, 16), torch.contiguous_format)
     assert runs[('other-format', 1)] == 3
     clear_autotune_choices()  # forgets it
     conv._time_forms(forms, x, torch.contiguous_format)
