@@ -43,7 +43,7 @@ demo: setup
 
 # Semantic segmentation on the demo shapes (mmsegmentation's own train.py).
 seg-demo: setup
-	$(PY) -m mmepsa.datasets.demo_seg
+	$(PY) -m mmepsa.demo.seg_data
 	$(PY) $$($(PY) -c "import mmseg, os; print(os.path.join(os.path.dirname(mmseg.__file__), '.mim', 'tools', 'train.py'))") \
 		configs/seg_demo/fpn_epsanet50-s_demo-shapes.py $(SEG_DEMO_ARGS)
 

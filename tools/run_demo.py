@@ -2,8 +2,8 @@
 """The demo ("main job"): train Mask R-CNN EPSANet-50(S) from scratch on a
 synthetic shapes dataset on CPU, evaluate it, and plot the results.
 
-Steps (the logic is in :mod:`mmepsa.apis.demo`):
-  1. generate the dataset (``mmepsa.datasets.demo_data``) if it is missing,
+Steps (the logic is in :mod:`mmepsa.demo.trainer`):
+  1. generate the dataset (``mmepsa.demo.data``) if it is missing,
      with the parameters in the config's ``demo_data``;
   2. train with mmengine's Runner (the config's schedule; the log shows
      progress every few iterations) and evaluate on the val split with
@@ -92,8 +92,9 @@ def fail(msg, code=1):
 def main(argv=None):
     args = parse_args(argv)
     # Import after argument parsing so that `--help` is quick.
-    from mmepsa.apis.demo import (DemoDataError, DemoDiverged, format_summary,
-                                  load_demo_config, run_demo)
+    from mmepsa.demo.trainer import (DemoDataError, DemoDiverged,
+                                     format_summary, load_demo_config,
+                                     run_demo)
     try:
         cfg = load_demo_config(args.config, args.work_dir, args.data_root,
                                args.epochs, args.cfg_options, args.img_size,

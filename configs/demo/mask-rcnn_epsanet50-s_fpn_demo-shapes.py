@@ -1,9 +1,9 @@
 # Mask R-CNN with an EPSANet-50 (small) backbone, trained FROM SCRATCH on the
-# synthetic shapes dataset of mmepsa.datasets.demo_data (3 classes), sized so
+# synthetic shapes dataset of mmepsa.demo.data (3 classes), sized so
 # that it learns on a 2-core CPU within 15 minutes. `tools/run_demo.py`
 # (`make demo`) generates the data and runs it; so does mmdet's train.py once
 # the data is there:
-#   python -m mmepsa.datasets.demo_data --root data/demo_shapes
+#   python -m mmepsa.demo.data --root data/demo_shapes
 # (its defaults are the values of `demo_data` in the _base_ file).
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',

@@ -1,5 +1,5 @@
 # RetinaNet with an EPSANet-50 (small) backbone, trained FROM SCRATCH on the
-# synthetic shapes dataset of mmepsa.datasets.demo_data (3 classes, boxes
+# synthetic shapes dataset of mmepsa.demo.data (3 classes, boxes
 # only). Same data, sizes and schedule as the Mask R-CNN demo config (the
 # _base_ file; this one was not calibrated separately):
 #   .venv/bin/python tools/run_demo.py \

@@ -1,14 +1,14 @@
 # Semantic FPN with an EPSANet-50 (small) backbone, trained FROM SCRATCH on
-# the synthetic shapes of mmepsa.datasets.demo_seg (4 classes: background,
+# the synthetic shapes of mmepsa.demo.seg_data (4 classes: background,
 # circle, rectangle, triangle), sized to learn on a 2-core CPU in minutes
 # (500 iterations; what it reaches: configs/seg_demo/README.md).
 # Generate the data, then train and evaluate (mIoU, mmseg's IoUMetric) with
 # mmseg's own train.py:
-#   python -m mmepsa.datasets.demo_seg --root data/demo_shapes_seg
+#   python -m mmepsa.demo.seg_data --root data/demo_shapes_seg
 #   python .venv/lib/python3.11/site-packages/mmseg/.mim/tools/train.py \
 #       configs/seg_demo/fpn_epsanet50-s_demo-shapes.py
 # (the mIoU of the same model before training:
-#   python -m mmepsa.datasets.demo_seg --eval-untrained \
+#   python -m mmepsa.demo.seg_data --eval-untrained \
 #       configs/seg_demo/fpn_epsanet50-s_demo-shapes.py)
 _base_ = [
     'mmseg::_base_/models/fpn_r50.py',
@@ -16,7 +16,7 @@ _base_ = [
 ]
 custom_imports = dict(imports=['mmepsa'], allow_failed_imports=False)
 
-# The dataset `python -m mmepsa.datasets.demo_seg` generates (its defaults).
+# The dataset `python -m mmepsa.demo.seg_data` generates (its defaults).
 demo_data = dict(num_train=300, num_val=50, img_size=96, max_objects=3, seed=0)
 crop_size = (96, 96)
 max_iters = 500

@@ -8,7 +8,7 @@ Steps, for each of :data:`DEMO_CONFIGS`:
 
 1. the checkpoint named by ``<work_dir>/last_checkpoint`` (the config's
    ``work_dir``: ``work_dirs/demo`` and ``work_dirs/demo_retinanet``); if
-   there is none, the demo trains it first (:func:`mmepsa.apis.run_demo`,
+   there is none, the demo trains it first (:func:`mmepsa.demo.run_demo`,
    as ``make demo``);
 2. :func:`~mmepsa.deployment.export_onnx` to
    ``work_dirs/deploy-demo/<config name>.onnx``;
@@ -61,7 +61,7 @@ def demo_checkpoint(config: str, train: bool = True) -> str:
     last_checkpoint``), trained first by the demo when there is none (or
     ``FileNotFoundError`` when ``train`` is False); the demo data is made
     if it is missing."""
-    from mmepsa.apis.demo import ensure_data, load_demo_config, run_demo
+    from mmepsa.demo.trainer import ensure_data, load_demo_config, run_demo
     cfg = load_demo_config(config)
     pointer = osp.join(cfg.work_dir, 'last_checkpoint')
     if osp.isfile(pointer):

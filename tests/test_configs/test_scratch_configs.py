@@ -27,7 +27,7 @@ from mmengine.registry import init_default_scope
 from torch.nn.modules.batchnorm import _NormBase
 
 import mmepsa  # noqa: F401  (registers EPSANet)
-from mmepsa.apis.demo import ensure_data, load_demo_config
+from mmepsa.demo.trainer import ensure_data, load_demo_config
 from tests.utils import DEMO_MASK_RCNN, DEMO_RETINANET, REPO
 
 FASTER = ('configs/scratch/'

@@ -27,7 +27,7 @@ from mmengine.registry import init_default_scope  # noqa: E402
 from mmengine.structures import PixelData  # noqa: E402
 
 import mmepsa  # noqa: E402,F401
-from mmepsa.datasets import demo_seg  # noqa: E402
+from mmepsa.demo import seg_data as demo_seg  # noqa: E402
 from mmepsa.models import EPSANet  # noqa: E402
 from tests.utils import REPO  # noqa: E402
 

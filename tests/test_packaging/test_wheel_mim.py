@@ -117,7 +117,7 @@ def test_mim_search(wheel_env, tmp_path):
 def test_mim_train_demo_two_iterations(wheel_env, tmp_path):
     py, env, site = wheel_env
     proc = _run([
-        py, '-m', 'mmepsa.datasets.demo_data', '--root', 'data/demo_shapes',
+        py, '-m', 'mmepsa.demo.data', '--root', 'data/demo_shapes',
         '--num-train', '8', '--num-val', '4', '--img-size', '64'
     ],
                 cwd=str(tmp_path),

@@ -1,7 +1,7 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
 """tools/run_demo.py as users run it: the Mask R-CNN demo for 2 iterations
 on a tiny generated dataset, and bad input. (The functions behind it:
-test_apis/test_demo.py.)"""
+test_demo/test_trainer.py.)"""
 import json
 import os.path as osp
 

@@ -1,5 +1,5 @@
 # What the demo detectors share: the synthetic shapes dataset of
-# mmepsa.datasets.demo_data (3 classes), the EPSANet-50 (small) backbone
+# mmepsa.demo.data (3 classes), the EPSANet-50 (small) backbone
 # trained FROM SCRATCH, the schedule and the runtime, sized so that the Mask
 # R-CNN demo learns on a 2-core CPU within 15 minutes. A demo config adds
 # the mmdet model base (which holds `model` only) and fills the model with

@@ -1,5 +1,5 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
-"""The synthetic shapes dataset of the demo (mmepsa.datasets.demo_data)."""
+"""The synthetic shapes dataset of the demo (mmepsa.demo.data)."""
 import hashlib
 import inspect
 import json
@@ -11,8 +11,8 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from mmepsa.datasets import demo_data
-from mmepsa.datasets.demo_data import DEMO_CLASSES, make_demo_dataset
+from mmepsa.demo import data as demo_data
+from mmepsa.demo.data import DEMO_CLASSES, make_demo_dataset
 
 SMALL = dict(num_train=6, num_val=3, img_size=64, max_objects=3, seed=0)
 

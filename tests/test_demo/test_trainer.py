@@ -1,14 +1,14 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
-"""mmepsa.apis.demo (what tools/run_demo.py calls): the demo configs train
+"""mmepsa.demo.trainer (what tools/run_demo.py calls): the demo configs train
 and evaluate through mmengine's Runner, on a tiny generated dataset."""
 import math
 import os.path as osp
 
 import pytest
 
-from mmepsa.apis.demo import (DemoDiverged, check_finite_loss, ensure_data,
-                              format_summary, load_demo_config, precision_of,
-                              set_epochs)
+from mmepsa.demo.trainer import (DemoDiverged, check_finite_loss, ensure_data,
+                                 format_summary, load_demo_config,
+                                 precision_of, set_epochs)
 from tests.utils import DEMO_MASK_RCNN, DEMO_RETINANET
 
 
@@ -96,7 +96,7 @@ def test_predictions_are_drawn_large_enough_to_read():
     from mmdet.structures.mask import BitmapMasks
     from mmengine.structures import InstanceData
 
-    from mmepsa.apis.demo import DRAW_SIZE, upscale_for_drawing
+    from mmepsa.demo.trainer import DRAW_SIZE, upscale_for_drawing
 
     image = np.zeros((160, 120, 3), np.uint8)
     sample = DetDataSample()
