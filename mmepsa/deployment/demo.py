@@ -117,7 +117,7 @@ def run_deploy_demo(out_dir: str = 'work_dirs/deploy-demo',
             flush=True)
         result = evaluate_onnx(config, onnx_file, checkpoint)
         result['export'] = dict(
-            ops=export['ops'], max_abs_diff=export.get('max_abs_diff'))
+            ops=export['ops'], agreement=export.get('agreement'))
         _write_json(osp.join(out_dir, stem + '.json'), result)
         summary['models'][stem] = result
         summary['ok'] = summary['ok'] and result['ok']

@@ -71,6 +71,9 @@ class DetectionAgreement:
         self.counts['test'] += len(test_boxes)
         if len(ref_boxes) and len(test_boxes):
             ious = box_iou(ref_boxes, test_boxes)
+            # the same box (also of no area, whose IoU is not a number)
+            same = (ref_boxes[:, None] - test_boxes[None]).abs().amax(-1)
+            ious[same < 1e-3] = 1.0
             ious[reference.labels[:, None] != test.labels[None, :]] = -1
         else:
             ious = torch.zeros(len(ref_boxes), len(test_boxes))

@@ -25,12 +25,15 @@ import torch.nn as nn
 from .wrapper import (UnsupportedModelError, build_export_wrapper,
                       check_supported)
 
+#: The graph's inputs: the batch and each image's ``(h, w)`` in it.
+INPUT_NAMES = ('input', 'img_shape')
+
 #: The key of the model's metadata (``metadata_props``) that the runner
 #: reads: a JSON object.
 METADATA_KEY = 'mmepsa'
 
 #: Metadata format version.
-METADATA_VERSION = 1
+METADATA_VERSION = 2
 
 #: The ONNX opset of the export (``RoiAlign`` with ``aligned`` needs 16).
 DEFAULT_OPSET = 17
@@ -339,7 +342,6 @@ def export_onnx(config,
     if len(shape) != 2 or min(shape) < 32:
         raise ValueError(f'shape must be (H, W) of at least 32, got {shape}')
     cfg = load_config(config, cfg_options)
-    check_supported(cfg.model)
     settings = image_settings(cfg)
     detector, cfg = load_detector(cfg, checkpoint)
     wrapper = build_export_wrapper(detector, cfg.model).eval()
@@ -354,9 +356,13 @@ def export_onnx(config,
             layout='NCHW',
             dtype='float32',
             channel_order=settings['channel_order'],
-            size_divisor=wrapper.size_divisor),
+            size_divisor=wrapper.size_divisor,
+            img_shape='img_shape: (N, 2) int64, (h, w) of each image, '
+            'stacked top-left in input'),
         resize=settings['resize'],
         outputs=output_names,
+        image_ids='the batch index of each detection; detections are '
+        'grouped by image, highest score first',
         boxes='x1, y1, x2, y2 in the input image (divide by the resize '
         'scale factor for the original image)',
         mask_thr_binary=(float(cfg.model.test_cfg.rcnn.mask_thr_binary)
@@ -370,17 +376,28 @@ def export_onnx(config,
     os.close(fd)
     try:
         torch.manual_seed(0)
-        example = torch.rand(1, 3, *shape) * 255
-        dynamic = {'input': {2: 'height', 3: 'width'}}
+        example = (torch.rand(1, 3, *shape) * 255,
+                   torch.tensor([list(shape)], dtype=torch.long))
+        dynamic = {
+            'input': {
+                0: 'batch',
+                2: 'height',
+                3: 'width'
+            },
+            'img_shape': {
+                0: 'batch'
+            }
+        }
         dynamic.update({name: {0: 'num_dets'} for name in output_names})
         with torch.no_grad(), warnings.catch_warnings():
             # the TorchScript exporter's deprecation and tracer warnings
             warnings.simplefilter('ignore')
             torch.onnx.export(
-                wrapper, (example, ),
+                wrapper,
+                example,
                 tmp,
                 opset_version=opset,
-                input_names=['input'],
+                input_names=list(INPUT_NAMES),
                 output_names=output_names,
                 dynamic_axes=dynamic,
                 do_constant_folding=True,
@@ -404,7 +421,7 @@ def export_onnx(config,
             metadata=metadata)
         del model
         if verify:
-            info['max_abs_diff'] = verify_onnx(wrapper, tmp, shape)
+            info['agreement'] = verify_onnx(wrapper, tmp, shape)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private
@@ -418,41 +435,76 @@ def export_onnx(config,
 def verify_onnx(wrapper: nn.Module,
                 onnx_file: str,
                 shape: Sequence[int],
-                atol: float = 1e-3) -> dict:
+                iou: float = 0.99,
+                score_atol: float = 1e-3) -> dict:
     """Run ``onnx_file`` with onnxruntime and ``wrapper`` with PyTorch on
-    one random image of another size than ``shape`` (both sides + 32 px);
-    returns the largest absolute difference of each output.
+    a batch of two random images of other sizes than ``shape`` (the first
+    + 32 px on both sides, the second smaller, padded into the batch), and
+    match their detections as the evaluator does
+    (:class:`~mmepsa.deployment.DetectionAgreement`): image by image, same
+    label, box IoU >= ``iou``, scores within ``score_atol``. Detections
+    whose scores are nearly equal may come out in either order, so a
+    detection only one side has is allowed where a cut falls (its score
+    within ``score_atol`` of the other side's lowest or of ``score_thr``).
+
+    Returns:
+        dict: :meth:`DetectionAgreement.summary` of the two.
 
     Raises:
-        RuntimeError: a different number of detections, or a difference
-            above ``atol`` (labels: any difference).
+        RuntimeError: a detection unmatched above the cut, a matched one
+            below ``iou`` or a score difference above ``score_atol``.
     """
+    from mmengine.structures import InstanceData
+
+    from .evaluate import DetectionAgreement
     from .runner import create_session
     session = create_session(onnx_file)
     g = torch.Generator().manual_seed(1)
-    img = torch.rand(1, 3, shape[0] + 32, shape[1] + 32, generator=g) * 255
-    outs = session.run(None, {'input': img.numpy()})
+    h, w = shape[0] + 32, shape[1] + 32
+    img = torch.rand(2, 3, h, w, generator=g) * 255
+    img_shape = torch.tensor([[h, w], [h - 40, w - 24]])
+    outs = session.run(None, {
+        'input': img.numpy(),
+        'img_shape': img_shape.numpy()
+    })
     with torch.no_grad():
-        expected = wrapper(img)
-    diffs = {}
-    for name, got, want in zip(wrapper.output_names, outs, expected):
-        got = torch.from_numpy(got)
-        if tuple(got.shape) != tuple(want.shape):
+        expected = wrapper(img, img_shape)
+    names = list(wrapper.output_names)
+    total = DetectionAgreement(match_iou=iou)
+
+    def image_dets(values, image: int) -> InstanceData:
+        values = dict(zip(names, (torch.as_tensor(v) for v in values)))
+        keep = values['image_ids'] == image
+        return InstanceData(
+            bboxes=values['boxes'][keep],
+            scores=values['scores'][keep],
+            labels=values['labels'][keep])
+
+    for image in range(len(img)):
+        ref, test = image_dets(expected, image), image_dets(outs, image)
+        agreement = DetectionAgreement(match_iou=iou)
+        agreement.add(ref, test)
+        total.add(ref, test)
+        cut = max([
+            float(ref.scores.min()) if len(ref) else 0.0,
+            float(test.scores.min()) if len(test) else 0.0
+        ])
+        summary = agreement.summary()
+        problem = None
+        if summary['max_unmatched_score'] is not None and \
+                summary['max_unmatched_score'] > cut + score_atol:
+            problem = (
+                f"a detection of score {summary['max_unmatched_score']:.4g}"
+                ' found by one runtime only')
+        elif (summary['max_score_diff'] or 0) > score_atol:
+            problem = (
+                f"scores differ by up to {summary['max_score_diff']:.3g}"
+                f' (limit {score_atol})')
+        if problem:
             raise RuntimeError(
-                f'onnxruntime and PyTorch disagree on {onnx_file}: output '
-                f'{name} has shape {tuple(got.shape)} against '
-                f'{tuple(want.shape)}')
-        diff = float((got.double() - want.double()).abs().max()) \
-            if got.numel() else 0.0
-        limit = 0 if name == 'labels' else atol * max(
-            1.0,
-            float(want.abs().max()) if want.numel() else 1.0)
-        if diff > limit:
-            raise RuntimeError(
-                f'onnxruntime and PyTorch disagree on {onnx_file}: output '
-                f'{name} differs by up to {diff:.3g} (limit {limit:.3g})')
-        diffs[name] = diff
-    return diffs
+                f'onnxruntime and PyTorch disagree on {onnx_file}, image '
+                f'{image} of the check batch: {problem}')
+    return total.summary()
 
 
 __all__ = [

@@ -100,22 +100,23 @@ def compare_latency(config,
 
         steps['onnxruntime'] = run_onnx
     if {'pytorch', 'pytorch-export-wrapper'} & set(rows):
-        detector, _ = load_detector(config, checkpoint, cfg_options)
+        detector, cfg = load_detector(config, checkpoint, cfg_options)
         h, w = shape[2:]
         meta = dict(
             img_shape=(h, w), ori_shape=(h, w), scale_factor=(1.0, 1.0))
         data = dict(
             inputs=[torch.from_numpy(pixels)],
             data_samples=[DetDataSample(metainfo=meta)])
-        wrapper = build_export_wrapper(detector).eval()
+        wrapper = build_export_wrapper(detector, cfg.model).eval()
         tensor = torch.from_numpy(inputs)
+        img_shape = torch.tensor([[h, w]] * len(tensor))
 
         def run_pytorch():
             out = detector.test_step(data)[0].pred_instances
             outputs['pytorch'] = out.scores
 
         def run_wrapper():
-            outputs['pytorch-export-wrapper'] = wrapper(tensor)[1]
+            outputs['pytorch-export-wrapper'] = wrapper(tensor, img_shape)[2]
 
         if 'pytorch' in rows:
             steps['pytorch'] = run_pytorch

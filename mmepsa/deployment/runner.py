@@ -26,7 +26,7 @@ Example:
 """
 import json
 import os.path as osp
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -290,41 +290,88 @@ class OnnxDetector:
         inputs = resized.transpose(2, 0, 1)[None].astype(np.float32)
         return np.ascontiguousarray(inputs), scale_factor
 
-    def infer(self, inputs: np.ndarray) -> Dict[str, np.ndarray]:
-        """Run the graph on its ``(1, 3, h, w)`` float32 input: the raw
-        outputs (boxes in the input's pixels), by name."""
-        outs = self.session.run(None, {'input': inputs})
+    def stack(self, images: Sequence[np.ndarray]
+              ) -> Tuple[np.ndarray, np.ndarray, list]:
+        """Pre-process ``images`` (each as :meth:`preprocess`) and stack
+        them top-left into one ``(N, 3, H, W)`` batch of the largest height
+        and width, as mmdet's data preprocessor stacks a batch (the graph
+        pads each image with the pad value): the batch, ``img_shape``
+        ``(N, 2)`` int64 and each image's ``scale_factor``."""
+        items = [self.preprocess(img) for img in images]
+        if not items:
+            raise ValueError('a batch needs at least one image')
+        shapes = np.array([x.shape[2:] for x, _ in items], dtype=np.int64)
+        h, w = shapes.max(axis=0)
+        batch = np.zeros((len(items), 3, h, w), dtype=np.float32)
+        for i, (x, _) in enumerate(items):
+            batch[i, :, :x.shape[2], :x.shape[3]] = x[0]
+        return batch, shapes, [scale for _, scale in items]
+
+    def infer(self,
+              inputs: np.ndarray,
+              img_shape: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
+        """Run the graph on its ``(N, 3, H, W)`` float32 input and each
+        image's ``(h, w)`` in it (default: the whole input): the raw
+        outputs (boxes in the input's pixels, ``image_ids`` the image of
+        each detection), by name."""
+        if img_shape is None:
+            img_shape = np.array(
+                [inputs.shape[2:]] * len(inputs), dtype=np.int64)
+        outs = self.session.run(
+            None, {
+                'input': inputs,
+                'img_shape': np.asarray(img_shape, dtype=np.int64)
+            })
         return dict(zip(self.output_names, outs))
 
-    def postprocess(self, raw: Dict[str,
-                                    np.ndarray], scale_factor: Sequence[float],
-                    ori_shape: Sequence[int]) -> Dict[str, np.ndarray]:
-        """The raw outputs -> ``bboxes`` in the original image (divided by
-        ``scale_factor``), ``scores``, ``labels`` and, for Mask R-CNN,
-        ``masks`` ``(N, H, W)`` bool pasted into the ``ori_shape`` image."""
+    def postprocess(self,
+                    raw: Dict[str, np.ndarray],
+                    scale_factor: Sequence[float],
+                    ori_shape: Sequence[int],
+                    image: int = 0) -> Dict[str, np.ndarray]:
+        """The raw outputs of the batch's ``image`` -> ``bboxes`` in the
+        original image (divided by ``scale_factor``), ``scores``,
+        ``labels`` and, for Mask R-CNN, ``masks`` ``(N, H, W)`` bool pasted
+        into the ``ori_shape`` image."""
+        keep = raw['image_ids'] == image
         sx, sy = (float(v) for v in scale_factor)
-        boxes = raw['boxes'] / np.array([sx, sy, sx, sy], dtype=np.float32)
+        boxes = raw['boxes'][keep] / np.array([sx, sy, sx, sy],
+                                              dtype=np.float32)
         result = dict(
             bboxes=boxes.astype(np.float32),
-            scores=raw['scores'],
-            labels=raw['labels'].astype(np.int64))
+            scores=raw['scores'][keep],
+            labels=raw['labels'][keep].astype(np.int64))
         if self.with_masks:
             h, w = int(ori_shape[0]), int(ori_shape[1])
             threshold = self.meta.get('mask_thr_binary')
             result['masks'] = paste_masks(
-                raw['masks'], result['bboxes'], h, w,
+                raw['masks'][keep], result['bboxes'], h, w,
                 0.5 if threshold is None else threshold)
         return result
+
+    def detect(self, images: Sequence[Union[str, np.ndarray]]
+               ) -> List[Dict[str, np.ndarray]]:
+        """Detect objects in a batch of image files or ``(H, W, 3)`` uint8
+        arrays (in :attr:`channel_order`), run as one batch: each image's
+        result as :meth:`__call__` gives it. An image that cannot be read
+        fails the batch with an error naming it."""
+        arrays = [
+            load_image(img, self.channel_order) if isinstance(img, str) else
+            check_image(img, f'image {i} of the batch')
+            for i, img in enumerate(images)
+        ]
+        batch, shapes, scales = self.stack(arrays)
+        raw = self.infer(batch, shapes)
+        return [
+            self.postprocess(raw, scale, img.shape[:2], i)
+            for i, (img, scale) in enumerate(zip(arrays, scales))
+        ]
 
     def __call__(self, img: Union[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Detect objects in an image file or an ``(H, W, 3)`` uint8 array
         (in :attr:`channel_order`): ``bboxes`` ``(N, 4)`` in its pixels,
         ``scores``, ``labels`` and, for Mask R-CNN, ``masks``."""
-        if isinstance(img, str):
-            img = load_image(img, self.channel_order)
-        inputs, scale_factor = self.preprocess(img)
-        return self.postprocess(
-            self.infer(inputs), scale_factor, img.shape[:2])
+        return self.detect([img])[0]
 
 
 def draw_detections(img: np.ndarray,

@@ -1,33 +1,43 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
-"""The exportable form of an mmdet detector: one image tensor in, boxes,
-scores, labels (and mask probabilities) out, with mmdet's pre- and
-post-processing re-written in plain torch ops that the TorchScript ONNX
-exporter turns into standard ONNX ops (``NonMaxSuppression``, ``RoiAlign``
-of opset 16, ``TopK``, ``NonZero``...).
+"""The exportable form of an mmdet detector: a batch of images in, every
+image's boxes, scores, labels (and mask probabilities) out, in ops that the
+TorchScript ONNX exporter turns into standard ONNX ops.
 
-mmdet 3.3's own ``mode='tensor'`` stops before the post-processing (and
-the two-stage detectors call ``batched_nms`` in the middle of it), and
-mmcv 2.1's ``nms`` and ``RoIAlign`` have no ONNX symbolic that
-onnxruntime runs without a custom-op library, so the post-processing of
-the supported heads (:data:`SUPPORTED_TYPES`) is re-implemented here,
-step by step as mmdet does it (``nms_pre``, ``score_thr``, box decoding,
-``min_bbox_size``, class-wise NMS with mmcv's coordinate offsets,
-``max_per_img``, RoI level mapping, mask head), with torchvision's
-``nms`` and ``roi_align``, whose ONNX symbolics torchvision registers.
+As mmdeploy's function rewriters do, the graph calls mmdet's own pieces
+wherever they trace: the backbone, neck and heads' ``forward``, the prior
+generators (``grid_priors``), the box coders (``decode``), the RoI
+extractors' ``map_roi_levels``, the RoI heads. It re-writes only what does
+not export:
+
+* the candidate selection of ``predict_by_feat`` (mmdet filters tensors to
+  data-dependent sizes in Python: :func:`select_candidates` does it for a
+  whole batch with ``TopK`` and ``NonZero``), clipping boxes to each image's
+  size (a graph input) and ``min_bbox_size``;
+* NMS: mmcv's ``nms`` has no ONNX form that onnxruntime runs without a
+  custom-op library; :func:`batched_nms` is mmcv's ``batched_nms`` (class
+  offsets) run once per image, which exports to ONNX
+  ``NonMaxSuppression`` with the images as its classes;
+* ``RoIAlign``: mmcv's op the same way; torchvision's ``roi_align`` with
+  the layer's own settings exports to ONNX ``RoiAlign`` (opset 16);
+* the data preprocessor's padding, which depends on each image's size.
+
+Every key of ``test_cfg`` the graph honours is listed in
+:data:`TEST_CFG_KEYS`; :func:`check_supported` refuses any other by name.
 
 What the graph does not do, and :class:`~mmepsa.deployment.OnnxDetector`
-does: loading and resizing the image (mmdet's ``Resize``), scaling the
-boxes back to the original image and pasting the masks into it.
+does: loading and resizing the images (mmdet's ``Resize``), stacking them
+into one batch, scaling the boxes back to each original image and pasting
+the masks into it.
 """
-import math
-from typing import Dict, Optional, Sequence, Tuple, Union
+import sys
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-#: The detectors and heads :class:`DetectorExporter` exports, by config
-#: field (``model.<field>.type``); :func:`check_supported` refuses others.
+#: The detectors and heads the exporter supports, by config field
+#: (``model.<field>.type``); :func:`check_supported` refuses others.
 SUPPORTED_TYPES: Dict[str, Tuple[str, ...]] = {
     'model': ('RetinaNet', 'FasterRCNN', 'MaskRCNN'),
     'bbox_head': ('RetinaHead', ),
@@ -40,16 +50,33 @@ SUPPORTED_TYPES: Dict[str, Tuple[str, ...]] = {
     'roi_head.mask_roi_extractor': ('SingleRoIExtractor', ),
 }
 
-#: The parts the heads may use (checked on the built detector).
+#: The parts the heads may use, by the last part of their config field.
 SUPPORTED_PARTS: Dict[str, Tuple[str, ...]] = {
     'bbox_coder': ('DeltaXYWHBBoxCoder', ),
     'prior_generator': ('AnchorGenerator', ),
+    'anchor_generator': ('AnchorGenerator', ),
     'roi_layer': ('RoIAlign', ),
     'nms': ('nms', ),
 }
 
-#: mmdet's ``wh_ratio_clip`` (``DeltaXYWHBBoxCoder.decode``'s default).
-WH_RATIO_CLIP = 16 / 1000
+#: The ``test_cfg`` keys the graph implements, per head; others are refused.
+TEST_CFG_KEYS: Dict[str, Tuple[str, ...]] = {
+    'single_stage':
+    ('nms_pre', 'score_thr', 'min_bbox_size', 'nms', 'max_per_img'),
+    'rpn': ('nms_pre', 'min_bbox_size', 'nms', 'max_per_img'),
+    'rcnn': ('score_thr', 'nms', 'max_per_img', 'mask_thr_binary'),
+}
+
+#: The ``nms`` keys the graph implements (``split_thr`` changes only how
+#: mmcv computes the same result).
+NMS_KEYS = ('type', 'iou_threshold', 'class_agnostic', 'split_thr')
+
+#: The data preprocessor keys the graph implements (mmdet's
+#: ``DetDataPreprocessor``; the others act on training data only).
+PREPROCESSOR_KEYS = ('type', 'mean', 'std', 'bgr_to_rgb', 'rgb_to_bgr',
+                     'pad_size_divisor', 'pad_value', 'pad_mask',
+                     'mask_pad_value', 'pad_seg', 'seg_pad_value',
+                     'boxtype2tensor', 'non_blocking', 'batch_augments')
 
 
 class UnsupportedModelError(ValueError):
@@ -62,20 +89,56 @@ def _unsupported(field: str, found, allowed: Sequence[str]) -> None:
         f'supported {field} types: {", ".join(allowed)}')
 
 
+def _type_name(part) -> Optional[str]:
+    """The type of a config part without its registry scope."""
+    if part is None or part.get('type') is None:
+        return None
+    found = part.get('type')
+    return found.split('.')[-1] if isinstance(found, str) else getattr(
+        found, '__name__', str(found))
+
+
+def _check_keys(field: str, cfg, allowed: Sequence[str]) -> None:
+    extra = sorted(set(cfg or {}) - set(allowed))
+    if extra:
+        raise UnsupportedModelError(
+            f'{field}: {", ".join(extra)} not supported by the ONNX '
+            f'exporter; supported keys: {", ".join(allowed)}')
+
+
+def _check_test_cfg(field: str, cfg, kind: str) -> None:
+    if cfg is None:
+        raise UnsupportedModelError(f'{field} is missing: the exporter '
+                                    'needs the test_cfg the model predicts '
+                                    'with')
+    _check_keys(field, cfg, TEST_CFG_KEYS[kind])
+    nms = cfg.get('nms')
+    if nms is None or 'iou_threshold' not in nms:
+        raise UnsupportedModelError(
+            f'{field}.nms: the exporter needs an NMS with an iou_threshold, '
+            f'got {nms!r}')
+    _check_keys(f'{field}.nms', nms, NMS_KEYS)
+    if nms.get('type', 'nms') not in SUPPORTED_PARTS['nms']:
+        _unsupported(f'{field}.nms', nms.get('type'), SUPPORTED_PARTS['nms'])
+
+
 def check_supported(model_cfg: dict) -> str:
-    """Check a detector config (``cfg.model``) against
-    :data:`SUPPORTED_TYPES`; returns ``'single_stage'`` or
-    ``'two_stage'``.
+    """Check a detector config (``cfg.model``) once, before anything is
+    built: the detector and head types (:data:`SUPPORTED_TYPES`), their
+    box coders, prior generators and RoI layers (:data:`SUPPORTED_PARTS`),
+    every ``test_cfg`` key (:data:`TEST_CFG_KEYS`, :data:`NMS_KEYS`) and the
+    data preprocessor's (:data:`PREPROCESSOR_KEYS`); returns
+    ``'single_stage'`` or ``'two_stage'``.
 
     Raises:
-        UnsupportedModelError: a detector or head type not in
-            :data:`SUPPORTED_TYPES` (the message names the field, the type
-            found and the supported ones).
+        UnsupportedModelError: the message names the field, what was found
+            and what is supported.
 
     Example:
         >>> from mmepsa.deployment import check_supported
         >>> check_supported(dict(type='RetinaNet',
-        ...                      bbox_head=dict(type='RetinaHead')))
+        ...                      bbox_head=dict(type='RetinaHead'),
+        ...                      test_cfg=dict(nms=dict(iou_threshold=0.5))))
         'single_stage'
     """
 
@@ -85,16 +148,17 @@ def check_supported(model_cfg: dict) -> str:
             node = node.get(key) if node is not None else None
         return node
 
-    model_type = model_cfg.get('type')
+    model_type = _type_name(model_cfg)
     if model_type not in SUPPORTED_TYPES['model']:
         # a single-stage detector of another name still fails on its head
         head = get('bbox_head')
-        if head is not None and head.get(
-                'type') not in SUPPORTED_TYPES['bbox_head']:
-            _unsupported('bbox_head', head.get('type'),
+        if head is not None and _type_name(
+                head) not in SUPPORTED_TYPES['bbox_head']:
+            _unsupported('bbox_head', _type_name(head),
                          SUPPORTED_TYPES['bbox_head'])
         _unsupported('model', model_type, SUPPORTED_TYPES['model'])
-    if model_type == 'RetinaNet':
+    single = model_type == 'RetinaNet'
+    if single:
         fields = ('bbox_head', )
     else:
         fields = ('rpn_head', 'roi_head', 'roi_head.bbox_roi_extractor',
@@ -102,460 +166,466 @@ def check_supported(model_cfg: dict) -> str:
         if model_type == 'MaskRCNN':
             fields += ('roi_head.mask_roi_extractor', 'roi_head.mask_head')
     for field in fields:
-        part = get(field)
-        found = None if part is None else part.get('type')
-        if found not in SUPPORTED_TYPES[field]:
-            _unsupported(field, found, SUPPORTED_TYPES[field])
-    return 'single_stage' if model_type == 'RetinaNet' else 'two_stage'
-
-
-def _check_part(field: str, obj) -> None:
-    kind = field.rsplit('.', 1)[-1]
-    name = obj if isinstance(obj, str) else type(obj).__name__
-    if name not in SUPPORTED_PARTS[kind]:
-        _unsupported(field, name, SUPPORTED_PARTS[kind])
-
-
-def _check_nms(field: str, nms_cfg) -> None:
-    if nms_cfg is None or 'iou_threshold' not in nms_cfg:
-        raise UnsupportedModelError(
-            f'{field}: the exporter needs an NMS with an iou_threshold, got '
-            f'{nms_cfg!r}')
-    _check_part(field, nms_cfg.get('type', 'nms'))
-    if nms_cfg.get('class_agnostic', False):
-        raise UnsupportedModelError(
-            f'{field}.class_agnostic=True is not supported by the ONNX '
-            'exporter; supported: False (class-wise NMS)')
-
-
-# ------------------------------------------------------------- helpers ---
-
-
-def _size(x: Tensor, dim: int) -> Union[int, Tensor]:
-    """``x.shape[dim]``: an int in eager mode, a traced 0-d tensor while
-    exporting (so that the graph follows the input's size)."""
-    return x.shape[dim]
-
-
-def _min_count(n: Union[int, Tensor], k: int) -> Union[int, Tensor]:
-    """``min(n, k)`` for a size ``n`` that may be traced."""
-    if isinstance(n, Tensor):
-        return torch.clamp(n, max=k)
-    return min(n, k)
-
-
-def _topk(x: Tensor, k: int) -> Tuple[Tensor, Tensor]:
-    """The ``k`` largest of the 1-d ``x`` (all of them, sorted, for
-    ``k <= 0``), highest first, as mmdet's ``sort(descending=True)[:k]``."""
-    n = _size(x, 0)
-    return x.topk(n if k <= 0 else _min_count(n, k))
-
-
-def _keep(mask: Tensor) -> Tensor:
-    """Indices of the true entries of the 1-d ``mask``."""
-    return mask.nonzero().reshape(-1)
-
-
-def grid_anchors(prior_generator, level: int, feat_h, feat_w,
-                 dtype: torch.dtype, device) -> Tensor:
-    """mmdet's ``AnchorGenerator.single_level_grid_priors`` for a feature
-    map size that may be traced: ``(feat_h * feat_w * A, 4)`` anchors,
-    position-major as mmdet orders them."""
-    base = prior_generator.base_anchors[level].to(device=device, dtype=dtype)
-    stride_w, stride_h = prior_generator.strides[level]
-    shift_x = torch.arange(feat_w, device=device).to(dtype) * stride_w
-    shift_y = torch.arange(feat_h, device=device).to(dtype) * stride_h
-    shift_yy, shift_xx = torch.meshgrid(shift_y, shift_x, indexing='ij')
-    shift_xx, shift_yy = shift_xx.reshape(-1), shift_yy.reshape(-1)
-    shifts = torch.stack([shift_xx, shift_yy, shift_xx, shift_yy], dim=-1)
-    return (base[None, :, :] + shifts[:, None, :]).reshape(-1, 4)
-
-
-def decode_boxes(coder, rois: Tensor, deltas: Tensor,
-                 max_xyxy: Optional[Tensor]) -> Tensor:
-    """mmdet's ``delta2bbox`` (``DeltaXYWHBBoxCoder.decode``) for ``(N, 4)``
-    rois and deltas, the boxes clipped to ``max_xyxy`` (``[W, H, W, H]``,
-    a tensor) when the coder clips them."""
-    means = deltas.new_tensor(coder.means).view(1, -1)
-    stds = deltas.new_tensor(coder.stds).view(1, -1)
-    denorm = deltas * stds + means
-    dxy, dwh = denorm[:, :2], denorm[:, 2:]
-    pxy = (rois[:, :2] + rois[:, 2:]) * 0.5
-    pwh = rois[:, 2:] - rois[:, :2]
-    dxy_wh = pwh * dxy
-    max_ratio = abs(math.log(WH_RATIO_CLIP))
-    if coder.add_ctr_clamp:
-        dxy_wh = torch.clamp(dxy_wh, max=coder.ctr_clamp, min=-coder.ctr_clamp)
-        dwh = torch.clamp(dwh, max=max_ratio)
+        if _type_name(get(field)) not in SUPPORTED_TYPES[field]:
+            _unsupported(field, _type_name(get(field)), SUPPORTED_TYPES[field])
+    for field in fields:
+        for part in ('bbox_coder', 'prior_generator', 'anchor_generator'):
+            if get(f'{field}.{part}') is not None:
+                found = _type_name(get(f'{field}.{part}'))
+                if found not in SUPPORTED_PARTS[part]:
+                    _unsupported(f'{field}.{part}', found,
+                                 SUPPORTED_PARTS[part])
+        layer = get(f'{field}.roi_layer')
+        if field.endswith('extractor') and layer is not None:
+            if _type_name(layer) not in SUPPORTED_PARTS['roi_layer']:
+                _unsupported(f'{field}.roi_layer', _type_name(layer),
+                             SUPPORTED_PARTS['roi_layer'])
+            if layer.get('pool_mode', 'avg') != 'avg':
+                raise UnsupportedModelError(
+                    f"{field}.roi_layer.pool_mode={layer.get('pool_mode')!r} "
+                    'is '
+                    "not supported by the ONNX exporter; supported: 'avg'")
+    if not single:
+        roi = get('roi_head')
+        if roi.get('shared_head') is not None:
+            raise UnsupportedModelError(
+                'roi_head.shared_head is not supported by the ONNX exporter')
+        if model_type == 'MaskRCNN' and roi.get('mask_roi_extractor') is None:
+            raise UnsupportedModelError(
+                'roi_head.share_roi_extractor (no mask_roi_extractor) is not '
+                'supported by the ONNX exporter; give the mask head its own '
+                'mask_roi_extractor')
+    test_cfg = get('test_cfg')
+    if single:
+        _check_test_cfg('model.test_cfg', test_cfg, 'single_stage')
     else:
-        dwh = dwh.clamp(min=-max_ratio, max=max_ratio)
-    gxy = pxy + dxy_wh
-    gwh = pwh * dwh.exp()
-    boxes = torch.cat([gxy - gwh * 0.5, gxy + gwh * 0.5], dim=-1)
-    if coder.clip_border and max_xyxy is not None:
-        boxes = torch.minimum(torch.clamp(boxes, min=0), max_xyxy)
-    return boxes
+        _check_keys('model.test_cfg', test_cfg, ('rpn', 'rcnn'))
+        for stage in ('rpn', 'rcnn'):
+            _check_test_cfg(f'model.test_cfg.{stage}',
+                            get(f'test_cfg.{stage}'), stage)
+    preprocessor = get('data_preprocessor')
+    if _type_name(preprocessor) not in (None, 'DetDataPreprocessor'):
+        _unsupported('data_preprocessor', _type_name(preprocessor),
+                     ('DetDataPreprocessor', ))
+    _check_keys('model.data_preprocessor', preprocessor, PREPROCESSOR_KEYS)
+    return 'single_stage' if single else 'two_stage'
 
 
-def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor,
+# ------------------------------------------- what does not export: NMS ---
+
+
+class _ImageWiseNMS(torch.autograd.Function):
+    """NMS of each row of ``scores`` (one image's candidates, the others at
+    -1) over the shared ``boxes``; ``(K, 3)`` rows ``[0, image, index]``.
+    Exports to one ONNX ``NonMaxSuppression`` with the images as classes;
+    in PyTorch, torchvision's ``nms`` per image."""
+
+    @staticmethod
+    def forward(ctx, boxes: Tensor, scores: Tensor,
                 iou_threshold: float) -> Tensor:
-    """Class-wise NMS as mmcv's ``batched_nms`` does it (each class's boxes
-    offset by ``class * (max coordinate + 1)``, one NMS), with
-    ``torchvision.ops.nms`` (ONNX ``NonMaxSuppression``); the kept indices,
-    highest score first. Unlike mmcv's, it runs on no boxes at all (the
-    offset's maximum includes a 0)."""
-    from torchvision.ops import nms
-    max_coordinate = torch.cat([boxes.reshape(-1), boxes.new_zeros(1)]).max()
-    offsets = idxs.to(boxes) * (max_coordinate + 1)
-    return nms(boxes + offsets[:, None], scores, iou_threshold)
+        from torchvision.ops import nms
+        rows = []
+        for image, image_scores in enumerate(scores):
+            inds = (image_scores >= 0).nonzero().reshape(-1)
+            keep = inds[nms(boxes[inds], image_scores[inds], iou_threshold)]
+            rows.append(
+                torch.stack([
+                    torch.zeros_like(keep),
+                    torch.full_like(keep, image), keep
+                ], 1))
+        if not rows:
+            return boxes.new_zeros((0, 3), dtype=torch.long)
+        return torch.cat(rows)
+
+    @staticmethod
+    def symbolic(g, boxes, scores, iou_threshold: float):
+        axes = g.op('Constant', value_t=torch.tensor([0], dtype=torch.long))
+        return g.op(
+            'NonMaxSuppression', g.op('Unsqueeze', boxes, axes),
+            g.op('Unsqueeze', scores, axes),
+            g.op(
+                'Constant',
+                value_t=torch.tensor([sys.maxsize], dtype=torch.long)),
+            g.op(
+                'Constant',
+                value_t=torch.tensor([iou_threshold], dtype=torch.float)),
+            g.op('Constant', value_t=torch.tensor([-0.5], dtype=torch.float)))
 
 
-def filter_min_size(boxes: Tensor, min_bbox_size: float) -> Tensor:
-    """Indices of the boxes wider and taller than ``min_bbox_size`` (mmdet's
-    ``min_bbox_size`` filter; all of them for a negative size)."""
+def _one_hot(ids: Tensor, num: Tensor) -> Tensor:
+    """``(len(ids), num)``: ``ids[i] == j``; ``num`` may be traced."""
+    return ids[:, None] == torch.arange(num, device=ids.device)[None, :]
+
+
+def batched_nms(boxes: Tensor, scores: Tensor, groups: Tensor,
+                image_ids: Tensor, num_images, iou_threshold: float,
+                max_per_img: int) -> Tensor:
+    """mmcv's ``batched_nms`` on each image's candidates (class-wise: each
+    group's boxes offset by ``group * (the image's max coordinate + 1)``,
+    as mmcv does), then mmdet's ``[:max_per_img]`` (all for ``<= 0``):
+    indices into the candidates, grouped by image, highest score first."""
+    num = boxes.shape[0]
+    in_image = _one_hot(image_ids, num_images)
+    # each image's largest coordinate (mmcv: boxes.max() of the image)
+    coords = torch.where(in_image,
+                         boxes.max(dim=1).values[:, None], boxes.new_zeros(()))
+    no_box = torch.arange(num_images, device=boxes.device)[None].to(boxes) * 0
+    largest = torch.cat([coords, no_box]).max(dim=0).values
+    offsets = groups.to(boxes) * (largest[image_ids] + 1)
+    image_scores = torch.where(in_image.t(), scores[None, :],
+                               scores.new_full((), -1.0))
+    selected = _ImageWiseNMS.apply(boxes + offsets[:, None], image_scores,
+                                   float(iou_threshold))
+    keep, image = selected[:, 2], selected[:, 1]
+    # highest score first, then each image's rank: kept if < max_per_img
+    order = scores[keep].argsort(descending=True)
+    keep, image = keep[order], image[order]
+    if max_per_img > 0:
+        rank = torch.cumsum(_one_hot(image, num_images).long(), dim=0)
+        rank = rank.gather(1, image[:, None])[:, 0] - 1
+        inds = (rank < max_per_img).nonzero().reshape(-1)
+        keep, image = keep[inds], image[inds]
+    # grouped by image, the score order kept within each image
+    position = torch.arange(keep.shape[0], device=keep.device)
+    order = (image * (num + 1) + position).argsort()
+    return keep[order]
+
+
+# ------------------------------ what does not export: candidate selection
+
+
+def select_candidates(scores: Tensor, nms_pre: int,
+                      score_thr: Optional[float]) -> Tuple[Tensor, ...]:
+    """mmdet's candidate selection of one level for a batch: ``scores``
+    ``(N, P, C)`` (priors x classes) -> the ``nms_pre`` highest of each image
+    (all for ``nms_pre <= 0``) that are above ``score_thr`` (all for
+    ``None``), flat: image, prior, class, score of each. RetinaNet's
+    ``filter_scores_and_topk`` and the RPN's ``sort()[:nms_pre]`` alike."""
+    num_classes = scores.shape[2]
+    flat = scores.reshape(scores.shape[0], -1)
+    count = flat.shape[1]  # a traced 0-d tensor while exporting
+    if nms_pre > 0:
+        count = (
+            torch.clamp(count, max=nms_pre)
+            if isinstance(count, Tensor) else min(count, nms_pre))
+    top, index = flat.topk(count, dim=1)
+    if score_thr is None:
+        image, rank = _all_indices(top)
+    else:
+        image, rank = (top > score_thr).nonzero().unbind(1)
+    index = index[image, rank]
+    prior = torch.div(index, num_classes, rounding_mode='floor')
+    return image, prior, index - prior * num_classes, top[image, rank]
+
+
+def _all_indices(x: Tensor) -> Tuple[Tensor, Tensor]:
+    rows = torch.arange(x.shape[0], device=x.device)
+    cols = torch.arange(x.shape[1], device=x.device)
+    return (rows[:, None].expand(x.shape[0], x.shape[1]).reshape(-1),
+            cols[None, :].expand(x.shape[0], x.shape[1]).reshape(-1))
+
+
+def _take(keep: Tensor, *tensors: Tensor) -> Tuple[Tensor, ...]:
+    return tuple(t[keep] for t in tensors)
+
+
+def clip_boxes(boxes: Tensor, max_xyxy: Tensor) -> Tensor:
+    """Boxes clipped to ``[0, W] x [0, H]`` of their image (``max_xyxy``
+    ``[W, H, W, H]`` per box), as mmdet's coders clip to ``img_shape``."""
+    return torch.minimum(torch.clamp(boxes, min=0), max_xyxy)
+
+
+def min_size_mask(boxes: Tensor, min_bbox_size: float) -> Tensor:
+    """mmdet's ``min_bbox_size`` rule: wider and taller than it."""
     w = boxes[:, 2] - boxes[:, 0]
     h = boxes[:, 3] - boxes[:, 1]
-    return _keep((w > min_bbox_size) & (h > min_bbox_size))
+    return (w > min_bbox_size) & (h > min_bbox_size)
+
+
+def dense_predict(head, cls_scores: Sequence[Tensor],
+                  bbox_preds: Sequence[Tensor], max_xyxy: Tensor, cfg,
+                  score_thr: Optional[float]) -> Tuple[Tensor, ...]:
+    """An anchor head's ``predict_by_feat`` for a batch (RetinaNet, and
+    the RPN with ``score_thr=None`` and the levels as NMS groups): flat
+    image index, boxes, scores, labels (classes; levels for the RPN)."""
+    priors = head.prior_generator.grid_priors(
+        [s.shape[-2:] for s in cls_scores],
+        dtype=cls_scores[0].dtype,
+        device=cls_scores[0].device)
+    is_rpn = score_thr is None
+    images, boxes, scores, labels = [], [], [], []
+    for level, (cls_score,
+                bbox_pred) in enumerate(zip(cls_scores, bbox_preds)):
+        num = cls_score.shape[0]
+        logits = cls_score.permute(0, 2, 3, 1).reshape(num, -1,
+                                                       head.cls_out_channels)
+        if head.use_sigmoid_cls:
+            level_scores = logits.sigmoid()
+        else:
+            level_scores = logits.softmax(-1)[..., :-1]
+        deltas = bbox_pred.permute(0, 2, 3,
+                                   1).reshape(num, -1,
+                                              head.bbox_coder.encode_size)
+        image, prior, label, score = select_candidates(level_scores,
+                                                       cfg.get('nms_pre', -1),
+                                                       score_thr)
+        decoded = head.bbox_coder.decode(priors[level][prior], deltas[image,
+                                                                      prior])
+        if head.bbox_coder.clip_border:
+            decoded = clip_boxes(decoded, max_xyxy[image])
+        images.append(image)
+        boxes.append(decoded)
+        scores.append(score)
+        labels.append(torch.full_like(label, level) if is_rpn else label)
+    image, boxes, scores, labels = (torch.cat(images), torch.cat(boxes),
+                                    torch.cat(scores), torch.cat(labels))
+    if cfg.get('min_bbox_size', -1) >= 0:
+        keep = min_size_mask(boxes, cfg.min_bbox_size).nonzero().reshape(-1)
+        image, boxes, scores, labels = _take(keep, image, boxes, scores,
+                                             labels)
+    groups = (
+        torch.zeros_like(labels)
+        if cfg.nms.get('class_agnostic', False) else labels)
+    keep = batched_nms(boxes, scores, groups, image, max_xyxy.shape[0],
+                       cfg.nms.iou_threshold, cfg.max_per_img)
+    return _take(keep, image, boxes, scores, labels)
 
 
 def extract_roi_feats(extractor, feats: Sequence[Tensor],
-                      boxes: Tensor) -> Tensor:
-    """mmdet's ``SingleRoIExtractor`` on one image's ``(K, 4)`` boxes with
-    torchvision's ``roi_align`` (ONNX ``RoiAlign``, opset 16 for
-    ``aligned``): each box to the FPN level ``map_roi_levels`` gives it,
-    its features in the order of ``boxes``."""
+                      rois: Tensor) -> Tensor:
+    """``SingleRoIExtractor.forward`` on ``(K, 5)`` rois (image index and
+    box): mmdet's ``map_roi_levels``, then each level's RoIs through
+    torchvision's ``roi_align`` with the level's ``RoIAlign`` settings (ONNX
+    ``RoiAlign``); the features in the order of ``rois``."""
     from torchvision.ops import roi_align
-    feats = feats[:extractor.num_inputs]
-    rois = torch.cat([boxes.new_zeros(_size(boxes, 0), 1), boxes], dim=1)
-    num_levels = len(feats)
-    scale = torch.sqrt(
-        (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
-    levels = torch.floor(torch.log2(scale / extractor.finest_scale + 1e-6))
-    levels = levels.clamp(min=0, max=num_levels - 1).long()
-    if num_levels == 1:
-        layer = extractor.roi_layers[0]
-        return roi_align(feats[0], rois, layer.output_size,
+
+    def align(level: int, level_rois: Tensor) -> Tensor:
+        layer = extractor.roi_layers[level]
+        return roi_align(feats[level], level_rois, layer.output_size,
                          layer.spatial_scale, layer.sampling_ratio,
                          layer.aligned)
+
+    feats = feats[:extractor.num_inputs]
+    if len(feats) == 1:
+        return align(0, rois)
+    levels = extractor.map_roi_levels(rois, len(feats))
     parts, indices = [], []
-    for i, layer in enumerate(extractor.roi_layers[:num_levels]):
-        inds = _keep(levels == i)
-        parts.append(
-            roi_align(feats[i], rois[inds], layer.output_size,
-                      layer.spatial_scale, layer.sampling_ratio,
-                      layer.aligned))
+    for level in range(len(feats)):
+        inds = (levels == level).nonzero().reshape(-1)
+        parts.append(align(level, rois[inds]))
         indices.append(inds)
-    # back to the order of ``boxes``: the level-by-level indices sorted
-    order = torch.argsort(torch.cat(indices))
-    return torch.cat(parts)[order]
+    # back to the order of ``rois``: the level-by-level indices sorted
+    return torch.cat(parts)[torch.cat(indices).argsort()]
 
 
 # -------------------------------------------------------------- modules ---
 
 
 class _ExportWrapper(nn.Module):
-    """Pre-processing (the detector's ``DetDataPreprocessor``: channel
-    order, normalisation, padding to ``pad_size_divisor``) in the graph; the
-    subclasses add the heads."""
+    """Pre-processing in the graph: the data preprocessor's channel order
+    and normalisation (from the config's ``data_preprocessor``), the pad
+    value where an image of the batch ends, padding to
+    ``pad_size_divisor``. The subclasses add the heads.
+
+    Inputs: ``input`` ``(N, 3, H, W)`` float pixels in the channel order
+    the pipeline loads them, the images stacked top-left; ``img_shape``
+    ``(N, 2)`` int64, each image's ``(h, w)`` in it.
+    """
 
     #: The names of the graph's outputs, in order.
-    output_names: Tuple[str, ...] = ('boxes', 'scores', 'labels')
+    output_names: Tuple[str, ...] = ('image_ids', 'boxes', 'scores', 'labels')
 
-    def __init__(self, detector: nn.Module) -> None:
+    def __init__(self, detector: nn.Module, model_cfg: dict) -> None:
         super().__init__()
         self.detector = detector.eval()
-        pre = detector.data_preprocessor
-        self.channel_flip = bool(getattr(pre, '_channel_conversion', False))
-        self.normalize = bool(getattr(pre, '_enable_normalize', False))
+        pre = dict(model_cfg.get('data_preprocessor') or {})
+        self.channel_flip = bool(
+            pre.get('bgr_to_rgb', False) or pre.get('rgb_to_bgr', False))
+        self.normalize = pre.get('mean') is not None
         if self.normalize:
-            self.register_buffer('mean', pre.mean.detach().clone(), False)
-            self.register_buffer('std', pre.std.detach().clone(), False)
-        self.size_divisor = int(getattr(pre, 'pad_size_divisor', 1) or 1)
-        self.pad_value = float(getattr(pre, 'pad_value', 0))
+            self.register_buffer(
+                'mean',
+                torch.tensor(pre['mean']).float().view(1, -1, 1, 1), False)
+            self.register_buffer(
+                'std',
+                torch.tensor(pre['std']).float().view(1, -1, 1, 1), False)
+        self.size_divisor = int(pre.get('pad_size_divisor', 1) or 1)
+        self.pad_value = float(pre.get('pad_value', 0))
 
-    def preprocess(self, img: Tensor) -> Tuple[Tensor, Tensor]:
-        """``(1, 3, H, W)`` pixels in the dataset's channel order -> the
-        detector's padded, normalised input and ``[W, H, W, H]`` (float)
+    def preprocess(self, img: Tensor,
+                   img_shape: Tensor) -> Tuple[Tensor, Tensor]:
+        """The detector's input and each image's ``[W, H, W, H]`` (float)
         to clip boxes to, as mmdet clips them to ``img_shape``."""
-        h, w = _size(img, 2), _size(img, 3)
         x = img.float()
         if self.channel_flip:
             x = x[:, [2, 1, 0], ...]
         if self.normalize:
             x = (x - self.mean) / self.std
+        h, w = x.shape[2], x.shape[3]
+        rows = torch.arange(h, device=x.device)[None, :, None]
+        cols = torch.arange(w, device=x.device)[None, None, :]
+        inside = (rows < img_shape[:, 0, None, None]) & (
+            cols < img_shape[:, 1, None, None])
+        x = torch.where(inside[:, None], x, x.new_full((), self.pad_value))
         d = self.size_divisor
         if d > 1:
             x = nn.functional.pad(
                 x, (0, (-w) % d, 0, (-h) % d), value=self.pad_value)
-        shape = torch._shape_as_tensor(img)[2:].to(x.dtype)
-        max_xyxy = torch.stack([shape[1], shape[0], shape[1], shape[0]])
+        shape = img_shape.to(x.dtype)
+        max_xyxy = torch.stack([shape[:, 1], shape[:, 0]] * 2, dim=1)
         return x, max_xyxy
 
 
 class SingleStageExportWrapper(_ExportWrapper):
     """RetinaNet: backbone, neck, ``RetinaHead`` and the head's
-    ``predict_by_feat`` (``nms_pre``, ``score_thr``, decoding,
-    ``min_bbox_size``, class-wise NMS, ``max_per_img``).
+    ``predict_by_feat`` for a batch.
 
     Args:
-        detector (nn.Module): A built mmdet single-stage detector with a
-            supported head (:data:`SUPPORTED_TYPES`), in eval mode.
+        detector (nn.Module): A built mmdet single-stage detector whose
+            config passed :func:`check_supported`.
+        model_cfg (dict): Its config (``cfg.model``).
 
     Example:
         >>> import torch
         >>> from mmepsa.deployment import SingleStageExportWrapper
         >>> from mmepsa.analysis.benchmark import build_detector
-        >>> det = build_detector('configs/demo/'
+        >>> from mmengine import Config
+        >>> cfg = Config.fromfile('configs/demo/'
         ...     'retinanet_epsanet50-s_fpn_demo-shapes.py')  # doctest: +SKIP
-        >>> boxes, scores, labels = SingleStageExportWrapper(det)(
-        ...     torch.rand(1, 3, 160, 160) * 255)  # doctest: +SKIP
+        >>> wrapper = SingleStageExportWrapper(
+        ...     build_detector(cfg), cfg.model)  # doctest: +SKIP
+        >>> image_ids, boxes, scores, labels = wrapper(
+        ...     torch.rand(2, 3, 160, 160) * 255,
+        ...     torch.tensor([[160, 160], [120, 150]]))  # doctest: +SKIP
     """
 
-    def __init__(self, detector: nn.Module) -> None:
-        super().__init__(detector)
-        head = detector.bbox_head
-        _check_part('bbox_head.bbox_coder', head.bbox_coder)
-        _check_part('bbox_head.prior_generator', head.prior_generator)
-        if getattr(head.loss_cls, 'custom_cls_channels', False):
-            raise UnsupportedModelError(
-                'bbox_head.loss_cls with custom_cls_channels is not '
-                'supported by the ONNX exporter')
-        self.cfg = head.test_cfg
-        _check_nms('model.test_cfg.nms', self.cfg.get('nms'))
-
-    def forward(self, img: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        x, max_xyxy = self.preprocess(img)
+    def forward(self, img: Tensor, img_shape: Tensor) -> Tuple[Tensor, ...]:
+        x, max_xyxy = self.preprocess(img, img_shape)
         head = self.detector.bbox_head
         cls_scores, bbox_preds = head(self.detector.extract_feat(x))
-        cfg = self.cfg
-        nms_pre = cfg.get('nms_pre', -1)
-        score_thr = cfg.get('score_thr', 0)
-        num_classes = head.cls_out_channels
-        mlvl_deltas, mlvl_anchors, mlvl_scores, mlvl_labels = [], [], [], []
-        for level, (cls_score,
-                    bbox_pred) in enumerate(zip(cls_scores, bbox_preds)):
-            anchors = grid_anchors(head.prior_generator, level,
-                                   _size(cls_score, 2), _size(cls_score, 3),
-                                   cls_score.dtype, cls_score.device)
-            deltas = bbox_pred[0].permute(1, 2, 0).reshape(
-                -1, head.bbox_coder.encode_size)
-            logits = cls_score[0].permute(1, 2, 0).reshape(-1, num_classes)
-            if head.use_sigmoid_cls:
-                scores = logits.sigmoid()
-            else:
-                scores = logits.softmax(-1)[:, :-1]
-            # mmdet's filter_scores_and_topk: the nms_pre highest of the
-            # scores above score_thr (over anchors x classes)
-            scores, idx = _topk(scores.reshape(-1), nms_pre)
-            valid = _keep(scores > score_thr)
-            scores, idx = scores[valid], idx[valid]
-            anchor_idx = torch.div(idx, num_classes, rounding_mode='floor')
-            mlvl_labels.append(idx - anchor_idx * num_classes)
-            mlvl_scores.append(scores)
-            mlvl_deltas.append(deltas[anchor_idx])
-            mlvl_anchors.append(anchors[anchor_idx])
-        boxes = decode_boxes(head.bbox_coder, torch.cat(mlvl_anchors),
-                             torch.cat(mlvl_deltas), max_xyxy)
-        scores, labels = torch.cat(mlvl_scores), torch.cat(mlvl_labels)
-        if cfg.get('min_bbox_size', -1) >= 0:
-            keep = filter_min_size(boxes, cfg.min_bbox_size)
-            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        keep = batched_nms(boxes, scores, labels, cfg.nms.iou_threshold)
-        keep = keep[:cfg.max_per_img]
-        return boxes[keep], scores[keep], labels[keep]
+        cfg = head.test_cfg
+        return dense_predict(head, cls_scores, bbox_preds, max_xyxy, cfg,
+                             cfg.get('score_thr', 0))
 
 
 class TwoStageExportWrapper(_ExportWrapper):
-    """Faster R-CNN and Mask R-CNN: backbone, neck, ``RPNHead`` with its
-    proposal post-processing, RoI features (``SingleRoIExtractor``'s level
-    mapping, ``RoIAlign``), the bbox head's ``multiclass_nms`` and, for
-    Mask R-CNN, the mask head on the detections: outputs ``boxes`` (in the
-    input image), ``scores``, ``labels`` and ``masks`` (each detection's
-    ``sigmoid`` mask of its class, ``(N, 28, 28)`` for mmdet's
-    ``FCNMaskHead``, to be pasted into the image at its box).
+    """Faster R-CNN and Mask R-CNN: backbone, neck, the ``RPNHead`` with its
+    proposal post-processing, RoI features, the bbox head's
+    ``multiclass_nms`` and, for Mask R-CNN, the mask head on the detections
+    (output ``masks``: each detection's ``sigmoid`` mask of its class,
+    ``(K, 28, 28)`` for mmdet's ``FCNMaskHead``, to be pasted into the
+    image at its box).
 
     Args:
-        detector (nn.Module): A built mmdet two-stage detector with
-            supported heads (:data:`SUPPORTED_TYPES`), in eval mode.
+        detector (nn.Module): A built mmdet two-stage detector whose config
+            passed :func:`check_supported`.
+        model_cfg (dict): Its config (``cfg.model``).
 
     Example:
         >>> import torch
         >>> from mmepsa.deployment import TwoStageExportWrapper
         >>> from mmepsa.analysis.benchmark import build_detector
-        >>> det = build_detector('configs/demo/'
+        >>> from mmengine import Config
+        >>> cfg = Config.fromfile('configs/demo/'
         ...     'mask-rcnn_epsanet50-s_fpn_demo-shapes.py')  # doctest: +SKIP
-        >>> boxes, scores, labels, masks = TwoStageExportWrapper(det)(
-        ...     torch.rand(1, 3, 160, 160) * 255)  # doctest: +SKIP
+        >>> image_ids, boxes, scores, labels, masks = TwoStageExportWrapper(
+        ...     build_detector(cfg), cfg.model)(
+        ...     torch.rand(1, 3, 160, 160) * 255,
+        ...     torch.tensor([[160, 160]]))  # doctest: +SKIP
     """
 
-    def __init__(self, detector: nn.Module) -> None:
-        super().__init__(detector)
-        rpn, roi = detector.rpn_head, detector.roi_head
-        _check_part('rpn_head.bbox_coder', rpn.bbox_coder)
-        _check_part('rpn_head.prior_generator', rpn.prior_generator)
-        _check_part('roi_head.bbox_head.bbox_coder', roi.bbox_head.bbox_coder)
-        extractors = [('bbox_roi_extractor', roi.bbox_roi_extractor)]
-        if roi.with_mask:
-            extractors.append(('mask_roi_extractor', roi.mask_roi_extractor))
-            if roi.share_roi_extractor:
-                raise UnsupportedModelError(
-                    'roi_head.share_roi_extractor=True is not supported by '
-                    'the ONNX exporter; supported: False')
-        for name, extractor in extractors:
-            for layer in extractor.roi_layers:
-                _check_part(f'roi_head.{name}.roi_layer', layer)
-                if getattr(layer, 'pool_mode', 'avg') != 'avg':
-                    raise UnsupportedModelError(
-                        f'roi_head.{name}.roi_layer.pool_mode='
-                        f'{layer.pool_mode!r} is not supported by the ONNX '
-                        "exporter; supported: 'avg'")
-        if roi.with_shared_head:
-            raise UnsupportedModelError(
-                'roi_head.shared_head is not supported by the ONNX exporter')
-        if roi.bbox_head.custom_cls_channels:
-            raise UnsupportedModelError(
-                'roi_head.bbox_head.loss_cls with custom_cls_channels is not '
-                'supported by the ONNX exporter')
-        self.rpn_cfg = rpn.test_cfg
-        self.rcnn_cfg = roi.test_cfg
-        _check_nms('model.test_cfg.rpn.nms', self.rpn_cfg.get('nms'))
-        _check_nms('model.test_cfg.rcnn.nms', self.rcnn_cfg.get('nms'))
-        self.with_mask = bool(roi.with_mask)
-        self.output_names = ('boxes', 'scores', 'labels') + (
+    def __init__(self, detector: nn.Module, model_cfg: dict) -> None:
+        super().__init__(detector, model_cfg)
+        self.with_mask = bool(detector.roi_head.with_mask)
+        self.output_names = _ExportWrapper.output_names + (
             ('masks', ) if self.with_mask else ())
 
     def proposals(self, feats: Sequence[Tensor], max_xyxy: Tensor) -> Tensor:
         """The RPN's proposals, as ``RPNHead.predict`` (``rescale=False``)
-        gives them: ``(K, 4)`` boxes."""
-        head, cfg = self.detector.rpn_head, self.rpn_cfg
-        cls_scores, bbox_preds = head(feats)
-        nms_pre = cfg.get('nms_pre', -1)
-        mlvl_deltas, mlvl_anchors, mlvl_scores, level_ids = [], [], [], []
-        for level, (cls_score,
-                    bbox_pred) in enumerate(zip(cls_scores, bbox_preds)):
-            anchors = grid_anchors(head.prior_generator, level,
-                                   _size(cls_score, 2), _size(cls_score, 3),
-                                   cls_score.dtype, cls_score.device)
-            deltas = bbox_pred[0].permute(1, 2, 0).reshape(
-                -1, head.bbox_coder.encode_size)
-            logits = cls_score[0].permute(1, 2,
-                                          0).reshape(-1, head.cls_out_channels)
-            if head.use_sigmoid_cls:
-                scores = logits.sigmoid().reshape(-1)
-            else:
-                scores = logits.softmax(-1)[:, 0]
-            scores, idx = _topk(scores, nms_pre)
-            mlvl_scores.append(scores)
-            mlvl_deltas.append(deltas[idx])
-            mlvl_anchors.append(anchors[idx])
-            level_ids.append(torch.full_like(idx, level))
-        boxes = decode_boxes(head.bbox_coder, torch.cat(mlvl_anchors),
-                             torch.cat(mlvl_deltas), max_xyxy)
-        scores, level_ids = torch.cat(mlvl_scores), torch.cat(level_ids)
-        if cfg.get('min_bbox_size', -1) >= 0:
-            keep = filter_min_size(boxes, cfg.min_bbox_size)
-            boxes, scores, level_ids = (boxes[keep], scores[keep],
-                                        level_ids[keep])
-        keep = batched_nms(boxes, scores, level_ids, cfg.nms.iou_threshold)
-        return boxes[keep[:cfg.max_per_img]]
+        gives them: ``(K, 5)`` rois (image index, box)."""
+        head = self.detector.rpn_head
+        image, boxes, _, _ = dense_predict(head, *head(feats), max_xyxy,
+                                           head.test_cfg, None)
+        return torch.cat([image[:, None].to(boxes), boxes], dim=1)
 
-    def detections(self, feats: Sequence[Tensor], proposals: Tensor,
-                   max_xyxy: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    def detections(self, feats: Sequence[Tensor], rois: Tensor,
+                   max_xyxy: Tensor) -> Tuple[Tensor, ...]:
         """The bbox head on the proposals, as ``StandardRoIHead.
-        predict_bbox`` (``rescale=False``): boxes, scores, labels."""
-        roi, cfg = self.detector.roi_head, self.rcnn_cfg
-        head = roi.bbox_head
+        predict_bbox`` (``rescale=False``): image index, boxes, scores,
+        labels."""
+        roi = self.detector.roi_head
+        head, cfg = roi.bbox_head, roi.test_cfg
         cls_score, bbox_pred = head(
-            extract_roi_feats(roi.bbox_roi_extractor, feats, proposals))
-        scores = nn.functional.softmax(cls_score, dim=-1)
-        num_classes = head.num_classes
-        num_rois = _size(proposals, 0)
-        if head.reg_class_agnostic:
-            boxes = decode_boxes(head.bbox_coder, proposals,
-                                 bbox_pred.reshape(-1, 4), max_xyxy)
-            boxes = boxes[:, None].expand(num_rois, num_classes, 4)
+            extract_roi_feats(roi.bbox_roi_extractor, feats, rois))
+        if head.custom_cls_channels:
+            scores = head.loss_cls.get_activation(cls_score)
         else:
-            rois = proposals.repeat_interleave(num_classes, dim=0)
-            boxes = decode_boxes(head.bbox_coder, rois,
-                                 bbox_pred.reshape(-1, 4), max_xyxy)
+            scores = nn.functional.softmax(cls_score, dim=-1)
+        num_rois, num_classes = rois.shape[0], head.num_classes
+        per_roi = 1 if head.reg_class_agnostic else num_classes
+        roi_image = rois[:, 0].long()
+        boxes = head.bbox_coder.decode(
+            rois[:, 1:].repeat_interleave(per_roi, dim=0),
+            bbox_pred.reshape(-1, head.bbox_coder.encode_size))
+        if head.bbox_coder.clip_border:
+            boxes = clip_boxes(
+                boxes, max_xyxy[roi_image].repeat_interleave(per_roi, dim=0))
+        boxes = boxes.reshape(num_rois, per_roi,
+                              4).expand(num_rois, num_classes, 4)
         # mmdet's multiclass_nms: every (roi, class) pair above score_thr
-        boxes = boxes.reshape(-1, 4)
-        scores = scores[:, :-1].reshape(-1)
-        labels = torch.arange(
-            num_classes,
-            device=scores.device).view(1, -1).expand(num_rois,
-                                                     num_classes).reshape(-1)
-        valid = _keep(scores > cfg.score_thr)
-        boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
-        keep = batched_nms(boxes, scores, labels, cfg.nms.iou_threshold)
-        if cfg.max_per_img > 0:
-            keep = keep[:cfg.max_per_img]
-        return boxes[keep], scores[keep], labels[keep]
+        pair_roi, labels = (scores[:, :num_classes] >
+                            cfg.score_thr).nonzero().unbind(1)
+        image = roi_image[pair_roi]
+        boxes, scores = boxes[pair_roi, labels], scores[pair_roi, labels]
+        groups = (
+            torch.zeros_like(labels)
+            if cfg.nms.get('class_agnostic', False) else labels)
+        keep = batched_nms(boxes, scores, groups, image, max_xyxy.shape[0],
+                           cfg.nms.iou_threshold, cfg.max_per_img)
+        return _take(keep, image, boxes, scores, labels)
 
-    def mask_probs(self, feats: Sequence[Tensor], boxes: Tensor,
+    def mask_probs(self, feats: Sequence[Tensor], image: Tensor, boxes: Tensor,
                    labels: Tensor) -> Tensor:
         """The mask head on the detections: each one's mask of its class,
-        after ``sigmoid`` (``(N, 28, 28)``)."""
+        after ``sigmoid`` (``(K, 28, 28)``)."""
         roi = self.detector.roi_head
+        rois = torch.cat([image[:, None].to(boxes), boxes], dim=1)
         mask_preds = roi.mask_head(
-            extract_roi_feats(roi.mask_roi_extractor, feats, boxes))
+            extract_roi_feats(roi.mask_roi_extractor, feats, rois))
         if roi.mask_head.class_agnostic:
             mask_preds = mask_preds[:, 0]
         else:
-            index = labels.view(-1, 1, 1, 1).expand(-1, 1,
-                                                    _size(mask_preds, 2),
-                                                    _size(mask_preds, 3))
-            mask_preds = mask_preds.gather(1, index)[:, 0]
+            rows = torch.arange(mask_preds.shape[0], device=labels.device)
+            mask_preds = mask_preds[rows, labels]
         return mask_preds.sigmoid()
 
-    def forward(self, img: Tensor) -> Tuple[Tensor, ...]:
-        x, max_xyxy = self.preprocess(img)
+    def forward(self, img: Tensor, img_shape: Tensor) -> Tuple[Tensor, ...]:
+        x, max_xyxy = self.preprocess(img, img_shape)
         feats = self.detector.extract_feat(x)
-        proposals = self.proposals(feats, max_xyxy)
-        boxes, scores, labels = self.detections(feats, proposals, max_xyxy)
+        rois = self.proposals(feats, max_xyxy)
+        dets = self.detections(feats, rois, max_xyxy)
         if not self.with_mask:
-            return boxes, scores, labels
-        return boxes, scores, labels, self.mask_probs(feats, boxes, labels)
+            return dets
+        return dets + (self.mask_probs(feats, *dets[:2], dets[3]), )
 
 
 def build_export_wrapper(detector: nn.Module,
-                         model_cfg: Optional[dict] = None) -> _ExportWrapper:
-    """The export wrapper of a built detector: :class:`SingleStageExport
-    Wrapper` or :class:`TwoStageExportWrapper`, after
-    :func:`check_supported` of ``model_cfg`` (default: the detector's
-    class and heads).
-
-    Raises:
-        UnsupportedModelError: see :func:`check_supported`.
+                         model_cfg: dict) -> _ExportWrapper:
+    """The export wrapper of a built detector whose config ``model_cfg``
+    (``cfg.model``) passed :func:`check_supported`
+    (:func:`~mmepsa.deployment.load_detector` checks it):
+    :class:`SingleStageExportWrapper` or :class:`TwoStageExportWrapper`.
 
     Example:
         >>> from mmepsa.deployment import build_export_wrapper
         >>> from mmepsa.analysis.benchmark import build_detector
-        >>> det = build_detector('configs/demo/'
+        >>> from mmengine import Config
+        >>> cfg = Config.fromfile('configs/demo/'
         ...     'retinanet_epsanet50-s_fpn_demo-shapes.py')  # doctest: +SKIP
-        >>> build_export_wrapper(det).output_names  # doctest: +SKIP
-        ('boxes', 'scores', 'labels')
+        >>> build_export_wrapper(build_detector(cfg),
+        ...                      cfg.model).output_names  # doctest: +SKIP
+        ('image_ids', 'boxes', 'scores', 'labels')
     """
-    if model_cfg is None:
-        model_cfg = _cfg_of(detector)
-    kind = check_supported(model_cfg)
-    if kind == 'single_stage':
-        return SingleStageExportWrapper(detector)
-    return TwoStageExportWrapper(detector)
-
-
-def _cfg_of(detector: nn.Module) -> dict:
-    """A ``cfg.model``-like dict of a built detector's types."""
-    cfg: Dict[str, dict] = dict(type=type(detector).__name__)
-    for name in ('bbox_head', 'rpn_head', 'roi_head'):
-        part = getattr(detector, name, None)
-        if part is not None:
-            cfg[name] = dict(type=type(part).__name__)
-    roi = getattr(detector, 'roi_head', None)
-    if roi is not None:
-        for name in ('bbox_head', 'mask_head', 'bbox_roi_extractor',
-                     'mask_roi_extractor'):
-            part = getattr(roi, name, None)
-            if part is not None:
-                cfg['roi_head'][name] = dict(type=type(part).__name__)
-    return cfg
+    if hasattr(detector, 'roi_head'):
+        return TwoStageExportWrapper(detector, model_cfg)
+    return SingleStageExportWrapper(detector, model_cfg)

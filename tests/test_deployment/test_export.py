@@ -77,11 +77,13 @@ def test_graph_is_standard_onnx(tiny_exports, name):
         mode = next(a.s for a in align.attribute
                     if a.name == 'coordinate_transformation_mode')
         assert mode == b'half_pixel'  # mmdet's aligned=True
+    assert [i.name for i in model.graph.input] == ['input', 'img_shape']
     dims = model.graph.input[0].type.tensor_type.shape.dim
-    assert [d.dim_value for d in dims[:2]] == [1, 3]
-    assert [d.dim_param for d in dims[2:]] == ['height', 'width']
+    assert dims[1].dim_value == 3
+    assert [dims[i].dim_param
+            for i in (0, 2, 3)] == ['batch', 'height', 'width']
     outputs = [o.name for o in model.graph.output]
-    expected = ['boxes', 'scores', 'labels']
+    expected = ['image_ids', 'boxes', 'scores', 'labels']
     assert outputs == expected + (['masks'] if name == 'mask-rcnn' else [])
 
 
@@ -141,10 +143,51 @@ def test_unsupported_heads(model_cfg, match):
         check_supported(model_cfg)
 
 
+RETINA_TEST_CFG = dict(
+    nms_pre=1000,
+    min_bbox_size=0,
+    score_thr=0.05,
+    nms=dict(type='nms', iou_threshold=0.5),
+    max_per_img=100)
+
+
 def test_supported_heads():
-    assert check_supported(dict(type='RetinaNet',
-                                bbox_head=dict(type='RetinaHead'))) == \
-        'single_stage'
+    assert check_supported(
+        dict(
+            type='RetinaNet',
+            bbox_head=dict(type='RetinaHead'),
+            test_cfg=RETINA_TEST_CFG)) == 'single_stage'
+
+
+@pytest.mark.parametrize('change, match', [
+    (dict(test_cfg=dict(RETINA_TEST_CFG, with_nms=False)),
+     r'model.test_cfg: with_nms not supported.*supported keys: nms_pre, '
+     'score_thr, min_bbox_size, nms, max_per_img'),
+    (dict(
+        test_cfg=dict(
+            RETINA_TEST_CFG, nms=dict(type='soft_nms', iou_threshold=0.5))),
+     "model.test_cfg.nms type 'soft_nms'.*supported.*nms"),
+    (dict(
+        test_cfg=dict(RETINA_TEST_CFG, nms=dict(iou_threshold=0.5, offset=1))),
+     'model.test_cfg.nms: offset not supported.*iou_threshold'),
+    (dict(test_cfg=dict(RETINA_TEST_CFG, nms=None)),
+     'needs an NMS with an iou_threshold'),
+    (dict(test_cfg=None), 'model.test_cfg is missing'),
+    (dict(data_preprocessor=dict(type='DetDataPreprocessor', resize=2)),
+     'model.data_preprocessor: resize not supported'),
+    (dict(
+        bbox_head=dict(
+            type='RetinaHead', bbox_coder=dict(type='TBLRBBoxCoder'))),
+     "bbox_head.bbox_coder type 'TBLRBBoxCoder'.*DeltaXYWHBBoxCoder"),
+])
+def test_unsupported_settings(change, match):
+    model_cfg = dict(
+        type='RetinaNet',
+        bbox_head=dict(type='RetinaHead'),
+        test_cfg=RETINA_TEST_CFG)
+    model_cfg.update(change)
+    with pytest.raises(UnsupportedModelError, match=match):
+        check_supported(model_cfg)
 
 
 def test_unsupported_head_fails_before_export(tiny_exports, tmp_path):
@@ -240,3 +283,51 @@ def test_unsupported_pipeline_transform(tiny_exports, tmp_path):
         export_onnx(
             str(config), tiny_exports['retinanet']['checkpoint'],
             str(tmp_path / 'm.onnx'))
+
+
+def test_check_matches_near_equal_scores(tiny_exports, tmp_path):
+    """Detections whose scores differ by ~1e-7 come out of the two
+    runtimes in another order (and another subset at max_per_img's cut):
+    the export's check matches them as the evaluator does and keeps the
+    file; a model that does differ is refused."""
+    from mmepsa.deployment.export import build_export_wrapper, verify_onnx
+    from mmepsa.deployment.runner import create_session
+    paths = tiny_exports['retinanet']
+    detector, _ = load_detector(paths['config'], paths['checkpoint'])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        detector.bbox_head.retina_cls.weight.normal_(std=1e-7)
+        detector.bbox_head.retina_cls.bias.zero_()
+    checkpoint = str(tmp_path / 'near-equal.pth')
+    torch.save(dict(state_dict=detector.state_dict(), meta={}), checkpoint)
+    options = {'model.test_cfg.max_per_img': 30}
+    out = str(tmp_path / 'near-equal.onnx')
+    info = export_onnx(
+        paths['config'], checkpoint, out, options, shape=(64, 64))
+    assert os.path.isfile(out)
+    agreement = info['agreement']
+    assert agreement['matched'] > 0 and agreement['min_iou'] >= 0.99
+    detector, cfg = load_detector(paths['config'], checkpoint, options)
+    wrapper = build_export_wrapper(detector, cfg.model)
+    img = torch.rand(1, 3, 96, 96) * 255
+    shape = torch.tensor([[96, 96]])
+    got = create_session(out).run(None, {
+        'input': img.numpy(),
+        'img_shape': shape.numpy()
+    })[1]
+    with torch.no_grad():
+        want = wrapper(img, shape)[1].numpy()
+    # index by index, the two disagree (what the check must not refuse)
+    assert got.shape == want.shape and np.abs(got - want).max() > 1
+    # another model is refused
+    with torch.no_grad():
+        detector.bbox_head.retina_cls.bias.add_(1.0)
+    with pytest.raises(RuntimeError, match='disagree.*scores differ by up to'):
+        verify_onnx(wrapper, out, (64, 64))
+    # boxes moved a little: unmatched above the cut (scores not all equal)
+    detector, cfg = load_detector(paths['config'], paths['checkpoint'])
+    with torch.no_grad():
+        detector.bbox_head.retina_reg.bias.add_(0.05)
+    with pytest.raises(RuntimeError, match='disagree.*found by one runtime'):
+        verify_onnx(
+            build_export_wrapper(detector, cfg.model), paths['onnx'], (64, 64))

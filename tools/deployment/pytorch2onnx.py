@@ -75,10 +75,13 @@ def main(argv=None):
         sys.exit(f'pytorch2onnx: error: {e}')
     print(f"wrote {out}: outputs {', '.join(info['outputs'])}; "
           f"{len(info['ops'])} ONNX op types, all in the default domain")
-    if 'max_abs_diff' in info:
-        diffs = ', '.join(f'{k} {v:.2g}'
-                          for k, v in info['max_abs_diff'].items())
-        print(f'onnxruntime against PyTorch, largest differences: {diffs}')
+    if 'agreement' in info:
+        a = info['agreement']
+        iou = 'n/a' if a['min_iou'] is None else f"{a['min_iou']:.5f}"
+        print(f"onnxruntime against PyTorch on a check batch of 2: "
+              f"{a['matched']} of {a['reference']} detections matched "
+              f'(lowest box IoU {iou}, largest score difference '
+              f"{a['max_score_diff'] or 0:.2g})")
     return 0
 
 
