@@ -35,9 +35,10 @@ ZOO_CONFIGS = [
 # The ImageNet-initialised COCO recipe (test_detection_recipe). The
 # from-scratch configs (configs/scratch: GN, no checkpoint, 6x) are built
 # by test_config_builds and listed by the metadata tests like the others;
-# their recipe is tested in test_scratch_configs.py.
+# their recipe is tested in test_scratch_configs.py, DINO's (AdamW, frozen
+# BN, stages 2-4) in test_cascade_dino_configs.py.
 DETECTION_DIRS = ('configs/mask_rcnn/', 'configs/retinanet/',
-                  'configs/faster_rcnn/')
+                  'configs/faster_rcnn/', 'configs/cascade_rcnn/')
 DETECTION_CONFIGS = [c for c in ZOO_CONFIGS if c.startswith(DETECTION_DIRS)]
 IMAGENET_CONFIGS = [c for c in ZOO_CONFIGS if c.startswith('configs/epsanet/')]
 METAFILES = sorted(
@@ -166,8 +167,8 @@ def test_detection_recipe(config):
     if '_1x_' in config:
         assert steps[0].milestones == [8, 11]
         assert cfg.train_dataloader.dataset.type == 'CocoDataset'
-    else:  # 3x: RepeatDataset x3 of 12 "epochs", as mmdet's ms-poly-3x
-        assert '_ms-poly-3x_' in config
+    else:  # 3x: RepeatDataset x3 of 12 "epochs", as mmdet's ms(-poly)-3x
+        assert '_ms-poly-3x_' in config or '_ms-3x_' in config
         assert steps[0].milestones == [9, 11]
         assert cfg.train_dataloader.dataset.type == 'RepeatDataset'
         assert cfg.train_dataloader.dataset.times == 3

@@ -27,8 +27,8 @@ from mmengine.registry import init_default_scope
 from torch.nn.modules.batchnorm import _NormBase
 
 import mmepsa  # noqa: F401  (registers EPSANet)
-from mmepsa.demo.trainer import ensure_data, load_demo_config
-from tests.utils import DEMO_MASK_RCNN, DEMO_RETINANET, REPO
+from tests.test_configs.utils import on_demo_data
+from tests.utils import REPO
 
 FASTER = ('configs/scratch/'
           'faster-rcnn_epsanet50-s-scratch_fpn_gn-all_6x_coco.py')
@@ -234,72 +234,7 @@ def test_backbone_initialises_without_a_checkpoint():
 
 
 # --------------------------------------------------------------- training
-
-
-@pytest.fixture(scope='module')
-def demo_data(tmp_path_factory):
-    """The demo shapes data set (3 classes), 2 training and 2 validation
-    images of 64 px, generated once for this module."""
-    root = str(tmp_path_factory.mktemp('scratch_demo') / 'data')
-    ensure_data(demo_cfg(DEMO_MASK_RCNN, root))
-    return root
-
-
-@pytest.fixture
-def keep_determinism():
-    """The Runner's ``randomness=dict(deterministic=True)`` switches torch's
-    deterministic algorithms on for the process: switch them back."""
-    before = torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.use_deterministic_algorithms(before)
-
-
-def demo_cfg(demo_config: str, data_root: str) -> Config:
-    return load_demo_config(
-        demo_config,
-        data_root=data_root,
-        img_size=64,
-        precision='fp32',
-        cfg_options={
-            'demo_data.num_train': 2,
-            'demo_data.num_val': 2
-        })
-
-
-def on_demo_data(cfg: Config, data_root: str, work_dir: str) -> Config:
-    """The scratch config ``cfg`` (model, optimizer, lr schedule, runtime
-    as they are) trained for 2 iterations of 1 image on the demo data, then
-    tested on 2 images; fewer sampled RoIs and proposals than COCO's."""
-    cfg = copy.deepcopy(cfg)
-    with_mask = 'mask_head' in cfg.model.roi_head
-    demo = demo_cfg(DEMO_MASK_RCNN if with_mask else DEMO_RETINANET, data_root)
-    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader',
-                'val_evaluator', 'test_evaluator'):
-        cfg[key] = demo[key]
-    cfg.train_dataloader.batch_size = 1
-    cfg.train_cfg = dict(
-        type='EpochBasedTrainLoop', max_epochs=1, val_interval=10)
-    model = cfg.model
-    model.roi_head.bbox_head.num_classes = 3
-    if with_mask:
-        model.roi_head.mask_head.num_classes = 3
-    model.train_cfg.rpn.sampler.num = 64
-    model.train_cfg.rpn_proposal.max_per_img = 32
-    model.train_cfg.rcnn.sampler.num = 16
-    model.test_cfg.rpn.max_per_img = 20
-    model.test_cfg.rcnn.max_per_img = 10
-    # an untrained model scores below 0.05, and CocoMetric returns no
-    # metrics at all for empty results
-    model.test_cfg.rcnn.score_thr = 0
-    # no checkpoint written (~0.5 GB with the optimizer state)
-    cfg.default_hooks.checkpoint = None
-    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
-    cfg.visualizer.pop('name', None)  # one per Runner in this process
-    # a fixed seed; deterministic also keeps the PSA convs' timing-based
-    # autotuning off (seconds of CPU time on the first step)
-    cfg.randomness = dict(seed=0, deterministic=True)
-    cfg.work_dir = work_dir
-    return cfg
+# (the demo_data and keep_determinism fixtures: conftest.py)
 
 
 def momentum_of(optimizer, param):
