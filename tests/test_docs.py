@@ -42,7 +42,9 @@ PAGE_BUDGETS = {
     'docs/performance.md': 12 * KIB,
     'docs/demo.md': 6 * KIB,
 }
-DOCS_BUDGET = 70 * KIB  # every markdown file under docs/, run tables included
+# every markdown file under docs/, run tables included (issue #35: 75 KB,
+# room for the deployment backends)
+DOCS_BUDGET = 75 * 1000
 # A word of 7-40 hex digits with at least one digit and one letter: what a
 # commit hash looks like (git confirms which ones are commits).
 HEX_WORD = re.compile(r'(?<![0-9A-Za-z_])(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])'
