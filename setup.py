@@ -130,9 +130,12 @@ if __name__ == '__main__':
             'all':
             parse_requirements('runtime.txt') +
             parse_requirements('optional.txt') +
-            parse_requirements('deploy.txt'),
+            parse_requirements('deploy.txt') +
+            parse_requirements('openvino.txt'),
             'deploy':
             parse_requirements('deploy.txt'),
+            'openvino':
+            parse_requirements('openvino.txt'),
             'tests':
             parse_requirements('tests.txt'),
             'seg':

@@ -67,11 +67,13 @@ pip_install -r "$STACK"
 byte_compile
 check 'import torch, torchvision' "the torch pair of $STACK"
 
-echo "[setup] OpenMMLab stack, tests, optional and deploy extras"
-pip_install -c "$STACK" -r requirements/runtime.txt -r requirements/tests.txt -r requirements/optional.txt -r requirements/deploy.txt -r requirements/mim.txt
+echo "[setup] OpenMMLab stack, tests, optional, deploy and openvino extras"
+pip_install -c "$STACK" -r requirements/runtime.txt -r requirements/tests.txt -r requirements/optional.txt -r requirements/deploy.txt -r requirements/openvino.txt -r requirements/mim.txt
 pip_install --no-deps -r requirements/mim_nodeps.txt
 byte_compile
-check 'import mmengine, pycocotools, pytest, onnx, onnxruntime, mim' 'the OpenMMLab stack install'
+# nncf is looked for, not imported: beside torch < 2.3 (the classic stack) it
+# imports only as mmepsa.deployment.quantize does it.
+check 'import importlib.util, mmengine, pycocotools, pytest, onnx, onnxruntime, openvino, mim; assert importlib.util.find_spec("nncf")' 'the OpenMMLab stack install'
 
 # mmcv last: its wheel is installed without dependencies, which the step above
 # brought (mmdet, mmpretrain and mmseg do not require mmcv in their metadata).
