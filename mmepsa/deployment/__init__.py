@@ -1,14 +1,20 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
 """Deploy a trained mmdet detector (RetinaNet, Faster R-CNN, Mask R-CNN)
-to ONNX Runtime: export (:func:`export_onnx`), run (:class:`OnnxDetector`),
-evaluate against PyTorch (:func:`evaluate_onnx`), time
-(:func:`compare_latency`). onnx and onnxruntime are the ``deploy`` extra
-(``pip install "mmepsa[deploy]"``); they are imported when used. The
+to ONNX Runtime and OpenVINO: export (:func:`export_onnx`), run
+(:class:`OnnxDetector`, on onnxruntime or OpenVINO in fp32, bf16 or int8:
+:func:`create_backend`), save an OpenVINO IR (:func:`save_openvino_ir`),
+quantize to int8 (:func:`quantize_int8`), evaluate against PyTorch
+(:func:`evaluate_onnx`), time (:func:`compare_latency`). onnx and
+onnxruntime are the ``deploy`` extra (``pip install "mmepsa[deploy]"``),
+OpenVINO and NNCF the ``openvino`` extra; they are imported when used. The
 commands and what was checked: docs/deployment.md."""
+from .backends import (BACKENDS, PRECISIONS, PrecisionError, create_backend,
+                       save_openvino_ir)
 from .evaluate import DetectionAgreement, evaluate_onnx
 from .export import (CheckpointMismatchError, export_onnx, image_settings,
                      load_detector, load_weights, non_standard_ops)
 from .latency import compare_latency, format_latency
+from .quantize import quantize_int8
 from .runner import (ImageError, OnnxDetector, check_image, draw_detections,
                      load_image, paste_masks, resize_image)
 from .wrapper import (SUPPORTED_TYPES, SingleStageExportWrapper,
@@ -22,5 +28,6 @@ __all__ = [
     'image_settings', 'non_standard_ops', 'export_onnx', 'OnnxDetector',
     'check_image', 'load_image', 'resize_image', 'paste_masks',
     'draw_detections', 'evaluate_onnx', 'DetectionAgreement',
-    'compare_latency', 'format_latency'
+    'compare_latency', 'format_latency', 'BACKENDS', 'PRECISIONS',
+    'PrecisionError', 'create_backend', 'save_openvino_ir', 'quantize_int8'
 ]

@@ -1,12 +1,13 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
-"""Evaluate an exported ONNX detector over its config's test set with the
-config's evaluator (mmdet's ``CocoMetric``), and, given the checkpoint,
-the PyTorch detector beside it on the same batches: :func:`evaluate_onnx`,
-behind ``tools/deployment/onnx_test.py`` and ``make deploy-demo``.
+"""Evaluate an exported ONNX detector under onnxruntime or OpenVINO (fp32,
+bf16, int8) over its config's test set with the config's evaluator
+(mmdet's ``CocoMetric``), and, given the checkpoint, the PyTorch detector
+beside it on the same batches: :func:`evaluate_onnx`, behind
+``tools/deployment/onnx_test.py`` and ``make deploy-demo``.
 
 The images come from the config's own test dataloader (mmdet's pipeline:
-loading, ``Resize``); the ONNX side feeds each resized image to
-onnxruntime and finishes with :class:`~.runner.OnnxDetector`'s
+loading, ``Resize``); the exported side feeds each resized image to its
+backend and finishes with :class:`~.runner.OnnxDetector`'s
 post-processing (boxes scaled back, masks pasted), the PyTorch side is
 ``detector.test_step``. Besides each side's metrics, the detections are
 matched one to one (:class:`DetectionAgreement`) and their box (and mask)
@@ -26,6 +27,13 @@ from .runner import OnnxDetector
 MAP_TOLERANCE = 0.005
 #: The smallest IoU allowed between matched detections of the two.
 IOU_AGREEMENT = 0.99
+#: ``ok``'s bounds by precision: the largest mAP difference, the smallest
+#: matched IoU (None: reported, not bounded; bf16 and int8 move boxes).
+TOLERANCES = {
+    'fp32': dict(map=MAP_TOLERANCE, iou=IOU_AGREEMENT),
+    'bf16': dict(map=0.01, iou=None),
+    'int8': dict(map=0.02, iou=None),
+}
 #: The metrics compared.
 COMPARED_METRICS = ('bbox_mAP', 'bbox_mAP_50', 'segm_mAP', 'segm_mAP_50')
 
@@ -164,8 +172,10 @@ def evaluate_onnx(config,
                   checkpoint: Optional[str] = None,
                   cfg_options: Optional[dict] = None,
                   threads: Optional[int] = None,
-                  max_images: Optional[int] = None) -> dict:
-    """Evaluate ``onnx_file`` under onnxruntime over ``config``'s test set
+                  max_images: Optional[int] = None,
+                  backend: str = 'onnxruntime',
+                  precision: Optional[str] = None) -> dict:
+    """Evaluate ``onnx_file`` under ``backend`` over ``config``'s test set
     with its ``test_evaluator``; with ``checkpoint``, PyTorch too, and
     compare the two.
 
@@ -176,18 +186,25 @@ def evaluate_onnx(config,
         checkpoint (str, optional): The weights it was exported from: also
             evaluate PyTorch (``detector.test_step``) on the same batches.
         cfg_options (dict, optional): Config overrides.
-        threads (int, optional): onnxruntime's intra-op threads.
+        threads (int, optional): The backend's inference threads.
         max_images (int, optional): Stop after this many images (a quick
             check: COCO metrics then count the other images' objects as
             missed, alike for both).
+        backend (str): ``onnxruntime`` or ``openvino``. Defaults to
+            ``onnxruntime``.
+        precision (str, optional): ``fp32``, ``bf16`` or ``int8`` (an int8
+            ``.xml``); None: what the file holds
+            (:func:`~mmepsa.deployment.create_backend`).
 
     Returns:
-        dict: ``images``, ``seconds``, ``metrics`` (``onnxruntime`` and,
-        with a checkpoint, ``pytorch``: the evaluator's results) and, with a
-        checkpoint, ``differences`` (onnxruntime - PyTorch, of
-        :data:`COMPARED_METRICS`), ``agreement``
-        (:meth:`DetectionAgreement.summary`) and ``ok`` (every difference
-        within :data:`MAP_TOLERANCE` and every matched IoU at least
+        dict: ``backend``, ``precision``, ``images``, ``seconds``,
+        ``metrics`` (under the backend's label, e.g. ``onnxruntime`` or
+        ``openvino-int8``, and, with a checkpoint, ``pytorch``: the
+        evaluator's results) and, with a checkpoint, ``differences``
+        (backend - PyTorch, of :data:`COMPARED_METRICS`), ``agreement``
+        (:meth:`DetectionAgreement.summary`) and ``ok`` (within the
+        precision's :data:`TOLERANCES`: for fp32 every difference within
+        :data:`MAP_TOLERANCE` and every matched IoU at least
         :data:`IOU_AGREEMENT`).
 
     Example:
@@ -200,11 +217,13 @@ def evaluate_onnx(config,
         True
     """
     cfg = load_config(config, cfg_options)
-    model = OnnxDetector(onnx_file, threads=threads)
+    model = OnnxDetector(
+        onnx_file, threads=threads, backend=backend, precision=precision)
+    label = model.label
     detector = load_detector(cfg, checkpoint)[0] if checkpoint else None
     dataloader = build_test_dataloader(cfg)
     meta = dataloader.dataset.metainfo
-    evaluators = {'onnxruntime': build_evaluator(cfg, meta)}
+    evaluators = {label: build_evaluator(cfg, meta)}
     if detector is not None:
         evaluators['pytorch'] = build_evaluator(cfg, meta)
     agreement = DetectionAgreement()
@@ -214,7 +233,7 @@ def evaluate_onnx(config,
             onnx_predict(model, inputs, sample)
             for inputs, sample in zip(data['inputs'], data['data_samples'])
         ]
-        evaluators['onnxruntime'].process(samples, data)
+        evaluators[label].process(samples, data)
         if detector is not None:
             with torch.no_grad():
                 reference = detector.test_step(data)
@@ -232,18 +251,27 @@ def evaluate_onnx(config,
         config=cfg.filename,
         onnx=onnx_file,
         checkpoint=checkpoint,
+        backend=backend,
+        precision=model.precision,
         images=seen,
         seconds=round(time.perf_counter() - start, 1),
         metrics=metrics)
     if detector is not None:
-        result.update(compare_metrics(metrics, agreement.summary()))
+        result.update(
+            compare_metrics(metrics, agreement.summary(), label,
+                            model.precision))
     return result
 
 
-def compare_metrics(metrics: Dict[str, dict], agreement: dict) -> dict:
-    """``differences`` (onnxruntime - PyTorch) of the
-    :data:`COMPARED_METRICS` both have, ``agreement`` and ``ok``."""
-    ours, ref = metrics['onnxruntime'], metrics['pytorch']
+def compare_metrics(metrics: Dict[str, dict],
+                    agreement: dict,
+                    label: str = 'onnxruntime',
+                    precision: str = 'fp32') -> dict:
+    """``differences`` (``metrics[label]`` - ``metrics['pytorch']``) of the
+    :data:`COMPARED_METRICS` both have, ``agreement``, ``tolerance`` (the
+    ``precision``'s :data:`TOLERANCES`) and ``ok``."""
+    ours, ref = metrics[label], metrics['pytorch']
+    tolerance = TOLERANCES[precision]
     diffs = {}
     for name in COMPARED_METRICS:
         key = next((k for k in ref if k.split('/')[-1] == name), None)
@@ -251,10 +279,12 @@ def compare_metrics(metrics: Dict[str, dict], agreement: dict) -> dict:
             diffs[name] = round(ours[key] - ref[key], 6)
     min_iou = agreement.get('min_iou')
     ok = bool(diffs) and all(
-        abs(v) <= MAP_TOLERANCE
-        for v in diffs.values()) and (min_iou is None
-                                      or min_iou >= IOU_AGREEMENT)
-    return dict(differences=diffs, agreement=agreement, ok=ok)
+        abs(v) <= tolerance['map']
+        for v in diffs.values()) and (tolerance['iou'] is None
+                                      or min_iou is None
+                                      or min_iou >= tolerance['iou'])
+    return dict(
+        differences=diffs, agreement=agreement, tolerance=tolerance, ok=ok)
 
 
 def _plain(metrics: dict) -> dict:

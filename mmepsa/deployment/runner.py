@@ -1,10 +1,11 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
 """Run an ONNX detector exported by :func:`~mmepsa.deployment.export_onnx`
-with plain onnxruntime: :class:`OnnxDetector`.
+with plain onnxruntime or OpenVINO (fp32, bf16, int8; also an OpenVINO IR
+of it): :class:`OnnxDetector`.
 
-The runner needs numpy, OpenCV and onnxruntime only (no torch, mmcv or
-mmdet). It does what the graph does not, as mmdet's test pipeline and
-heads do:
+The runner needs numpy, OpenCV and the runtime only (no torch, mmcv or
+mmdet; the backends: :mod:`~mmepsa.deployment.backends`). It does what the
+graph does not, as mmdet's test pipeline and heads do:
 
 1. load the image (:func:`load_image`: 8-bit, 3 channels, as mmcv's
    ``LoadImageFromFile``; anything else is refused with a message);
@@ -24,14 +25,19 @@ Example:
     >>> sorted(result)  # doctest: +SKIP
     ['bboxes', 'labels', 'masks', 'scores']
 """
-import json
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
-METADATA_KEY = 'mmepsa'  # as export.METADATA_KEY (export imports torch)
+from .backends import METADATA_KEY, create_backend, create_session
+
+__all__ = [
+    'METADATA_KEY', 'CV2_INTERP', 'ImageError', 'create_session',
+    'check_image', 'load_image', 'resize_image', 'paste_masks', 'OnnxDetector',
+    'draw_detections'
+]
 
 #: mmcv's interpolation names -> OpenCV's flags.
 CV2_INTERP = {
@@ -46,46 +52,6 @@ CV2_INTERP = {
 class ImageError(ValueError):
     """An image the detector cannot take (unreadable, or not 8-bit with 3
     channels)."""
-
-
-def _ort():
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ImportError(
-            'onnxruntime is needed to run ONNX models: pip install '
-            '"mmepsa[deploy]" (or pip install -r requirements/deploy.txt)'
-        ) from None
-    return onnxruntime
-
-
-def create_session(model_file: str,
-                   threads: Optional[int] = None,
-                   providers: Sequence[str] = ('CPUExecutionProvider', )):
-    """An onnxruntime ``InferenceSession`` of ``model_file`` with
-    ``threads`` intra-op threads (default: onnxruntime's, one per core) and
-    one inter-op thread.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: onnxruntime cannot load it.
-    """
-    ort = _ort()
-    if not osp.isfile(model_file):
-        raise FileNotFoundError(f'ONNX model not found: {model_file}')
-    options = ort.SessionOptions()
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f'threads must be >= 1, got {threads}')
-        options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # errors only
-    try:
-        return ort.InferenceSession(
-            model_file, sess_options=options, providers=list(providers))
-    except Exception as e:  # noqa: BLE001 - onnxruntime's own errors
-        raise ValueError(f'onnxruntime cannot load {model_file}: '
-                         f'{type(e).__name__}: {e}') from e
 
 
 def check_image(img, source: str = 'the image') -> np.ndarray:
@@ -237,19 +203,28 @@ def _sampling_weights(start: int, stop: int, low: np.float32, high: np.float32,
 
 class OnnxDetector:
     """A detector exported by :func:`~mmepsa.deployment.export_onnx`, run
-    by onnxruntime on an image path or array: see the module's steps.
+    by onnxruntime or OpenVINO on an image path or array: see the module's
+    steps.
 
     Args:
-        model_file (str): The ``.onnx`` file.
-        threads (int, optional): onnxruntime's intra-op threads (default:
+        model_file (str): The ``.onnx`` file; for OpenVINO also an IR
+            ``.xml`` (:func:`~mmepsa.deployment.save_openvino_ir`, or the
+            int8 model of :func:`~mmepsa.deployment.quantize_int8`).
+        threads (int, optional): The runtime's inference threads (default:
             one per core).
         providers (Sequence[str]): onnxruntime execution providers.
             Defaults to ``('CPUExecutionProvider',)``.
+        backend (str): ``onnxruntime`` or ``openvino``. Defaults to
+            ``onnxruntime``.
+        precision (str, optional): ``fp32``, ``bf16`` or ``int8`` (the
+            last two OpenVINO's; int8 is an int8 ``.xml``); None: what the
+            file holds (:func:`~mmepsa.deployment.create_backend`).
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: onnxruntime cannot load it, or it has no mmepsa
+        ValueError: the runtime cannot load it, or it has no mmepsa
             metadata (not exported by :func:`export_onnx`).
+        PrecisionError: a precision the backend, file or CPU cannot run.
 
     Example:
         >>> from mmepsa.deployment import OnnxDetector
@@ -257,23 +232,43 @@ class OnnxDetector:
         ...                      )  # doctest: +SKIP
         >>> model('demo.jpg')['bboxes'].shape  # doctest: +SKIP
         (20, 4)
+        >>> bf16 = OnnxDetector('retinanet.onnx', backend='openvino',
+        ...                     precision='bf16')  # doctest: +SKIP
     """
 
     def __init__(self,
                  model_file: str,
                  threads: Optional[int] = None,
-                 providers: Sequence[str] = ('CPUExecutionProvider', )):
+                 providers: Sequence[str] = ('CPUExecutionProvider', ),
+                 backend: str = 'onnxruntime',
+                 precision: Optional[str] = None):
         self.model_file = model_file
-        self.session = create_session(model_file, threads, providers)
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if METADATA_KEY not in meta:
+        self.backend = create_backend(model_file, backend, precision, threads,
+                                      providers)
+        if self.backend.metadata is None:
             raise ValueError(
                 f'{model_file} has no {METADATA_KEY!r} metadata: export it '
                 'with tools/deployment/pytorch2onnx.py')
-        self.meta = json.loads(meta[METADATA_KEY])
+        self.meta = self.backend.metadata
         self.classes = tuple(self.meta.get('classes') or ())
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.output_names = list(self.backend.output_names)
         self.with_masks = 'masks' in self.output_names
+
+    @property
+    def session(self):
+        """The onnxruntime ``InferenceSession`` (None under OpenVINO)."""
+        return getattr(self.backend, 'session', None)
+
+    @property
+    def precision(self) -> str:
+        """The precision it runs in (``fp32``, ``bf16``, ``int8``)."""
+        return self.backend.precision
+
+    @property
+    def label(self) -> str:
+        """Backend and precision, e.g. ``onnxruntime``, ``openvino-bf16``
+        (:func:`~mmepsa.deployment.backends.backend_label`)."""
+        return self.backend.label
 
     @property
     def channel_order(self) -> str:
@@ -307,6 +302,21 @@ class OnnxDetector:
             batch[i, :, :x.shape[2], :x.shape[3]] = x[0]
         return batch, shapes, [scale for _, scale in items]
 
+    def graph_inputs(self,
+                     inputs: np.ndarray,
+                     img_shape: Optional[np.ndarray] = None
+                     ) -> Dict[str, np.ndarray]:
+        """The graph's inputs by name for its ``(N, 3, H, W)`` float32
+        input and each image's ``(h, w)`` in it (default: the whole
+        input): what :meth:`infer` runs, and int8 calibration feeds."""
+        if img_shape is None:
+            img_shape = np.array(
+                [inputs.shape[2:]] * len(inputs), dtype=np.int64)
+        return {
+            'input': inputs,
+            'img_shape': np.asarray(img_shape, dtype=np.int64)
+        }
+
     def infer(self,
               inputs: np.ndarray,
               img_shape: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
@@ -314,15 +324,7 @@ class OnnxDetector:
         image's ``(h, w)`` in it (default: the whole input): the raw
         outputs (boxes in the input's pixels, ``image_ids`` the image of
         each detection), by name."""
-        if img_shape is None:
-            img_shape = np.array(
-                [inputs.shape[2:]] * len(inputs), dtype=np.int64)
-        outs = self.session.run(
-            None, {
-                'input': inputs,
-                'img_shape': np.asarray(img_shape, dtype=np.int64)
-            })
-        return dict(zip(self.output_names, outs))
+        return self.backend.run(self.graph_inputs(inputs, img_shape))
 
     def postprocess(self,
                     raw: Dict[str, np.ndarray],

@@ -1,10 +1,14 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
 """Detect objects in images with an exported ONNX detector under plain
-onnxruntime (``mmepsa.deployment.OnnxDetector``: no torch, mmcv or mmdet
-needed to run it) and draw them::
+onnxruntime or OpenVINO (``mmepsa.deployment.OnnxDetector``: no torch,
+mmcv or mmdet needed to run it) and draw them::
 
     python tools/deployment/onnx_image_demo.py demo.jpg model.onnx \\
-        --out-dir outputs --score-thr 0.3
+        --out-dir outputs --score-thr 0.3 \\
+        [--backend openvino [--precision bf16]]
+
+``--backend openvino`` also runs an IR ``.xml`` (the int8 model of
+``tools/deployment/quantize.py`` runs in int8).
 
 writes ``OUT_DIR/vis/NAME.png`` (boxes, labels, scores, masks) and
 ``OUT_DIR/preds/NAME.json`` (every detection, in the image's pixels).
@@ -23,7 +27,8 @@ def parse_args(argv=None):
         description='Draw the detections of an ONNX detector on images')
     parser.add_argument(
         'img', nargs='+', help='image file(s) or a folder of images')
-    parser.add_argument('model', help='the .onnx file')
+    parser.add_argument(
+        'model', help='the .onnx file (OpenVINO: or an IR .xml)')
     parser.add_argument(
         '--out-dir',
         default='outputs',
@@ -36,8 +41,18 @@ def parse_args(argv=None):
     parser.add_argument(
         '--threads',
         type=int,
-        help='onnxruntime threads (default: one '
-        'per core)')
+        help='the runtime\'s threads (default: '
+        'one per core)')
+    parser.add_argument(
+        '--backend',
+        default='onnxruntime',
+        choices=('onnxruntime', 'openvino'),
+        help='the runtime (default onnxruntime)')
+    parser.add_argument(
+        '--precision',
+        choices=('fp32', 'bf16', 'int8'),
+        help='bf16 and int8 (an int8 .xml) need --backend openvino; '
+        'default: what the file holds (int8 for an int8 .xml, else fp32)')
     # argparse gives the trailing positional to model.
     return parser.parse_args(argv)
 
@@ -51,7 +66,11 @@ def main(argv=None):
     from mmepsa.utils.paths import list_images
     try:
         images = list_images(args.img)  # a missing file: the runner says
-        model = OnnxDetector(args.model, threads=args.threads)
+        model = OnnxDetector(
+            args.model,
+            threads=args.threads,
+            backend=args.backend,
+            precision=args.precision)
         loaded = [(path, load_image(path, model.channel_order))
                   for path in images]
     except (OSError, ValueError, ImportError) as e:

@@ -1,21 +1,25 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
-"""Evaluate an exported ONNX detector under onnxruntime over its config's
-test set with the config's evaluator (mmdet's CocoMetric); with
-``--checkpoint``, PyTorch beside it on the same images, and the two
+"""Evaluate an exported ONNX detector under onnxruntime or OpenVINO over
+its config's test set with the config's evaluator (mmdet's CocoMetric);
+with ``--checkpoint``, PyTorch beside it on the same images, and the two
 compared (``mmepsa.deployment.evaluate_onnx``; docs/deployment.md)::
 
     python tools/deployment/onnx_test.py CONFIG MODEL.onnx \\
-        --checkpoint CHECKPOINT --out results.json
+        --checkpoint CHECKPOINT --out results.json \\
+        [--backend openvino --precision bf16]
 
-``--latency 1x800x1216`` times onnxruntime against PyTorch eager on one
+``--backend openvino`` also runs an IR ``.xml`` (the int8 one of
+``tools/deployment/quantize.py``: ``--precision int8``, or none given).
+``--latency 1x800x1216`` times the model against PyTorch eager on one
 image of that size instead (``mmepsa.deployment.compare_latency``; needs
 ``--checkpoint``)::
 
     python tools/deployment/onnx_test.py CONFIG MODEL.onnx \\
         --checkpoint CHECKPOINT --latency 1x800x1216 --threads 2
 
-Exits 1 on bad input, 3 when onnxruntime and PyTorch differ by more than
-the tolerances (mAP 0.005, matched boxes' IoU 0.99).
+Exits 1 on bad input, 3 when the model and PyTorch differ by more than
+the precision's tolerances (fp32: mAP 0.005 and matched boxes' IoU 0.99;
+bf16: mAP 0.01; int8: mAP 0.02).
 """
 import argparse
 import json
@@ -32,7 +36,18 @@ def parse_args(argv=None):
         description='Evaluate an ONNX detector with onnxruntime (and '
         'compare it with PyTorch)')
     parser.add_argument('config', help='the detector config it came from')
-    parser.add_argument('model', help='the .onnx file')
+    parser.add_argument(
+        'model', help='the .onnx file (OpenVINO: or an IR .xml)')
+    parser.add_argument(
+        '--backend',
+        default='onnxruntime',
+        choices=('onnxruntime', 'openvino'),
+        help='the runtime (default onnxruntime)')
+    parser.add_argument(
+        '--precision',
+        choices=('fp32', 'bf16', 'int8'),
+        help='bf16 and int8 (an int8 .xml) need --backend openvino; '
+        'default: what the file holds (int8 for an int8 .xml, else fp32)')
     parser.add_argument(
         '--checkpoint',
         help='the checkpoint it was exported from: '
@@ -40,8 +55,8 @@ def parse_args(argv=None):
     parser.add_argument(
         '--threads',
         type=int,
-        help='onnxruntime (and, with --latency, '
-        'torch) threads (default: onnxruntime\'s, one per core; 2 with '
+        help='the runtime\'s (and, with --latency, '
+        'torch\'s) threads (default: the runtime\'s, one per core; 2 with '
         '--latency)')
     parser.add_argument(
         '--max-images', type=int, help='stop after this many images')
@@ -49,7 +64,7 @@ def parse_args(argv=None):
     parser.add_argument(
         '--latency',
         metavar='1xHxW',
-        help='time onnxruntime against '
+        help='time the model against '
         'PyTorch eager on one random image of this size instead of '
         'evaluating (e.g. 1x800x1216)')
     parser.add_argument(
@@ -91,11 +106,14 @@ def main(argv=None):
                 args.threads or 2,
                 args.warmup,
                 args.runs,
-                cfg_options=args.cfg_options)
+                cfg_options=args.cfg_options,
+                backend=args.backend,
+                precision=args.precision)
         else:
             result = evaluate_onnx(args.config, args.model, args.checkpoint,
                                    args.cfg_options, args.threads,
-                                   args.max_images)
+                                   args.max_images, args.backend,
+                                   args.precision)
     except errors as e:
         sys.exit(f'onnx_test: error: {e}')
     if args.out:
@@ -113,7 +131,8 @@ def main(argv=None):
     if 'ok' not in result:
         return 0
     a = result['agreement']
-    print(f"differences (onnxruntime - PyTorch): {result['differences']}; "
+    label = next(name for name in result['metrics'] if name != 'pytorch')
+    print(f"differences ({label} - PyTorch): {result['differences']}; "
           f"{a['matched']} of {a['reference']} detections matched, box IoU "
           f"min {a['min_iou']}; within tolerance: {result['ok']}")
     return 0 if result['ok'] else 3

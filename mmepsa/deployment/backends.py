@@ -1,0 +1,421 @@
+# Copyright (c) mmepsa contributors. All rights reserved.
+"""The runtimes of an exported detector: onnxruntime and OpenVINO, on the
+same ``.onnx`` file (OpenVINO also on an IR ``.xml``), in fp32, bf16 or
+int8 (:func:`create_backend`); OpenVINO IR files written atomically
+(:func:`save_openvino_ir`).
+
+A backend runs the graph on a dict of numpy inputs and returns its outputs
+by name, and carries the model's mmepsa metadata (the ``.onnx`` file's
+``metadata_props``; OpenVINO keeps them in the model's ``rt_info``, which
+an IR saves). It needs numpy and its runtime only (no torch).
+
+Precisions (:data:`PRECISIONS`):
+
+* ``fp32``: either backend. OpenVINO gets ``INFERENCE_PRECISION_HINT=f32``
+  explicitly: on a CPU with AVX512-BF16 or AMX it would pick bf16 itself.
+* ``bf16``: OpenVINO, on a CPU whose ``OPTIMIZATION_CAPABILITIES`` list
+  ``BF16``; elsewhere :class:`PrecisionError` names the capability
+  (no silent fallback to fp32).
+* ``int8``: OpenVINO, on an int8 IR written by
+  :func:`~mmepsa.deployment.quantize_int8` (its ``FakeQuantize`` ops run
+  in int8, the rest in f32). The file decides: ``precision=None`` takes
+  ``int8`` for a quantized model and ``fp32`` otherwise, and a precision
+  the file does not hold is refused.
+
+OpenVINO and NNCF are the ``openvino`` extra
+(``pip install "mmepsa[openvino]"``).
+
+Example:
+    >>> import numpy as np
+    >>> from mmepsa.deployment import create_backend
+    >>> backend = create_backend('retinanet.onnx', 'openvino', 'bf16',
+    ...                          threads=2)  # doctest: +SKIP
+    >>> outputs = backend.run(
+    ...     {'input': np.zeros((1, 3, 320, 320), np.float32)}
+    ... )  # doctest: +SKIP
+    >>> sorted(outputs)  # doctest: +SKIP
+    ['boxes', 'labels', 'scores']
+"""
+import json
+import os
+import os.path as osp
+import tempfile
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+METADATA_KEY = 'mmepsa'  # as export.METADATA_KEY (export imports torch)
+
+#: The runtimes :func:`create_backend` knows.
+BACKENDS = ('onnxruntime', 'openvino')
+#: The precisions; ``bf16`` and ``int8`` are OpenVINO's.
+PRECISIONS = ('fp32', 'bf16', 'int8')
+#: OpenVINO's ``INFERENCE_PRECISION_HINT`` for each precision (int8: the
+#: precision of the ops left in float).
+OPENVINO_HINTS = {'fp32': 'f32', 'bf16': 'bf16', 'int8': 'f32'}
+#: Where the metadata lies in an OpenVINO model's ``rt_info``: OpenVINO's
+#: ONNX reader puts ``metadata_props`` under ``framework``.
+RT_INFO_PATHS = (['framework', METADATA_KEY], [METADATA_KEY])
+
+
+class PrecisionError(ValueError):
+    """A precision the backend, the model file or the CPU cannot run."""
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ImportError(
+            'onnxruntime is needed to run ONNX models: pip install '
+            '"mmepsa[deploy]" (or pip install -r requirements/deploy.txt)'
+        ) from None
+    return onnxruntime
+
+
+def openvino_requirements_error(name: str) -> ImportError:
+    """The error for a missing package of the ``openvino`` extra."""
+    return ImportError(
+        f'{name} is needed for the OpenVINO backend and int8 quantization: '
+        'pip install "mmepsa[openvino]" (or pip install -r '
+        'requirements/openvino.txt)')
+
+
+def import_openvino():
+    """The ``openvino`` module, or an ImportError naming the extra."""
+    try:
+        import openvino
+    except ImportError:
+        raise openvino_requirements_error('openvino') from None
+    return openvino
+
+
+def create_session(model_file: str,
+                   threads: Optional[int] = None,
+                   providers: Sequence[str] = ('CPUExecutionProvider', )):
+    """An onnxruntime ``InferenceSession`` of ``model_file`` with
+    ``threads`` intra-op threads (default: onnxruntime's, one per core) and
+    one inter-op thread.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: onnxruntime cannot load it.
+    """
+    ort = _ort()
+    if not osp.isfile(model_file):
+        raise FileNotFoundError(f'ONNX model not found: {model_file}')
+    options = ort.SessionOptions()
+    if threads is not None:
+        _check_threads(threads)
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only
+    try:
+        return ort.InferenceSession(
+            model_file, sess_options=options, providers=list(providers))
+    except Exception as e:  # noqa: BLE001 - onnxruntime's own errors
+        raise ValueError(f'onnxruntime cannot load {model_file}: '
+                         f'{type(e).__name__}: {e}') from e
+
+
+def _check_threads(threads: Optional[int]) -> None:
+    if threads is not None and threads < 1:
+        raise ValueError(f'threads must be >= 1, got {threads}')
+
+
+def backend_label(backend: str, precision: str) -> str:
+    """The name of a backend and precision in results and tables:
+    ``onnxruntime``, ``openvino`` (fp32), ``openvino-bf16``,
+    ``openvino-int8``."""
+    return backend if precision == 'fp32' else f'{backend}-{precision}'
+
+
+def _check_choice(name: str, value, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f'{name} must be one of {", ".join(allowed)}; got '
+                         f'{value!r}')
+
+
+class Backend:
+    """The interface of :func:`create_backend`'s backends.
+
+    Attributes:
+        name (str): One of :data:`BACKENDS`.
+        precision (str): One of :data:`PRECISIONS`.
+        model_file (str): The file it runs.
+        metadata (dict | None): The model's mmepsa metadata (None: the file
+            was not exported by :func:`~mmepsa.deployment.export_onnx`).
+        output_names (list[str]): The graph's outputs, in order.
+    """
+    name = ''
+
+    def __init__(self, model_file: str, precision: str) -> None:
+        self.model_file = model_file
+        self.precision = precision
+        self.metadata: Optional[dict] = None
+        self.output_names: List[str] = []
+
+    @property
+    def label(self) -> str:
+        """:func:`backend_label` of this backend."""
+        return backend_label(self.name, self.precision)
+
+    def run(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Run the graph on ``inputs`` (by input name): its outputs by
+        name."""
+        raise NotImplementedError
+
+
+class OnnxRuntimeBackend(Backend):
+    """onnxruntime (fp32) on an ``.onnx`` file: :func:`create_session`.
+
+    Example:
+        >>> from mmepsa.deployment.backends import OnnxRuntimeBackend
+        >>> OnnxRuntimeBackend('retinanet.onnx').label  # doctest: +SKIP
+        'onnxruntime'
+    """
+    name = 'onnxruntime'
+
+    def __init__(self,
+                 model_file: str,
+                 threads: Optional[int] = None,
+                 providers: Sequence[str] = ('CPUExecutionProvider', )):
+        super().__init__(model_file, 'fp32')
+        if model_file.endswith(('.xml', '.bin')):
+            raise ValueError(
+                f'{model_file} is an OpenVINO IR: run it with the openvino '
+                "backend (backend='openvino', --backend openvino)")
+        self.session = create_session(model_file, threads, providers)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if METADATA_KEY in meta:
+            self.metadata = json.loads(meta[METADATA_KEY])
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.session.run(None, inputs)))
+
+
+def cpu_capabilities(core=None) -> List[str]:
+    """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of the CPU (e.g. ``FP32``,
+    ``BF16``, ``INT8``)."""
+    core = core or import_openvino().Core()
+    return list(core.get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))
+
+
+def check_bf16(core=None) -> None:
+    """Raise :class:`PrecisionError` unless the CPU runs bf16 (OpenVINO's
+    capability ``BF16``: AVX512-BF16 or AMX)."""
+    capabilities = cpu_capabilities(core)
+    if 'BF16' not in capabilities:
+        raise PrecisionError(
+            'precision bf16 needs a CPU with bfloat16 instructions '
+            '(AVX512-BF16 or AMX): OpenVINO lists no BF16 among this CPU\'s '
+            f'OPTIMIZATION_CAPABILITIES ({", ".join(capabilities)}); use '
+            'fp32 or int8')
+
+
+def is_quantized(model) -> bool:
+    """Whether an OpenVINO model holds ``FakeQuantize`` ops (NNCF's int8
+    quantization)."""
+    return any(op.get_type_name() == 'FakeQuantize' for op in model.get_ops())
+
+
+def openvino_metadata(model) -> Optional[dict]:
+    """The mmepsa metadata in an OpenVINO model's ``rt_info`` (read from an
+    ``.onnx`` file or an IR), or None."""
+    for path in RT_INFO_PATHS:
+        if model.has_rt_info(path):
+            return json.loads(model.get_rt_info(path).astype(str))
+    return None
+
+
+def read_openvino_model(model_file: str, core=None):
+    """``model_file`` (``.onnx`` or IR ``.xml``) as an ``openvino.Model``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: another extension, or OpenVINO cannot read it.
+    """
+    core = core or import_openvino().Core()
+    if not osp.isfile(model_file):
+        raise FileNotFoundError(f'model not found: {model_file}')
+    if not model_file.endswith(('.onnx', '.xml')):
+        raise ValueError('OpenVINO runs an .onnx file or an IR .xml (with '
+                         f'its .bin beside it), got {model_file}')
+    try:
+        return core.read_model(model_file)
+    except Exception as e:  # noqa: BLE001 - OpenVINO's own errors
+        raise ValueError(f'OpenVINO cannot read {model_file}: '
+                         f'{type(e).__name__}: {e}') from e
+
+
+class OpenVINOBackend(Backend):
+    """OpenVINO's CPU plugin on an ``.onnx`` file or an IR ``.xml``, with
+    ``INFERENCE_PRECISION_HINT`` set for ``precision`` (see the module),
+    ``INFERENCE_NUM_THREADS`` to ``threads`` and ``PERFORMANCE_HINT``
+    ``LATENCY`` (one image at a time).
+
+    Args:
+        model_file (str): ``.onnx`` or ``.xml``.
+        precision (str, optional): ``fp32``, ``bf16`` or ``int8``; None:
+            what the file holds (``int8`` if quantized, else ``fp32``).
+        threads (int, optional): Inference threads (default: OpenVINO's).
+
+    Raises:
+        PrecisionError: bf16 on a CPU without it; int8 on a float model, or
+            fp32/bf16 on an int8 one.
+
+    Example:
+        >>> from mmepsa.deployment.backends import OpenVINOBackend
+        >>> OpenVINOBackend('retinanet-int8.xml').label  # doctest: +SKIP
+        'openvino-int8'
+    """
+    name = 'openvino'
+
+    def __init__(self,
+                 model_file: str,
+                 precision: Optional[str] = None,
+                 threads: Optional[int] = None):
+        ov = import_openvino()
+        _check_threads(threads)
+        core = ov.Core()
+        model = read_openvino_model(model_file, core)
+        quantized = is_quantized(model)
+        if precision is None:
+            precision = 'int8' if quantized else 'fp32'
+        if precision == 'int8' and not quantized:
+            raise PrecisionError(
+                f'precision int8 needs an int8 model; {model_file} is not '
+                'quantized: make one with tools/deployment/quantize.py and '
+                'pass its .xml')
+        if precision != 'int8' and quantized:
+            raise PrecisionError(
+                f'{model_file} is an int8 model: run it with precision '
+                f'int8, or run the float .onnx it came from in {precision}')
+        if precision == 'bf16':
+            check_bf16(core)
+        super().__init__(model_file, precision)
+        config = {
+            'INFERENCE_PRECISION_HINT': OPENVINO_HINTS[precision],
+            'PERFORMANCE_HINT': 'LATENCY'
+        }
+        if threads is not None:
+            config['INFERENCE_NUM_THREADS'] = int(threads)
+        self.compiled = core.compile_model(model, 'CPU', config)
+        got = str(self.compiled.get_property('INFERENCE_PRECISION_HINT'))
+        if _type_name(got) != _type_name(OPENVINO_HINTS[precision]):
+            raise PrecisionError(
+                f'OpenVINO compiled {model_file} with inference precision '
+                f'{got}, not the {OPENVINO_HINTS[precision]} that '
+                f'{precision} asks for')
+        self.request = self.compiled.create_infer_request()
+        self.model = model
+        self.metadata = openvino_metadata(model)
+        self.output_names = [o.get_any_name() for o in model.outputs]
+
+    def run(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        outputs = self.request.infer(inputs)
+        return {name: outputs[i] for i, name in enumerate(self.output_names)}
+
+
+def _type_name(value: str) -> str:
+    """OpenVINO's element type names as one spelling (``float32`` and
+    ``f32``, ``bfloat16`` and ``bf16``)."""
+    value = value.lower().replace("<type: '", '').rstrip("'>")
+    return {'float32': 'f32', 'bfloat16': 'bf16'}.get(value, value)
+
+
+def create_backend(
+    model_file: str,
+    backend: str = 'onnxruntime',
+    precision: Optional[str] = None,
+    threads: Optional[int] = None,
+    providers: Sequence[str] = ('CPUExecutionProvider', )
+) -> Backend:
+    """A backend running ``model_file``: see the module.
+
+    Args:
+        model_file (str): An ``.onnx`` file exported by
+            :func:`~mmepsa.deployment.export_onnx`, or (OpenVINO) an IR
+            ``.xml`` of one (:func:`save_openvino_ir`,
+            :func:`~mmepsa.deployment.quantize_int8`).
+        backend (str): ``onnxruntime`` or ``openvino``. Defaults to
+            ``onnxruntime``.
+        precision (str, optional): ``fp32``, ``bf16`` or ``int8`` (the
+            last two OpenVINO's); None: what the file holds.
+        threads (int, optional): Inference threads (default: the runtime's,
+            one per core).
+        providers (Sequence[str]): onnxruntime's execution providers.
+
+    Returns:
+        Backend: with ``run(inputs) -> outputs`` by name, ``metadata``,
+        ``output_names``, ``precision``, ``label``.
+
+    Raises:
+        ValueError: an unknown backend or precision, an IR for onnxruntime,
+            a file the runtime cannot load.
+        PrecisionError: a precision the backend, file or CPU cannot run.
+        ImportError: the runtime is not installed (the message names the
+            extra).
+    """
+    _check_choice('backend', backend, BACKENDS)
+    if precision is not None:
+        _check_choice('precision', precision, PRECISIONS)
+    if backend == 'openvino':
+        return OpenVINOBackend(model_file, precision, threads)
+    if precision not in (None, 'fp32'):
+        raise PrecisionError(
+            f'precision {precision} needs the openvino backend '
+            "(backend='openvino', --backend openvino); onnxruntime runs "
+            'fp32 only')
+    return OnnxRuntimeBackend(model_file, threads, providers)
+
+
+def save_openvino_ir(model, out_file: str) -> str:
+    """Write an OpenVINO model (an ``openvino.Model`` or a ``.onnx`` path)
+    as an IR: ``out_file`` (``.xml``) and the ``.bin`` beside it, float
+    weights kept in float32, the mmepsa metadata in its ``rt_info``. Both
+    are written to temporary files in the target folder and renamed once
+    complete, the ``.bin`` first: a run that fails leaves no ``.xml``.
+
+    Returns:
+        str: ``out_file``.
+
+    Raises:
+        ValueError: ``out_file`` does not end with ``.xml``.
+
+    Example:
+        >>> from mmepsa.deployment import OnnxDetector, save_openvino_ir
+        >>> save_openvino_ir('retinanet.onnx', 'retinanet.xml'
+        ...                  )  # doctest: +SKIP
+        >>> OnnxDetector('retinanet.xml', backend='openvino'
+        ...              )('demo.jpg')  # doctest: +SKIP
+    """
+    ov = import_openvino()
+    if not out_file.endswith('.xml'):
+        raise ValueError('out_file must end with .xml (an OpenVINO IR; the '
+                         f'weights go to the .bin beside it), got {out_file}')
+    if isinstance(model, str):
+        model = read_openvino_model(model)
+    out_dir = osp.dirname(osp.abspath(out_file))
+    os.makedirs(out_dir, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        dir=out_dir, prefix=f'.{osp.basename(out_file)[:-4]}.', suffix='.xml')
+    os.close(fd)
+    tmp_bin = tmp[:-4] + '.bin'
+    out_bin = out_file[:-4] + '.bin'
+    try:
+        ov.save_model(model, tmp, compress_to_fp16=False)
+        umask = os.umask(0)
+        os.umask(umask)
+        for path in (tmp, tmp_bin):
+            os.chmod(path, 0o666 & ~umask)  # mkstemp made it private
+        if osp.exists(out_file):
+            os.remove(out_file)  # never an old .xml beside the new .bin
+        os.replace(tmp_bin, out_bin)
+        os.replace(tmp, out_file)
+    finally:
+        for path in (tmp, tmp_bin):
+            if osp.exists(path):
+                os.remove(path)
+    return out_file
