@@ -60,6 +60,9 @@ Plan = Tuple[Form, Form, Form]
 # (conv config, input key) -> chosen form (inference) or plan (training);
 # shared by all convs.
 _CHOICES: Dict[tuple, Union[Form, Plan]] = {}
+# The same keys -> the shape of the input the choice was made on (for
+# chosen_forms; sizes within a bucket share the choice).
+_CHOSEN_ON: Dict[tuple, Tuple[int, ...]] = {}
 # (form, part, memory format, dtype, input size bucket) found hopeless in
 # this process.
 _HOPELESS: Set[tuple] = set()
@@ -78,12 +81,85 @@ def clear_choices() -> None:
     """Forget the choices made so far (and the forms found hopeless): the
     next calls time the forms again."""
     _CHOICES.clear()
+    _CHOSEN_ON.clear()
     _HOPELESS.clear()
 
 
 def choices() -> Dict[tuple, Union[Form, Plan]]:
     """A copy of the choices made so far (for logs and tests)."""
     return dict(_CHOICES)
+
+
+#: The parts of a training step, in a plan's order.
+PARTS = ('forward', 'input', 'weight')
+
+
+def form_name(form: Form) -> str:
+    """A form as the module docstring names it: ``('regroup', 2)`` is
+    ``'regroup-2'``, ``('depthwise', 1)`` is ``'depthwise'``."""
+    kind, r = form
+    return f'{kind}-{r}' if kind == 'regroup' else kind
+
+
+def _describe(key: tuple, shape: Tuple[int, ...]) -> str:
+    """A choice's key, readable: the conv, the input it was chosen on and
+    what else the key holds where it is not the usual."""
+    (cin, cout, (kh, kw), stride, padding, dilation, groups, bias, _, _, _, _,
+     dtype, device, fmt, x_grad, w_grad, amp) = key
+    step = stride[0] if stride[0] == stride[1] else 'x'.join(map(str, stride))
+    text = (f'{kh}x{kw} conv {cin}->{cout} g{groups} s{step} on '
+            f"{'x'.join(map(str, shape))} "
+            f"{'nhwc' if fmt == torch.channels_last else 'nchw'} "
+            f"{str(dtype).replace('torch.', '')}")
+    if padding != (kh // 2, kw // 2):
+        text += f' pad {padding[0]}x{padding[1]}'
+    if dilation != (1, 1):
+        text += f' dilation {dilation[0]}x{dilation[1]}'
+    if bias:
+        text += ' bias'
+    grads = [n for n, needed in (('x', x_grad), ('w', w_grad)) if needed]
+    if grads:
+        text += f" grad {'+'.join(grads)}"
+    if amp is not None:
+        text += f" autocast {str(amp).replace('torch.', '')}"
+    return text if device == 'cpu' else f'{text} {device}'
+
+
+def chosen_forms() -> Dict[str, Dict[str, str]]:
+    """The forms chosen so far (since :func:`clear_choices`), readable:
+    ``{conv: {part: form}}`` with each conv as its shape and the input it
+    was chosen on (convs of the same shape and input share a choice), and
+    for each part computed (``'forward'``; in training, ``'input'`` and
+    ``'weight'`` where that gradient is needed) the name of its form
+    (:func:`form_name`). Convs too small to time run grouped and are not
+    listed.
+
+    Example:
+        >>> import torch
+        >>> import torch.nn as nn
+        >>> from mmepsa.models.fast import fast_path
+        >>> clear_choices()
+        >>> conv = nn.Conv2d(128, 32, 9, padding=4, groups=16, bias=False)
+        >>> with torch.no_grad(), fast_path(True, autotune=True):
+        ...     _ = TunedConv(conv)(torch.rand(4, 128, 32, 32))
+        >>> forms = chosen_forms()
+        >>> list(forms)
+        ['9x9 conv 128->32 g16 s1 on 4x128x32x32 nchw float32']
+        >>> list(forms['9x9 conv 128->32 g16 s1 on 4x128x32x32 nchw float32'])
+        ['forward']
+    """
+    record = {}
+    for key, choice in _CHOICES.items():
+        if isinstance(choice[0], str):  # inference: one form
+            parts = dict(forward=form_name(choice))
+        else:
+            needed = (True, key[15], key[16])
+            parts = {
+                part: form_name(form)
+                for part, form, need in zip(PARTS, choice, needed) if need
+            }
+        record[_describe(key, _CHOSEN_ON[key])] = parts
+    return record
 
 
 def _size_bucket(n: int) -> int:
@@ -613,6 +689,7 @@ class TunedConv:
                                       ) if needed else ('grouped', 1))
                 choice = tuple(plan)
             _CHOICES[key] = choice
+            _CHOSEN_ON[key] = tuple(x.shape)
         return choice
 
     def _cached_weight(self, form: Form,
