@@ -55,6 +55,14 @@ clean-venv:
 benchmark: setup
 	$(PY) tools/analysis_tools/compare_speed.py $(BENCH_ARGS)
 
+# The fast path's tuning cost and its time against the plain model, with
+# bounds (exit status 1 past one; docs/performance.md); writes
+# work_dirs/benchmark/fast_path_check.{md,json}. On the classic stack:
+# make fast-path-check PY=.venv-torch21/bin/python
+.PHONY: fast-path-check
+fast-path-check: setup
+	$(PY) tools/analysis_tools/fast_path_check.py $(CHECK_ARGS)
+
 # The demo Mask R-CNN (make demo's work_dirs/demo checkpoint) and RetinaNet
 # (work_dirs/demo_retinanet), each trained first if its checkpoint is
 # missing, exported to ONNX and evaluated under onnxruntime against PyTorch

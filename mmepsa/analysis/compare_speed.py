@@ -1,34 +1,30 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
-"""Side-by-side speed and memory of mmepsa's EPSANet, the authors' formulation
-of EPSANet and mmdet's ResNet, in one process with interleaved runs: the logic
-of ``tools/analysis_tools/compare_speed.py`` (whose docstring describes the
-models, the cases and what is reported).
+"""The side-by-side benchmark behind ``tools/analysis_tools/compare_speed.py``
+(docs/performance.md): mmepsa's EPSANet, the authors' formulation of EPSANet
+and mmdet's ResNet, with the same random weights, timed in one process with
+interleaved runs.
 
-The models are :data:`BACKBONES`, a dict of builders. The peak memory of a
-step is measured in a fresh interpreter (``python -m
-mmepsa.analysis.compare_speed SPEC``). Every result records the machine
-(:func:`mmepsa.analysis.benchmark.machine_info`) and the table says it too.
-
-:func:`fast_path_check` measures what the fast path costs and gains on this
-stack: the first step that tunes an input size against a steady step, and
-the steady step with the fast path (tuned, untuned and as the defaults have
-it) against the plain model.
+The rows are :data:`BACKBONES`, a dict of builders; the cases are input
+sizes x :data:`MODES`, and a Mask R-CNN training step. Each case records its
+rows' times, their peak memory (:mod:`mmepsa.analysis.memory_probe`, through
+:func:`step_from_spec`) and the forms the PSA convs' autotuner chose
+(:func:`mmepsa.models.fast.conv_forms.chosen_forms`); the report records
+the machine (:func:`mmepsa.analysis.benchmark.machine_info`).
 """
-import copy
 import json
 import os
 import os.path as osp
-import subprocess
 import sys
 import time
+from collections import Counter
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 
 from .benchmark import (autocast, describe_machine, fmt_nchw, machine_info,
-                        paired_ratio, read_memory, reset_peak_memory,
-                        summarise_times, time_interleaved)
+                        paired_ratio, summarise_times, time_interleaved)
+from .memory_probe import measure_memory
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -44,7 +40,6 @@ NCHW_NECK = {
     'model.backbone.contiguous_outputs': True,
     'model.neck.type': 'FPN'
 }
-MIB = 1024 * 1024
 
 # --------------------------------------------------------------- models ---
 
@@ -333,158 +328,28 @@ def detector_step(model: nn.Module, batch: dict, precision: str,
     return run
 
 
-def max_rel_diff(a: Sequence[torch.Tensor],
-                 b: Sequence[torch.Tensor]) -> float:
-    """max |a - b| / max |b| over pairs of tensors (worst pair)."""
-    worst = 0.0
-    for x, y in zip(a, b):
-        x, y = x.detach().float(), y.detach().float()
-        worst = max(worst, ((x - y).abs().max() /
-                            y.abs().max().clamp_min(1e-12)).item())
-    return worst
-
-
-def epsanet_grads(model: nn.Module) -> Dict[str, torch.Tensor]:
-    """Gradients by the original's parameter names (the ``ref.`` prefix of
-    :class:`Stages` and the ``model.`` of :class:`Switched` off)."""
-    grads = {}
-    for n, p in model.named_parameters():
-        if p.grad is not None:
-            for prefix in ('ref.', 'model.'):
-                n = n[len(prefix):] if n.startswith(prefix) else n
-            grads[n] = p.grad
-    return grads
-
-
-def rel_l2(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
-    """|a - b| / |b| over all tensors flattened together."""
-    a = torch.cat([t.detach().double().flatten() for t in a])
-    b = torch.cat([t.detach().double().flatten() for t in b])
-    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
-
-
-def differences(models: Dict[str, nn.Module], x: torch.Tensor, train: bool,
-                precision: str) -> Dict[str, dict]:
-    """Largest relative differences of mmepsa's outputs (and gradients) to
-    the original formulation's, same weights and input, on fresh copies.
-
-    Inference is compared as run. A training step is compared in float64:
-    in float32, batch-statistics BN amplifies rounding so much that the
-    original differs from itself run channels-last (same arithmetic, another
-    summation order) by ~1e-4 in outputs and ~1e-2 in gradients; that noise
-    floor is reported as well, so fp32 figures can be read against it.
-    """
-    names = [
-        n for n in ('mmepsa', 'mmepsa-untuned', 'mmepsa-plain',
-                    'mmepsa-deploy', 'mmepsa-compiled') if n in models
-    ]
-    dtype = torch.float64 if train else None
-    first_call = {}
-
-    def run(model, inp, name=None):
-        if not train:  # eval mode changes no state: no copy needed
-            start = time.perf_counter()
-            outs = backbone_step(model, inp, train, precision)()
-            if name is not None:
-                first_call[name] = time.perf_counter() - start
-            return outs, None
-        model = copy.deepcopy(model)
-        if dtype is not None:
-            model, inp = model.to(dtype), inp.to(dtype)
-        outs = backbone_step(model, inp, train, precision)()
-        return outs, epsanet_grads(model)
-
-    ref_out, ref_grads = run(models['original'], x)
-    diffs = {}
-    for name in names:
-        out, grads = run(models[name], x, name)
-        diffs[name] = dict(outputs=max_rel_diff(out, ref_out))
-        if name in first_call:  # includes compilation, if any
-            diffs[name]['first_call_s'] = first_call[name]
-        if train:
-            if set(grads) != set(ref_grads):
-                raise RuntimeError(f'{name}: gradients differ in parameters '
-                                   f'{sorted(set(grads) ^ set(ref_grads))}')
-            keys = sorted(grads)
-            diffs[name]['gradients'] = max_rel_diff(
-                [grads[k] for k in keys], [ref_grads[k] for k in keys])
-        diffs[name]['dtype'] = 'float64' if train else 'as run'
-    # the fp32 noise floor: the original against itself, channels-last input
-    dtype = None
-    a_out, a_grads = run(models['original'], x)
-    b_out, b_grads = run(models['original'],
-                         x.contiguous(memory_format=torch.channels_last))
-    floor = dict(outputs=max_rel_diff(b_out, a_out))
-    if train:
-        keys = sorted(a_grads)
-        floor['gradients'] = max_rel_diff([b_grads[k] for k in keys],
-                                          [a_grads[k] for k in keys])
-        floor['gradients_rel_l2'] = rel_l2([b_grads[k] for k in keys],
-                                           [a_grads[k] for k in keys])
-    diffs['noise floor'] = floor
-    return diffs
-
-
-# --------------------------------------------------------------- memory ---
-
-
-def measure_memory_here(spec: dict) -> float:
-    """Peak memory (MiB) one step adds to a steady state, in this process.
-
-    CPU: the resident-set high-water mark (reset through
-    ``/proc/self/clear_refs`` after a warm-up step) minus the resident set
-    before the step; glibc is told (by the parent) to return every large
-    block to the OS, so freed memory is not reused invisibly. CUDA:
-    ``torch.cuda.max_memory_allocated`` minus the allocation before the step.
-    """
+def step_from_spec(spec: dict) -> Callable:
+    """The step a spec names, for :mod:`mmepsa.analysis.memory_probe`:
+    ``kind`` ``'detector'`` (a Mask R-CNN training step of ``model``, one of
+    :data:`DETECTORS`) or ``'backbone'`` (a step of ``model``, one of
+    :data:`BACKBONES`, of ``depth``, in ``mode``, one of :data:`MODES`,
+    ``with_cp`` optional), on an input of ``shape`` in ``precision`` on
+    ``device``."""
     device = torch.device(spec['device'])
     shape = spec['shape']
     if spec['kind'] == 'detector':
         model = build_mask_rcnn(spec['model'], 0, device)
-        step = detector_step(model, detector_batch(model, shape, device),
+        return detector_step(model, detector_batch(model, shape, device),
                              spec['precision'], device)
-    else:
-        train, settings = MODES[spec['mode']]
-        model = build_backbone(spec['model'], spec['depth'], 0, train,
-                               spec.get('with_cp', False), settings).to(device)
-        x = torch.randn(*shape, device=device)
-        step = backbone_step(model, x, train, spec['precision'])
-    step()  # warm-up: lazy buffers, oneDNN primitives
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        step()
-        torch.cuda.synchronize(device)
-        return (torch.cuda.max_memory_allocated(device) - before) / MIB
-    reset_peak_memory()
-    before = read_memory()['rss_mib']
-    step()
-    return read_memory()['peak_rss_mib'] - before
+    train, settings = MODES[spec['mode']]
+    model = build_backbone(spec['model'], spec['depth'], 0, train,
+                           spec.get('with_cp', False), settings).to(device)
+    x = torch.randn(*shape, device=device)
+    return backbone_step(model, x, train, spec['precision'])
 
 
-def measure_memory(spec: dict, threads: Optional[int]) -> Optional[float]:
-    """:func:`measure_memory_here` in a fresh interpreter; None if it
-    failed (its error is printed)."""
-    env = dict(os.environ)
-    env['MALLOC_MMAP_THRESHOLD_'] = '65536'  # large blocks back to the OS
-    cmd = [sys.executable, '-m', __name__, json.dumps(spec)]
-    if threads:
-        cmd.append(str(threads))
-    proc = subprocess.run(
-        cmd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True)
-    for line in proc.stdout.splitlines()[::-1]:
-        if line.startswith('{"peak_mib"'):
-            return json.loads(line)['peak_mib']
-    print(
-        f'memory measurement failed for {spec}:\n{proc.stderr[-2000:]}',
-        file=sys.stderr)
-    return None
-
+#: The memory probe's name for :func:`step_from_spec`.
+STEP_FACTORY = f'{__name__}:step_from_spec'
 
 # ------------------------------------------------------------- the runs ---
 
@@ -505,6 +370,11 @@ def summarise_case(times: Dict[str, List[float]]) -> Dict[str, dict]:
 
 def backbone_case(args, device: torch.device, shape, mode: str,
                   precision: str) -> dict:
+    """One backbone case: the selected rows of :data:`BACKBONES` on an
+    input of ``shape`` in ``mode`` (see :data:`MODES`), each run once
+    untimed (its ``first_call_s``), then timed interleaved; with the forms
+    the PSA convs' autotuner chose (``chosen_forms``)."""
+    from mmepsa.models.fast.conv_forms import chosen_forms, clear_choices
     train, settings = MODES[mode]
     selected = args.models or list(BACKBONES)
     names = [
@@ -524,22 +394,24 @@ def backbone_case(args, device: torch.device, shape, mode: str,
         for n, m in models.items()
     }
 
-    diffs = differences(models, x, train, precision)
-    for n in steps:  # compile what differences() did not run, untimed
-        if n.endswith('-compiled') and n not in diffs:
-            start = time.perf_counter()
-            steps[n]()
-            diffs[n] = dict(first_call_s=time.perf_counter() - start)
+    clear_choices()  # the case's record: the forms its rows choose
+    first_call = {}
+    for n, step in steps.items():  # untimed: compiles, tunes PSA convs
+        start = time.perf_counter()
+        step()
+        first_call[n] = time.perf_counter() - start
     times = time_interleaved(steps, device, args.warmup, args.runs)
     rows = summarise_case(times)
     for n, row in rows.items():
-        row.update(diffs.get(n, {}))
+        row['first_call_s'] = first_call[n]
+    forms = chosen_forms()
     del models, steps
     if not args.no_memory:
         for n in rows:
             if n.endswith('-compiled'):
                 continue  # a compile per subprocess: not worth it
             rows[n]['peak_mib'] = measure_memory(
+                STEP_FACTORY,
                 dict(
                     kind='backbone',
                     model=n,
@@ -554,22 +426,29 @@ def backbone_case(args, device: torch.device, shape, mode: str,
         mode=mode,
         precision=precision,
         models=rows,
-        noise_floor=diffs.pop('noise floor'))
+        chosen_forms=forms)
 
 
 def detector_case(args, device: torch.device, precision: str) -> dict:
+    """A Mask R-CNN training step with each of :data:`DETECTORS`, timed
+    interleaved (the PSA convs tuned in the warm-up rounds), with the
+    forms the autotuner chose."""
+    from mmepsa.models.fast.conv_forms import chosen_forms, clear_choices
     shape = args.detector_size
     models = {n: build_mask_rcnn(n, args.seed, device) for n in DETECTORS}
     steps = {}
     for n, model in models.items():
         steps[n] = detector_step(model, detector_batch(model, shape, device),
                                  precision, device)
+    clear_choices()
     times = time_interleaved(steps, device, args.warmup, args.runs)
     rows = summarise_case(times)
+    forms = chosen_forms()
     del models, steps
     if not args.no_memory:
         for n in rows:
             rows[n]['peak_mib'] = measure_memory(
+                STEP_FACTORY,
                 dict(
                     kind='detector',
                     model=n,
@@ -581,13 +460,15 @@ def detector_case(args, device: torch.device, precision: str) -> dict:
         shape=list(shape),
         mode='train',
         precision=precision,
-        models=rows)
+        models=rows,
+        chosen_forms=forms)
 
 
 def with_cp_case(args, device: torch.device) -> dict:
     peaks = {}
     for with_cp in (False, True):
         peaks[with_cp] = measure_memory(
+            STEP_FACTORY,
             dict(
                 kind='backbone',
                 model='mmepsa',
@@ -607,116 +488,49 @@ def with_cp_case(args, device: torch.device) -> dict:
         saving=saving)
 
 
-# ------------------------------------------------------ fast path check ---
-
-#: The fast path check's cases: (mode, NCHW input). A detection-setting
-#: train step at a COCO-like batch, and an inference pass.
-FAST_PATH_CASES = (('train-detection', (2, 3, 800, 1088)), ('inference',
-                                                            (1, 3, 800, 1216)))
-#: The switch of each row of the check (``default``: as in force).
-FAST_PATH_ROWS = {
-    'plain': dict(enabled=False),
-    'untuned': dict(enabled=True, autotune=False),
-    'tuned': dict(enabled=True, autotune=True),
-    'default': None,
-}
-#: Bounds: tuning an input size costs at most this many steady steps, and
-#: a fast-path row's median time is at most this many times the plain
-#: model's (run-to-run noise).
-MAX_TUNING_STEPS = 10
-MAX_TIME_VS_PLAIN = 1.03
-
-
-def fast_path_case(args, device: torch.device, mode: str,
-                   shape: Sequence[int]) -> dict:
-    """One case of :func:`fast_path_check`: the first tuned step (which
-    times the PSA convs' forms) alone, then the rows of
-    :data:`FAST_PATH_ROWS` interleaved."""
-    from mmepsa.models.fast import clear_choices
-    train, settings = MODES[mode]
-    model = _mmepsa(args.depth, args.seed, **settings).to(device)
-    model.train(train)
-    torch.manual_seed(args.seed)
-    x = torch.randn(*shape, device=device)
-    steps = {
-        name: backbone_step(
-            Switched(model, **switch) if switch else model, x, train, 'fp32')
-        for name, switch in FAST_PATH_ROWS.items()
-    }
-    clear_choices()
-    start = time.perf_counter()
-    steps['tuned']()
-    first = time.perf_counter() - start
-    times = time_interleaved(steps, device, 1, args.runs)
-    rows = {n: summarise_times(t) for n, t in times.items()}
-    tuned_ms = rows['tuned']['median_ms']
-    tuning_steps = (first * 1000 - tuned_ms) / tuned_ms
-    for name, row in rows.items():
-        row['time_vs_plain'] = row['median_ms'] / rows['plain']['median_ms']
-        row['time_vs_plain_paired'] = paired_ratio(times[name], times['plain'])
-        row['ok'] = (
-            name == 'plain' or row['time_vs_plain'] <= MAX_TIME_VS_PLAIN)
-    return dict(
-        mode=mode,
-        shape=list(shape),
-        first_tuned_step_s=first,
-        tuning_cost_steps=tuning_steps,
-        tuning_ok=tuning_steps <= MAX_TUNING_STEPS,
-        models=rows)
-
-
-def fast_path_check(args) -> dict:
-    """What the fast path costs and gains on this stack, for each case of
-    :data:`FAST_PATH_CASES`: the cost of tuning an input size in steady
-    steps (bound :data:`MAX_TUNING_STEPS`), and the steady time of the fast
-    path untuned, tuned and by default against the plain model (bound
-    :data:`MAX_TIME_VS_PLAIN`). Writes ``fast_path_check.json`` and
-    ``.md`` to ``args.out_dir``."""
-    device = torch.device(args.device)
-    result = dict(environment=environment(args, device), cases=[])
-    for mode, shape in FAST_PATH_CASES:
-        print(f'fast path check: {mode} {fmt_nchw(shape)}...', flush=True)
-        result['cases'].append(fast_path_case(args, device, mode, shape))
-    result['ok'] = all(
-        case['tuning_ok'] and all(r['ok'] for r in case['models'].values())
-        for case in result['cases'])
-    env = result['environment']
-    lines = [
-        f"Measured {env['date']} on {describe_machine(env)}; median of "
-        f"{env['runs']} interleaved runs. Tuning cost = (first tuned step "
-        f'- steady tuned step) / steady tuned step, bound '
-        f'{MAX_TUNING_STEPS}; time / plain bound {MAX_TIME_VS_PLAIN} (in '
-        'brackets: the median of the ratios within each round).', '',
-        '| case | tuning cost (steps) | row | median ms | time / plain | '
-        'ok |', '| --- | ---: | --- | ---: | ---: | --- |'
-    ]
-    for case in result['cases']:
-        label = f"{case['mode']} {fmt_nchw(case['shape'])}"
-        for name, row in case['models'].items():
-            paired = row['time_vs_plain_paired']
-            ratio = f"{row['time_vs_plain']:.2f}"
-            if paired and name != 'plain':
-                ratio += f" ({paired['median']:.2f})"
-            cost = (f"{case['tuning_cost_steps']:.1f}"
-                    if name == 'tuned' else '')
-            ok = row['ok'] and (name != 'tuned' or case['tuning_ok'])
-            lines.append(f'| {label} | {cost} | {name} | '
-                         f"{row['median_ms']:.0f} | {ratio} | "
-                         f"{'yes' if ok else 'NO'} |")
-    table = '\n'.join(lines) + '\n'
-    os.makedirs(args.out_dir, exist_ok=True)
-    with open(osp.join(args.out_dir, 'fast_path_check.json'), 'w') as f:
-        json.dump(result, f, indent=1)
-    with open(osp.join(args.out_dir, 'fast_path_check.md'), 'w') as f:
-        f.write(table)
-    print(table)
-    return result
-
-
 # -------------------------------------------------------------- reports ---
 
 
+def case_label(case: dict) -> str:
+    """``kind mode NxCxHxW precision``."""
+    return (f"{case['kind']} {case['mode']} {fmt_nchw(case['shape'])} "
+            f"{case['precision']}")
+
+
+#: The parts of a PSA conv's step, as the report names them.
+PART_NAMES = {
+    'forward': 'forward',
+    'input': 'input gradient',
+    'weight': 'weight gradient'
+}
+
+
+def forms_summary(chosen: Dict[str, Dict[str, str]]) -> str:
+    """One line for a case's ``chosen_forms``
+    (:func:`mmepsa.models.fast.conv_forms.chosen_forms`): how many convs
+    were timed, and for each part how many chose each form.
+
+    Example:
+        >>> forms_summary({'a': dict(forward='grouped', weight='polyphase')})
+        '1 conv timed; forward: grouped 1; weight gradient: polyphase 1'
+    """
+    if not chosen:
+        return ('no conv timed (autotuner off, or every conv under its size '
+                'threshold)')
+    parts = []
+    for part, name in PART_NAMES.items():
+        counts = Counter(c[part] for c in chosen.values() if part in c)
+        if counts:
+            parts.append(f'{name}: ' +
+                         ', '.join(f'{form} {n}'
+                                   for form, n in sorted(counts.items())))
+    convs = 'conv' if len(chosen) == 1 else 'convs'
+    return f'{len(chosen)} {convs} timed; ' + '; '.join(parts)
+
+
 def markdown(result: dict) -> str:
+    """The report: a table row per case and model, a line per case naming
+    the forms the autotuner chose, and the ``with_cp`` saving."""
     env = result['environment']
     lines = [
         f"Measured {env['date']} on {describe_machine(env)}; device "
@@ -728,41 +542,33 @@ def markdown(result: dict) -> str:
         'in brackets the median of the ratios within each round, and in '
         'how many rounds the model was the faster).', '',
         '| case | model | median ms | min-max ms | speed-up vs original | '
-        'time / ResNet | peak MiB | max rel. diff vs original |',
-        '| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |'
+        'time / ResNet | peak MiB |',
+        '| --- | --- | ---: | ---: | ---: | ---: | ---: |'
     ]
     for case in result['cases']:
-        label = (f"{case['kind']} {case['mode']} {fmt_nchw(case['shape'])}"
-                 f" {case['precision']}")
+        label = case_label(case)
         for name, row in case['models'].items():
             peak = row.get('peak_mib')
             if name.endswith('-compiled') and 'first_call_s' in row:
                 name += f" (compiling: {row['first_call_s']:.0f} s)"
-            diff = '-'
-            if 'outputs' in row:
-                diff = f"outputs {row['outputs']:.1e}"
-                if 'gradients' in row:
-                    diff += f", grads {row['gradients']:.1e}"
-                if row.get('dtype') == 'float64':
-                    diff += ' (float64)'
             ratio = f"{row['time_vs_resnet']:.2f}"
             paired = row.get('time_vs_resnet_paired')
             if paired and name != 'resnet':
                 ratio += (f" ({paired['median']:.2f}; faster in "
                           f"{paired['faster_in']} of {paired['rounds']})")
-            lines.append(
-                f"| {label} | {name} | {row['median_ms']:.1f} | "
-                f"{row['min_ms']:.1f}-{row['max_ms']:.1f} | "
-                f"{row['speedup_vs_original']:.2f}x | {ratio} | "
-                f"{'-' if peak is None else f'{peak:.0f}'} | {diff} |")
-        floor = case.get('noise_floor')
-        if floor:
-            grads = (f", grads {floor['gradients']:.1e} (rel. L2 "
-                     f"{floor['gradients_rel_l2']:.1e})"
-                     if 'gradients' in floor else '')
-            lines.append(f'| {label} | *fp32 noise floor*: original vs itself '
-                         f'channels-last | | | | | | outputs '
-                         f"{floor['outputs']:.1e}{grads} |")
+            lines.append(f"| {label} | {name} | {row['median_ms']:.1f} | "
+                         f"{row['min_ms']:.1f}-{row['max_ms']:.1f} | "
+                         f"{row['speedup_vs_original']:.2f}x | {ratio} | "
+                         f"{'-' if peak is None else f'{peak:.0f}'} |")
+    lines += [
+        '', 'Forms the PSA convs\' autotuner chose, per case (number of '
+        'convs of each form; the JSON\'s `chosen_forms` names each conv and '
+        'its input):'
+    ]
+    lines += [
+        f"- {case_label(case)}: {forms_summary(case['chosen_forms'])}"
+        for case in result['cases']
+    ]
     cp = result.get('with_cp')
     if cp:
         lines += [
@@ -863,13 +669,3 @@ def compare_speed(args) -> dict:
     print(f'written: {args.out_dir}/benchmark.json, benchmark.md, '
           'benchmark.png')
     return result
-
-
-if __name__ == '__main__':
-    # python -m mmepsa.analysis.compare_speed SPEC [THREADS]: the peak memory
-    # of one step in a fresh process (see measure_memory)
-    if len(sys.argv) > 2:
-        torch.set_num_threads(int(sys.argv[2]))
-    print(
-        json.dumps(
-            dict(peak_mib=measure_memory_here(json.loads(sys.argv[1])))))

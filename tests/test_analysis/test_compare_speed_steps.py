@@ -1,13 +1,17 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
-"""The benchmark's backbone training step computes what it says: the
-gradients of ``sum(mean(out * w))``, handed to the outputs in their own
-memory format (the tool itself: tests/test_tools/test_compare_speed.py)."""
+"""The benchmark's pieces: its backbone training step computes what it says
+(the gradients of ``sum(mean(out * w))``, handed to the outputs in their own
+memory format), and its record of the forms the autotuner chose says which
+form each conv's parts run in (the tool itself:
+tests/test_tools/test_compare_speed.py)."""
 import pytest
 import torch
 import torch.nn as nn
 
-from mmepsa.analysis.compare_speed import backbone_step
+from mmepsa.analysis.compare_speed import backbone_step, forms_summary
 from mmepsa.models import EPSANet
+from mmepsa.models.fast import TunedConv, fast_path
+from mmepsa.models.fast.conv_forms import chosen_forms, clear_choices
 from tests.utils import TINY_BACKBONE as TINY
 
 CL = torch.channels_last
@@ -66,3 +70,46 @@ def test_train_step_gradients_of_the_projection_loss(contiguous_outputs):
     for name in expected:
         torch.testing.assert_close(
             got[name], expected[name], rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_chosen_forms_name_each_conv_and_part(monkeypatch):
+    """conv_forms.chosen_forms (what the benchmark stores per case): each
+    conv with the input it was tuned on, and for each part it computes
+    (forward; input and weight gradients where needed) the form chosen;
+    forms_summary counts them in one line; clear_choices forgets them."""
+    fastest = dict(
+        forward=('depthwise', 1),
+        input=('polyphase', 1),
+        weight=('regroup', 2))
+    monkeypatch.setattr(TunedConv, 'min_tuned_macs', 0)
+    monkeypatch.setattr(
+        TunedConv, '_time_part', lambda self, x, fmt, part:
+        {form: 0.5 if form == fastest[part] else 1.0
+         for form in self.forms()})
+    conv = nn.Conv2d(32, 8, 5, padding=2, groups=8, bias=False)
+    x = torch.randn(2, 32, 12, 10)
+    clear_choices()
+    try:
+        with fast_path(True, autotune=True):
+            with torch.no_grad():
+                TunedConv(conv)(x)
+            TunedConv(conv)(x.contiguous(memory_format=CL).requires_grad_())
+            conv.weight.requires_grad_(False)
+            TunedConv(conv)(x.clone().requires_grad_())
+        chosen = chosen_forms()
+        conv_name = '5x5 conv 32->8 g8 s1 on 2x32x12x10'
+        assert chosen == {
+            f'{conv_name} nchw float32':
+            dict(forward='depthwise'),
+            f'{conv_name} nhwc float32 grad x+w':
+            dict(forward='depthwise', input='polyphase', weight='regroup-2'),
+            f'{conv_name} nchw float32 grad x':
+            dict(forward='depthwise', input='polyphase'),
+        }
+        assert forms_summary(chosen) == (
+            '3 convs timed; forward: depthwise 3; input gradient: polyphase '
+            '2; weight gradient: regroup-2 1')
+    finally:
+        clear_choices()
+    assert chosen_forms() == {}
+    assert forms_summary({}).startswith('no conv timed')

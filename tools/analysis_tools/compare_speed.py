@@ -1,62 +1,13 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
-"""Side-by-side speed and memory of mmepsa's EPSANet, the authors' formulation
-of EPSANet and mmdet's ResNet, in one process with interleaved runs.
-
-Models (same depth; the two EPSANets share the same random weights):
-
-* ``original``: the authors' EPSANet formulation
-  (:class:`mmepsa.testing.RefEPSANet`: four SE passes, the growing
-  concatenations, NCHW), the yardstick;
-* ``mmepsa``: :class:`mmepsa.models.EPSANet` as a config builds it, with
-  the fast path as this stack's defaults have it (:mod:`mmepsa.models.fast`);
-* ``mmepsa-untuned``: the fast path with the autotuner off
-  (``fast_path(autotune=False)``), so the table shows what it gains;
-* ``mmepsa-plain``: the plain model (``fast_path(False)``);
-* ``mmepsa-deploy`` (inference only): ``mmepsa`` with conv+BN pairs folded by
-  :func:`mmcv.cnn.fuse_conv_bn` (:func:`mmepsa.utils.deploy_model`);
-* ``mmepsa-compiled`` (inference only): that, compiled by ``torch.compile``
-  with inductor's weight freezing (``deploy_model(compile=True)``);
-* ``resnet``: mmdet's ``ResNet`` as a config builds it (NCHW);
-* ``resnet-cl``: the same ResNet fed channels-last input, for a
-  like-for-like comparison of memory formats;
-* ``resnet-compiled`` (inference only): ResNet through the same
-  ``deploy_model(compile=True)``, so that the compiled EPSANet is compared
-  with a compiled ResNet.
-
-Compilation happens in the warm-up and is not timed (its first-call time is
-reported); ``--no-compile`` skips the compiled models.
-``--models`` runs only the rows it names besides ``original`` and ``resnet``
-(the yardsticks), e.g. for many rounds of two rows.
-
-``--fast-path-check`` runs only the fast path's check instead
-(:func:`mmepsa.analysis.compare_speed.fast_path_check`): the cost of tuning
-an input size in steady steps and the fast path's steady time (untuned,
-tuned, as by default) against the plain model, for a 2x3x800x1088
-detection-setting train step and a 1x3x800x1216 inference pass; it exits
-with status 1 if a bound is exceeded. Run it on each stack::
-
-    python tools/analysis_tools/compare_speed.py --fast-path-check
-
-For each case (input size x inference / training step = forward + backward,
-with every BN in training mode (``train``) or with the backbone settings of
-mmdet's detection configs, ``frozen_stages=1, norm_eval=True``
-(``train-detection``)) every model runs ``--warmup`` untimed then ``--runs``
-timed times, the models taking turns run after run so that load on the machine
-hits them alike. The median, min and max, the speed-up over ``original``, the
-time ratio to ``resnet``, the peak memory of one step (a fresh subprocess per
-model: RSS high-water mark on CPU, ``torch.cuda.max_memory_allocated`` on GPU)
-and the largest relative difference to ``original`` (outputs; gradients for
-training) are reported, with the machine (CPU model and ISA flags, threads,
-GPU, library versions). Also measured: a whole Mask R-CNN train step with each
-backbone formulation (and ``mmepsa-nchw-neck``: mmepsa's config with the
-backbone's features made contiguous NCHW for mmdet's FPN, instead of its
-channels-last features into ``ChannelsLastFPN``), and the peak memory of a
-backbone train step with and without ``with_cp``. Writes ``benchmark.json``,
-``benchmark.md`` and ``benchmark.png`` to ``--out-dir``. The logic is in
-:mod:`mmepsa.analysis.compare_speed`, its model list in
-``mmepsa.analysis.compare_speed.BACKBONES``. Example (the README's command)::
+"""mmepsa's EPSANet vs the authors' formulation vs mmdet's ResNet: time,
+memory and the forms the PSA convs' autotuner chose, side by side. The rows,
+cases and report: docs/performance.md; the logic:
+:mod:`mmepsa.analysis.compare_speed`. Run::
 
     python tools/analysis_tools/compare_speed.py --out-dir work_dirs/benchmark
+
+``--fast-path-check`` runs the fast path check instead, as
+``tools/analysis_tools/fast_path_check.py`` does.
 """
 import argparse
 import os.path as osp
@@ -77,7 +28,7 @@ def _size(text: str):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='mmepsa EPSANet vs the original formulation vs mmdet '
-        'ResNet: time, memory and output differences, side by side')
+        'ResNet: time, memory and the autotuner\'s forms, side by side')
     parser.add_argument('--depth', type=int, choices=(50, 101), default=50)
     parser.add_argument(
         '--sizes',
@@ -145,7 +96,8 @@ def parse_args(argv=None):
         '--fast-path-check',
         action='store_true',
         help='run only the fast path check (tuning cost, fast path vs '
-        'plain model) and exit 1 if a bound is exceeded')
+        'plain model) and exit 1 if a bound is exceeded: the same as '
+        'tools/analysis_tools/fast_path_check.py')
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--runs', type=int, default=5)
     parser.add_argument('--seed', type=int, default=0)
@@ -173,12 +125,13 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from mmepsa.analysis.compare_speed import compare_speed, fast_path_check
     if args.fast_path_check:
+        from mmepsa.analysis.fast_path_check import fast_path_check
         result = fast_path_check(args)
         if not result['ok']:
             raise SystemExit(1)
         return result
+    from mmepsa.analysis.compare_speed import compare_speed
     return compare_speed(args)
 
 

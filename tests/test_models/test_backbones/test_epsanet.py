@@ -9,6 +9,7 @@ import torch.nn as nn
 from mmengine.analysis import get_model_complexity_info
 from torch.nn.modules import GroupNorm
 
+from mmepsa.analysis import compare_speed as cs
 from mmepsa.models import EPSABlock, EPSANet, PSAModule
 from mmepsa.testing import RefEPSANet, RefPSA, randomize_
 # A narrow EPSANet keeps the tests fast where the full width is not the point.
@@ -275,6 +276,78 @@ def test_parity_with_original_checkpoint(tmp_path, depth, layers):
         theirs = ref.stages(x)
     for a, b in zip(ours, theirs):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def max_rel_diff(a, b) -> float:
+    """max |a - b| / max |b| over pairs of tensors (the worst pair)."""
+    return max(((x.detach() - y.detach()).abs().max() /
+                y.detach().abs().max().clamp_min(1e-12)).item()
+               for x, y in zip(a, b))
+
+
+def run_benchmark_row(name: str, mode: str, x: torch.Tensor):
+    """One step of a row of the benchmark (``compare_speed.BACKBONES``, the
+    EPSANets holding the same random weights) in a mode of
+    ``compare_speed.MODES``, as the benchmark runs it; training in float64
+    (in float32 batch-statistics BN amplifies rounding until the original
+    differs from itself run channels-last by ~1e-2 in gradients). Returns
+    the outputs and, for training, the gradients by the original's
+    parameter names (the benchmark wrappers' ``ref.``/``model.`` off)."""
+    train, settings = cs.MODES[mode]
+    model = cs.build_backbone(name, 50, 0, train, settings=settings)
+    if train:
+        model, x = model.double(), x.double()
+    outs = cs.backbone_step(model, x, train, 'fp32')()
+    if not train:
+        return outs, None
+    grads = {}
+    for n, p in model.named_parameters():
+        if p.grad is not None:
+            for prefix in ('ref.', 'model.'):
+                n = n[len(prefix):] if n.startswith(prefix) else n
+            grads[n] = p.grad
+    return outs, grads
+
+
+@pytest.fixture(scope='module')
+def original_steps():
+    """The benchmark's ``original`` row (the authors' formulation, with
+    ResNet's frozen_stages and norm_eval) on 1x3x64x64, run once per mode
+    and kept: mode -> (input, outputs, gradients)."""
+    cache = {}
+
+    def get(mode: str):
+        if mode not in cache:
+            torch.manual_seed(0)
+            x = torch.randn(1, 3, 64, 64)
+            cache[mode] = (x, ) + run_benchmark_row('original', mode, x)
+        return cache[mode]
+
+    return get
+
+
+@pytest.mark.parametrize('row,mode', [
+    (row, mode) for mode in cs.MODES
+    for row in ('mmepsa', 'mmepsa-untuned', 'mmepsa-plain', 'mmepsa-deploy')
+    if mode == 'inference' or row not in cs.INFERENCE_ONLY
+])
+def test_benchmark_rows_match_the_original(row, mode, original_steps):
+    """Each EPSANet row of the benchmark (the fast path as by default,
+    untuned and off; deploy_model's, inference only) computes the authors'
+    formulation, same weights and input: inference outputs to 1e-5 of the
+    largest output; a training step (every BN training, or the detection
+    setting frozen_stages=1, norm_eval=True) in float64, outputs to 1e-9
+    and the gradients of the same parameters to 1e-6."""
+    x, ref_outs, ref_grads = original_steps(mode)
+    outs, grads = run_benchmark_row(row, mode, x)
+    if mode == 'inference':
+        assert max_rel_diff(outs, ref_outs) < 1e-5
+        return
+    assert max_rel_diff(outs, ref_outs) < 1e-9
+    assert set(grads) == set(ref_grads) and grads
+    keys = sorted(grads)
+    assert max_rel_diff([grads[k] for k in keys], [ref_grads[k]
+                                                   for k in keys]) < 1e-6
 
 
 def test_loads_mmpretrain_classifier_checkpoint(tmp_path):
