@@ -14,7 +14,9 @@ reads the backbone's own modules and parameters and walks them as mmdet's
 * channels-last execution where ``channels_last`` says so (:mod:`.layout`).
 
 A module it does not know (a block or PSA module of another type, a conv or
-norm not folded) runs as the module itself.
+norm not folded) runs as the module itself, and so does a conv with hooks
+(such as those :class:`~mmepsa.engine.CPUBF16OptimWrapper` puts on strided
+convs), so that they fire.
 """
 import time
 from typing import Tuple
@@ -29,21 +31,62 @@ from . import conv_forms
 from .conv_forms import TunedConv
 from .fold import conv_bn, eval_bn_affine, foldable, run_folded
 from .layout import to_contiguous_nchw, use_channels_last
-from .probes import has_hooks
+from .probes import global_hooks, has_hooks
 from .switch import on_for
 from .weighting import se_attention, weighted_concat
+
+
+def _own_hooks(module: nn.Module) -> bool:
+    """Whether ``module`` itself (not a module inside it) has hooks."""
+    return bool(
+        module._forward_hooks or module._forward_pre_hooks
+        or module._backward_hooks
+        or getattr(module, '_backward_pre_hooks', None))
+
+
+def _hooks_missed(backbone: nn.Module) -> bool:
+    """Whether the fast path would skip a hooked module's call: global
+    hooks, or hooks on a module inside ``backbone`` other than a conv
+    outside the SE modules (the fast path runs such a conv as itself when
+    it has hooks). The backbone's own hooks run around its forward."""
+    if global_hooks():
+        return True
+    in_se = {
+        id(m)
+        for psa in backbone.modules()
+        if isinstance(getattr(psa, 'se', None), nn.Module)
+        for m in psa.se.modules()
+    }
+    return any(
+        _own_hooks(m) and (not isinstance(m, nn.Conv2d) or id(m) in in_se)
+        for m in backbone.modules() if m is not backbone)
 
 
 def engaged(backbone: nn.Module, x: torch.Tensor) -> bool:
     """Whether the fast path runs ``backbone`` on ``x``: the switch is on,
     ``x`` is a CPU tensor, and no tracing, scripting, ``torch.compile``,
     ONNX export or module hook (a FLOPs counter's) would miss its modules
-    being called."""
-    return on_for(x) and not has_hooks(backbone)
+    being called; hooks on the backbone itself and on its convs (outside
+    the SE modules: the bf16 optimizer wrapper's) do not stop it."""
+    return on_for(x) and not _hooks_missed(backbone)
 
 
 def _branch_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return TunedConv(conv)(x) if type(conv) is nn.Conv2d else conv(x)
+    if type(conv) is nn.Conv2d and not has_hooks(conv):
+        return TunedConv(conv)(x)
+    return conv(x)
+
+
+def _conv_bn(conv: nn.Module, norm: nn.Module,
+             x: torch.Tensor) -> torch.Tensor:
+    """:func:`~.fold.conv_bn`; a conv with hooks runs as itself."""
+    return norm(conv(x)) if has_hooks(conv) else conv_bn(conv, norm, x)
+
+
+def _run_folded(seq: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """:func:`~.fold.run_folded`; with hooks inside, ``seq`` runs as
+    itself."""
+    return seq(x) if has_hooks(seq) else run_folded(seq, x)
 
 
 def psa_forward(psa: nn.Module, x: torch.Tensor,
@@ -74,16 +117,16 @@ def block_forward(block: nn.Module, x: torch.Tensor,
         return block(x)
 
     def inner(x: torch.Tensor) -> torch.Tensor:
-        out = block.relu(conv_bn(block.conv1, block.norm1, x))
+        out = block.relu(_conv_bn(block.conv1, block.norm1, x))
         if block.with_plugins:
             out = block.forward_plugin(out, block.after_conv1_plugin_names)
         out = block.relu(psa_forward(block.conv2, out, block.norm2))
         if block.with_plugins:
             out = block.forward_plugin(out, block.after_conv2_plugin_names)
-        out = conv_bn(block.conv3, block.norm3, out)
+        out = _conv_bn(block.conv3, block.norm3, out)
         if block.with_plugins:
             out = block.forward_plugin(out, block.after_conv3_plugin_names)
-        identity = x if block.downsample is None else run_folded(
+        identity = x if block.downsample is None else _run_folded(
             block.downsample, x)
         out += identity  # in place, as mmdet's Bottleneck
         return out
@@ -99,9 +142,9 @@ def _stages(backbone: nn.Module, x: torch.Tensor,
             psa_type: type) -> Tuple[torch.Tensor, ...]:
     """mmdet's ``ResNet.forward``, with the fast stem and blocks."""
     if backbone.deep_stem:
-        x = run_folded(backbone.stem, x)
+        x = _run_folded(backbone.stem, x)
     else:
-        x = backbone.relu(conv_bn(backbone.conv1, backbone.norm1, x))
+        x = backbone.relu(_conv_bn(backbone.conv1, backbone.norm1, x))
     x = backbone.maxpool(x)
     outs = []
     for i, layer_name in enumerate(backbone.res_layers):
