@@ -1,43 +1,53 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
-"""``make deploy-demo``: the two demo detectors (the Mask R-CNN of ``make
-demo`` and the RetinaNet of the same data) exported to ONNX and evaluated
-under onnxruntime against PyTorch on the demo val set, plus the Mask
-R-CNN's latency.
+"""``make deploy-demo``: the demo Mask R-CNN (``make demo``'s) and RetinaNet
+deployed on every runtime and precision this CPU offers, measured against
+PyTorch in one table.
 
-Steps, for each of :data:`DEMO_CONFIGS`:
+For each of :data:`DEMO_CONFIGS`:
 
-1. the checkpoint named by ``<work_dir>/last_checkpoint`` (the config's
-   ``work_dir``: ``work_dirs/demo`` and ``work_dirs/demo_retinanet``); if
-   there is none, the demo trains it first (:func:`mmepsa.demo.run_demo`,
-   as ``make demo``);
-2. :func:`~mmepsa.deployment.export_onnx` to
-   ``work_dirs/deploy-demo/<config name>.onnx``;
-3. :func:`~mmepsa.deployment.evaluate_onnx` with the checkpoint: both
-   sides' COCO metrics, their differences and the detections' IoUs,
-   written to ``work_dirs/deploy-demo/<config name>.json``;
+1. the checkpoint named by ``<work_dir>/last_checkpoint``
+   (``work_dirs/demo``, ``work_dirs/demo_retinanet``), trained first by the
+   demo when there is none;
+2. :func:`~mmepsa.deployment.export_onnx` to ``<out_dir>/<config>.onnx``
+   and :func:`~mmepsa.deployment.quantize_int8` of it to
+   ``<out_dir>/<config>_int8.xml`` (calibrated on the demo train set);
+3. each row of :data:`ROWS` evaluated on the demo val set against PyTorch
+   (:func:`~mmepsa.deployment.evaluate_onnx`); bf16 only where the CPU has
+   it (the table says when it lacks it);
+4. the latency of PyTorch eager and every row, taking turns, on demo val
+   images resized to each of :data:`LATENCY_SHAPES`
+   (:func:`~mmepsa.deployment.compare_latency`).
 
-then :func:`~mmepsa.deployment.compare_latency` of the Mask R-CNN
-(``latency.json``) and ``summary.json`` with all of it. Exits 0 when every
-comparison is within the tolerances (``ok``), 3 otherwise.
+``<out_dir>/summary.json`` holds everything, the printed table the bounds'
+verdicts (:func:`check_bounds`). Exits 0 when every bound is met, 3
+otherwise.
 
 Usage::
 
     python -m mmepsa.deployment.demo [--out-dir DIR] [--no-latency]
-        [--latency-shape 1x800x1216] [--threads 2]
+        [--runs 5] [--threads 2] [--calibration-images 300]
 """
 import argparse
 import json
 import os
 import os.path as osp
 import sys
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple
 
 #: The demo configs, under ``configs/demo/``.
 DEMO_CONFIGS = ('mask-rcnn_epsanet50-s_fpn_demo-shapes.py',
                 'retinanet_epsanet50-s_fpn_demo-shapes.py')
 
-#: The config whose latency is measured.
-LATENCY_CONFIG = DEMO_CONFIGS[0]
+#: The deployed rows: (backend, precision).
+ROWS = (('onnxruntime', 'fp32'), ('openvino', 'fp32'), ('openvino', 'bf16'),
+        ('openvino', 'int8'))
+
+#: The latency inputs: one image, and a batch of four.
+LATENCY_SHAPES = ((1, 3, 800, 1216), (4, 3, 800, 1216))
+
+#: The fastest row within its accuracy bound takes at most this share of
+#: PyTorch eager's time (the Mask R-CNN at 1x3x800x1216).
+SPEED_BOUND = 1 / 3
 
 
 def find_config(name: str) -> str:
@@ -82,11 +92,15 @@ def demo_checkpoint(config: str, train: bool = True) -> str:
 
 def run_deploy_demo(out_dir: str = 'work_dirs/deploy-demo',
                     latency: bool = True,
-                    latency_shape=(1, 3, 800, 1216),
+                    shapes: Sequence[Sequence[int]] = LATENCY_SHAPES,
                     threads: int = 2,
-                    configs=DEMO_CONFIGS) -> dict:
-    """Train (if needed), export, evaluate and time the demo detectors;
-    returns the summary (also in ``<out_dir>/summary.json``).
+                    configs: Sequence[str] = DEMO_CONFIGS,
+                    rows: Sequence[Tuple[str, str]] = ROWS,
+                    runs: int = 5,
+                    calibration_images: int = 300) -> dict:
+    """Train (if needed), export, quantize, evaluate and time the demo
+    detectors on every row; returns the summary (also in
+    ``<out_dir>/summary.json``), with ``bounds`` from :func:`check_bounds`.
 
     Example:
         >>> from mmepsa.deployment.demo import run_deploy_demo
@@ -94,84 +108,194 @@ def run_deploy_demo(out_dir: str = 'work_dirs/deploy-demo',
         >>> summary['ok']  # doctest: +SKIP
         True
     """
+    from .backends import PrecisionError, backend_label, check_bf16
     from .evaluate import evaluate_onnx
     from .export import export_onnx
-    from .latency import compare_latency, format_latency
+    from .latency import compare_latency, deploy_machine_info
+    from .quantize import calibration_images as calibration_set
+    from .quantize import quantize_int8
 
     os.makedirs(out_dir, exist_ok=True)
-    summary = dict(models={}, ok=True)
-    checkpoints = {}
-    for name in configs:
-        config = find_config(name)
-        checkpoints[name] = demo_checkpoint(config)
+    summary = dict(models={}, machine=deploy_machine_info(threads))
+    skipped = {}
+    if any(p == 'bf16' for _, p in rows):
+        try:
+            check_bf16()
+        except PrecisionError as e:
+            skipped['openvino-bf16'] = str(e)
+    checkpoints = {
+        name: demo_checkpoint(find_config(name))
+        for name in configs
+    }
     for name in configs:
         config, checkpoint = find_config(name), checkpoints[name]
         stem = osp.splitext(name)[0]
-        onnx_file = osp.join(out_dir, stem + '.onnx')
-        print(
-            f'[deploy-demo] exporting {checkpoint} to {onnx_file}', flush=True)
-        export = export_onnx(config, checkpoint, onnx_file)
-        print(
-            f'[deploy-demo] evaluating {onnx_file} (onnxruntime) and '
-            f'{checkpoint} (PyTorch) on the val set',
-            flush=True)
-        result = evaluate_onnx(config, onnx_file, checkpoint)
-        result['export'] = dict(
-            ops=export['ops'], agreement=export.get('agreement'))
-        _write_json(osp.join(out_dir, stem + '.json'), result)
-        summary['models'][stem] = result
-        summary['ok'] = summary['ok'] and result['ok']
-    if latency and LATENCY_CONFIG in configs:
-        stem = osp.splitext(LATENCY_CONFIG)[0]
-        print(
-            f'[deploy-demo] latency of {stem}: onnxruntime against '
-            f'PyTorch eager, {"x".join(map(str, latency_shape))}, '
-            f'{threads} threads',
-            flush=True)
-        timing = compare_latency(
-            find_config(LATENCY_CONFIG), checkpoints[LATENCY_CONFIG],
-            osp.join(out_dir, stem + '.onnx'), latency_shape, threads)
-        timing['model'] = stem
-        _write_json(osp.join(out_dir, 'latency.json'), timing)
-        summary['latency'] = timing
-        print(format_latency(timing))
+        files = {'fp32': osp.join(out_dir, stem + '.onnx')}
+        _say(f'exporting {checkpoint} to {files["fp32"]}')
+        export = export_onnx(config, checkpoint, files['fp32'])
+        model = dict(
+            export=dict(ops=export['ops'], agreement=export.get('agreement')),
+            rows={},
+            latency={},
+            skipped=dict(skipped))
+        if any(p == 'int8' for _, p in rows):
+            files['int8'] = osp.join(out_dir, stem + '_int8.xml')
+            _say(f'quantizing to int8 ({files["int8"]}), '
+                 f'{calibration_images} train images')
+            model['int8'] = quantize_int8(
+                config,
+                files['fp32'],
+                files['int8'],
+                num_images=calibration_images,
+                split='train')
+        models = []
+        for backend, precision in rows:
+            label = backend_label(backend, precision)
+            if label in skipped:
+                continue
+            model_file = files['int8' if precision == 'int8' else 'fp32']
+            _say(f'evaluating {label} against PyTorch on the val set')
+            model['rows'][label] = evaluate_onnx(
+                config,
+                model_file,
+                checkpoint,
+                threads=threads,
+                backend=backend,
+                precision=precision)
+            models.append((model_file, backend, precision))
+        if latency:
+            images = calibration_set(config, max(s[0] for s in shapes))
+            for shape in shapes:
+                key = 'x'.join(map(str, shape))
+                _say(f'latency of {stem} at {key}: PyTorch eager and '
+                     f'{len(models)} rows, {runs} runs taking turns')
+                model['latency'][key] = compare_latency(
+                    config,
+                    checkpoint,
+                    shape=shape,
+                    threads=threads,
+                    warmup=1,
+                    runs=runs,
+                    rows=[backend_label(b, p)
+                          for _, b, p in models] + ['pytorch'],
+                    models=models,
+                    images=images)
+        summary['models'][stem] = model
+        _write_json(osp.join(out_dir, 'summary.json'), summary)
+    summary['bounds'] = check_bounds(summary)
+    summary['ok'] = all(b['ok'] for b in summary['bounds'])
     _write_json(osp.join(out_dir, 'summary.json'), summary)
     print(format_summary(summary, out_dir))
     return summary
 
 
+def _say(text: str) -> None:
+    print(f'[deploy-demo] {text}', flush=True)
+
+
+def check_bounds(summary: dict) -> List[dict]:
+    """The bounds of the deployment table, each ``{'bound', 'ok',
+    'detail'}``: every row's accuracy within its precision's tolerance
+    (``evaluate_onnx``'s ``ok``); the fastest row within it takes at most
+    :data:`SPEED_BOUND` of PyTorch eager's time for the Mask R-CNN at one
+    image (the first latency shape); a batch costs no more per image than
+    one image, row by row."""
+    bounds = []
+    for stem, model in summary['models'].items():
+        for label, result in model['rows'].items():
+            bounds.append(
+                dict(
+                    bound=f'{stem} {label}: mAP within tolerance',
+                    ok=bool(result['ok']),
+                    detail=result['differences']))
+        times = list(model['latency'].values())
+        if not times:
+            continue
+        single = times[0]
+        good = [label for label, r in model['rows'].items() if r['ok']]
+        ratios = {
+            label: single['vs_pytorch'][label]['median']
+            for label in good if label in single['vs_pytorch']
+        }
+        if stem.startswith('mask-rcnn') and ratios:
+            best = min(ratios, key=ratios.get)
+            bounds.append(
+                dict(
+                    bound=f'{stem}: fastest row within its accuracy bound '
+                    f'<= {SPEED_BOUND:.2f} of PyTorch eager at ' +
+                    'x'.join(map(str, single['shape'])),
+                    ok=ratios[best] <= SPEED_BOUND,
+                    detail=f'{best}: {ratios[best]:.3f}'))
+        for batch in times[1:]:
+            for label in single['model_rows']:
+                one = single['rows'][label]['per_image_ms']
+                per = batch['rows'][label]['per_image_ms']
+                bounds.append(
+                    dict(
+                        bound=f'{stem} {label}: batch {batch["shape"][0]} '
+                        'costs no more per image than batch 1',
+                        ok=per <= one * 1.02,
+                        detail=f'{per:.0f} ms against {one:.0f} ms'))
+    return bounds
+
+
 def format_summary(summary: dict, out_dir: str) -> str:
-    """The comparison table ``make deploy-demo`` prints."""
+    """The table ``make deploy-demo`` prints: per model and row, mAP and
+    mAP@0.5 (bbox, segm) on the demo val set, latency (median ms, one image
+    and per image in a batch) and its paired ratio to PyTorch eager; then
+    the bounds and the machine."""
+    from .latency import describe_machine
     lines = [
-        '', '=' * 72, 'deploy-demo: onnxruntime against PyTorch, demo val set',
-        '| model | metric | PyTorch | onnxruntime | difference |',
-        '| --- | --- | ---: | ---: | ---: |'
+        '', '=' * 72, 'deploy-demo: demo val set; latency on val '
+        'images resized, median of taking turns'
     ]
-    for stem, result in summary['models'].items():
-        ref, ours = (result['metrics']['pytorch'],
-                     result['metrics']['onnxruntime'])
-        for metric, diff in result['differences'].items():
-            key = f'coco/{metric}'
-            lines.append(f'| {stem} | {metric} | {ref[key]:.3f} | '
-                         f'{ours[key]:.3f} | {diff:+.3f} |')
-    lines.append('')
-    for stem, result in summary['models'].items():
-        a = result['agreement']
-        text = (f"{stem}: {a['matched']} of {a['reference']} PyTorch "
-                f"detections matched ({a['test']} onnxruntime), box IoU min "
-                f"{_fmt(a['min_iou'])}, mean {_fmt(a['mean_iou'])}")
-        if 'min_mask_iou' in a:
-            text += f", mask IoU min {_fmt(a['min_mask_iou'])}"
-        text += f"; ok: {result['ok']}"
-        lines.append(text)
-    lines.append(f"all within tolerance: {summary['ok']}; details in "
-                 f'{osp.join(out_dir, "summary.json")}')
-    lines.append('=' * 72)
+    for stem, model in summary['models'].items():
+        shapes = list(model['latency'])
+        lines += [
+            '', f'### {stem}', '',
+            '| row | bbox mAP / @0.5 | segm mAP / @0.5 | ' +
+            ' | '.join(f'ms {s} (per image)'
+                       for s in shapes) + ' | / PyTorch |',
+            '| --- | --- | --- | ' + ' | '.join('---:'
+                                                for _ in shapes) + ' | ---: |'
+        ]
+        first = next(iter(model['rows'].values()), None)
+        names = (['pytorch'] if first else []) + list(model['rows'])
+        for name in names:
+            metrics = (
+                first['metrics']['pytorch']
+                if name == 'pytorch' else model['rows'][name]['metrics'][name])
+            cells = [name, _map(metrics, 'bbox'), _map(metrics, 'segm')]
+            for s in shapes:
+                row = model['latency'][s]['rows'].get(name)
+                cells.append('' if row is None else f"{row['median_ms']:.0f} "
+                             f"({row['per_image_ms']:.0f})")
+            ratio = (
+                model['latency'][shapes[0]]['vs_pytorch'].get(name)
+                if shapes else None)
+            cells.append('1.00' if name == 'pytorch' and shapes else
+                         f"{ratio['median']:.2f}" if ratio else '')
+            lines.append('| ' + ' | '.join(cells) + ' |')
+        for label, why in model['skipped'].items():
+            lines.append(f'{label}: not run: {why}')
+    lines += ['', 'bounds:']
+    for b in summary['bounds']:
+        lines.append(f"  [{'ok' if b['ok'] else 'NOT MET'}] {b['bound']} "
+                     f"({b['detail']})")
+    lines += [
+        '',
+        describe_machine(summary['machine']),
+        f"all bounds met: {summary['ok']}; details in "
+        f'{osp.join(out_dir, "summary.json")}', '=' * 72
+    ]
     return '\n'.join(lines)
 
 
-def _fmt(value) -> str:
-    return 'n/a' if value is None else f'{value:.4f}'
+def _map(metrics: dict, kind: str) -> str:
+    if f'coco/{kind}_mAP' not in metrics:
+        return ''
+    return (f"{metrics[f'coco/{kind}_mAP']:.3f} / "
+            f"{metrics[f'coco/{kind}_mAP_50']:.3f}")
 
 
 def _write_json(path: str, data: dict) -> None:
@@ -184,35 +308,49 @@ def _write_json(path: str, data: dict) -> None:
 def parse_args(argv: Optional[List[str]] = None):
     from mmepsa.analysis.benchmark import parse_nchw
     parser = argparse.ArgumentParser(
-        description='Export the demo Mask R-CNN and RetinaNet to ONNX and '
-        'compare onnxruntime with PyTorch on the demo val set')
+        description='Deploy the demo Mask R-CNN and RetinaNet on every '
+        'runtime and precision (onnxruntime, OpenVINO fp32/bf16/int8) and '
+        'measure them against PyTorch on the demo val set')
     parser.add_argument(
         '--out-dir',
         default='work_dirs/deploy-demo',
-        help='where the .onnx files and the JSON results go')
+        help='where the models and summary.json go')
     parser.add_argument(
-        '--no-latency',
-        action='store_true',
-        help='skip the latency comparison of the Mask R-CNN')
+        '--no-latency', action='store_true', help='skip the latency')
     parser.add_argument(
-        '--latency-shape',
+        '--latency-shapes',
         type=parse_nchw,
-        default=(1, 3, 800, 1216),
-        metavar='1xHxW',
-        help='input of the latency comparison (default '
-        '1x800x1216)')
+        nargs='+',
+        default=list(LATENCY_SHAPES),
+        metavar='NxHxW',
+        help='latency inputs (default 1x800x1216 4x800x1216)')
+    parser.add_argument(
+        '--runs',
+        type=int,
+        default=5,
+        help='timed rounds of the latency (default 5)')
     parser.add_argument(
         '--threads',
         type=int,
         default=2,
-        help='threads of torch and onnxruntime for the latency (default 2)')
+        help='threads of torch and the runtimes (default 2)')
+    parser.add_argument(
+        '--calibration-images',
+        type=int,
+        default=300,
+        help='int8 calibration images from the train set (default 300)')
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    summary = run_deploy_demo(args.out_dir, not args.no_latency,
-                              args.latency_shape, args.threads)
+    summary = run_deploy_demo(
+        args.out_dir,
+        not args.no_latency,
+        args.latency_shapes,
+        args.threads,
+        runs=args.runs,
+        calibration_images=args.calibration_images)
     return 0 if summary['ok'] else 3
 
 

@@ -14,7 +14,7 @@ matched one to one (:class:`DetectionAgreement`) and their box (and mask)
 IoUs reported.
 """
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -146,25 +146,34 @@ def build_evaluator(cfg, dataset_meta: dict):
     return evaluator
 
 
-def onnx_predict(model: OnnxDetector, inputs: torch.Tensor, data_sample):
-    """One preprocessed image of the dataloader (``(3, h, w)`` uint8, the
-    pipeline's resized image) through ``model``: a ``DetDataSample`` with
-    the data sample's metainfo and ``pred_instances`` in the original
-    image, as ``detector.test_step`` returns."""
+def onnx_predict(model: OnnxDetector, inputs: Sequence[torch.Tensor],
+                 data_samples: Sequence) -> list:
+    """A batch of the dataloader (each ``(3, h, w)`` uint8, the pipeline's
+    resized image) through ``model`` as one batch (stacked top-left, as
+    mmdet's data preprocessor stacks it): for each image a
+    ``DetDataSample`` with its metainfo and ``pred_instances`` in the
+    original image, as ``detector.test_step`` returns them."""
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData
-    raw = model.infer(inputs[None].float().numpy())
-    result = model.postprocess(raw, data_sample.scale_factor,
-                               data_sample.ori_shape)
-    pred = InstanceData(
-        bboxes=torch.from_numpy(result['bboxes']),
-        scores=torch.from_numpy(result['scores']),
-        labels=torch.from_numpy(result['labels']))
-    if 'masks' in result:
-        pred.masks = torch.from_numpy(result['masks'])
-    sample = DetDataSample(metainfo=data_sample.metainfo)
-    sample.pred_instances = pred
-    return sample
+    shapes = np.array([img.shape[1:] for img in inputs], dtype=np.int64)
+    batch = np.zeros((len(inputs), 3, *shapes.max(axis=0)), np.float32)
+    for i, img in enumerate(inputs):
+        batch[i, :, :img.shape[1], :img.shape[2]] = img.numpy()
+    raw = model.infer(batch, shapes)
+    samples = []
+    for i, data_sample in enumerate(data_samples):
+        result = model.postprocess(raw, data_sample.scale_factor,
+                                   data_sample.ori_shape, i)
+        pred = InstanceData(
+            bboxes=torch.from_numpy(result['bboxes']),
+            scores=torch.from_numpy(result['scores']),
+            labels=torch.from_numpy(result['labels']))
+        if 'masks' in result:
+            pred.masks = torch.from_numpy(result['masks'])
+        sample = DetDataSample(metainfo=data_sample.metainfo)
+        sample.pred_instances = pred
+        samples.append(sample)
+    return samples
 
 
 def evaluate_onnx(config,
@@ -174,7 +183,8 @@ def evaluate_onnx(config,
                   threads: Optional[int] = None,
                   max_images: Optional[int] = None,
                   backend: str = 'onnxruntime',
-                  precision: Optional[str] = None) -> dict:
+                  precision: Optional[str] = None,
+                  batch_size: int = 1) -> dict:
     """Evaluate ``onnx_file`` under ``backend`` over ``config``'s test set
     with its ``test_evaluator``; with ``checkpoint``, PyTorch too, and
     compare the two.
@@ -187,6 +197,9 @@ def evaluate_onnx(config,
             evaluate PyTorch (``detector.test_step``) on the same batches.
         cfg_options (dict, optional): Config overrides.
         threads (int, optional): The backend's inference threads.
+        batch_size (int): Images per batch, for the model and PyTorch
+            alike (stacked as mmdet's data preprocessor stacks them).
+            Defaults to 1.
         max_images (int, optional): Stop after this many images (a quick
             check: COCO metrics then count the other images' objects as
             missed, alike for both).
@@ -221,6 +234,9 @@ def evaluate_onnx(config,
         onnx_file, threads=threads, backend=backend, precision=precision)
     label = model.label
     detector = load_detector(cfg, checkpoint)[0] if checkpoint else None
+    if batch_size < 1:
+        raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+    cfg.test_dataloader.batch_size = batch_size
     dataloader = build_test_dataloader(cfg)
     meta = dataloader.dataset.metainfo
     evaluators = {label: build_evaluator(cfg, meta)}
@@ -229,10 +245,7 @@ def evaluate_onnx(config,
     agreement = DetectionAgreement()
     seen, start = 0, time.perf_counter()
     for data in dataloader:
-        samples = [
-            onnx_predict(model, inputs, sample)
-            for inputs, sample in zip(data['inputs'], data['data_samples'])
-        ]
+        samples = onnx_predict(model, data['inputs'], data['data_samples'])
         evaluators[label].process(samples, data)
         if detector is not None:
             with torch.no_grad():
@@ -253,6 +266,7 @@ def evaluate_onnx(config,
         checkpoint=checkpoint,
         backend=backend,
         precision=model.precision,
+        batch_size=batch_size,
         images=seen,
         seconds=round(time.perf_counter() - start, 1),
         metrics=metrics)

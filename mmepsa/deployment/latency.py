@@ -18,7 +18,7 @@ Rows (all on the same input image, timed in turns by
 * ``pytorch-export-wrapper``: the export wrapper in eager mode, the very
   computation the ``.onnx`` file holds.
 """
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -39,9 +39,29 @@ MODEL_ROWS = tuple(
         if b == 'openvino' or p == 'fp32'))
 
 
+def latency_inputs(shape: Sequence[int],
+                   images: Optional[Sequence[str]] = None,
+                   seed: int = 0) -> np.ndarray:
+    """``(N, H, W, 3)`` uint8 pixels of ``shape`` ``(N, 3, H, W)``: the
+    ``images`` (files, taken in turn) each resized to ``H x W``, else
+    uniform random pixels (``seed``), which a trained detector finds
+    nothing in."""
+    n, _, h, w = shape
+    if not images:
+        rng = np.random.RandomState(seed)
+        return rng.randint(0, 256, (n, h, w, 3), dtype=np.uint8)
+    import cv2
+
+    from .runner import load_image
+    return np.stack([
+        cv2.resize(load_image(images[i % len(images)]), (w, h))
+        for i in range(n)
+    ])
+
+
 def compare_latency(config,
                     checkpoint: str,
-                    onnx_file: str,
+                    onnx_file: Optional[str] = None,
                     shape: Sequence[int] = (1, 3, 800, 1216),
                     threads: int = 2,
                     warmup: int = 2,
@@ -50,39 +70,46 @@ def compare_latency(config,
                     seed: int = 0,
                     cfg_options: Optional[dict] = None,
                     backend: str = 'onnxruntime',
-                    precision: Optional[str] = None) -> dict:
-    """Time ``rows`` on one random image of ``shape`` (uniform pixels
-    0-255, ``seed``), torch and the backend each on ``threads`` threads,
-    and record the machine.
+                    precision: Optional[str] = None,
+                    models: Optional[Sequence[Tuple[str, str,
+                                                    Optional[str]]]] = None,
+                    images: Optional[Sequence[str]] = None) -> dict:
+    """Time ``rows`` on one batch of ``shape`` (``images`` resized to it,
+    else uniform random pixels 0-255, ``seed``), torch and the backends
+    each on ``threads`` threads, in turns; record the machine.
 
     Args:
         config (str | Config): The detector's config.
         checkpoint (str): Its weights (the ones exported).
-        onnx_file (str): The exported model (OpenVINO: also an IR ``.xml``,
-            the int8 one for ``int8``).
-        shape (Sequence[int]): ``(1, 3, H, W)`` input. Defaults to
-            ``(1, 3, 800, 1216)``.
-        threads (int): Threads of torch and of onnxruntime. Defaults to 2.
+        onnx_file (str, optional): The exported model, run by ``backend``
+            at ``precision`` (OpenVINO: also an IR ``.xml``, the int8 one
+            for ``int8``).
+        shape (Sequence[int]): ``(N, 3, H, W)``: N images of H x W.
+            Defaults to ``(1, 3, 800, 1216)``.
+        threads (int): Threads of torch and of the backends. Defaults to 2.
         warmup (int): Untimed rounds first. Defaults to 2.
         runs (int): Timed rounds. Defaults to 5.
-        rows (Sequence[str], optional): Which rows: some of the model's
-            label and :data:`PYTORCH_ROWS`. Defaults to all.
-        seed (int): Seed of the input image. Defaults to 0.
+        rows (Sequence[str], optional): Which rows: some of the models'
+            labels and :data:`PYTORCH_ROWS`. Defaults to all.
+        seed (int): Seed of the random pixels. Defaults to 0.
         cfg_options (dict, optional): Config overrides.
         backend (str): ``onnxruntime`` or ``openvino``. Defaults to
             ``onnxruntime``.
         precision (str, optional): ``fp32``, ``bf16`` or ``int8``; None:
             what the file holds (:func:`~mmepsa.deployment.create_backend`).
+        models (Sequence[tuple], optional): Several models, each
+            ``(file, backend, precision)``, instead of ``onnx_file``.
+        images (Sequence[str], optional): Image files to time on.
 
     Returns:
-        dict: ``rows`` (``median_ms``, ``min_ms``, ``max_ms``, ``runs_ms``,
-        ``detections``), ``model_row`` (the model's label),
-        ``<label>_vs_pytorch`` (e.g. ``onnxruntime_vs_pytorch``: paired
-        ratio of the times, < 1: the model faster) when both rows ran,
-        ``shape``, ``threads``, ``warmup``, ``runs`` and ``machine``.
+        dict: ``rows`` (``median_ms``, ``per_image_ms``, ``min_ms``,
+        ``max_ms``, ``runs_ms``, ``detections``), ``model_rows`` (the
+        models' labels), ``vs_pytorch`` (each model's paired ratio of the
+        times to ``pytorch``'s, < 1: faster) when both ran, ``shape``,
+        ``threads``, ``warmup``, ``runs``, ``input`` and ``machine``.
 
     Raises:
-        ValueError: an unknown row, a batch other than 1, or threads < 1.
+        ValueError: an unknown row, a bad shape, or threads < 1.
 
     Example:
         >>> from mmepsa.deployment import compare_latency
@@ -97,78 +124,78 @@ def compare_latency(config,
 
     from mmepsa.analysis.benchmark import (paired_ratio, summarise_times,
                                            time_interleaved)
-    allowed = MODEL_ROWS + PYTORCH_ROWS
+    shape = tuple(int(v) for v in shape)
+    if len(shape) != 4 or shape[0] < 1 or shape[1] != 3:
+        raise ValueError(f'shape must be (N, 3, H, W), got {shape}')
+    if threads < 1:
+        raise ValueError(f'threads must be >= 1, got {threads}')
+    if models is None:
+        models = [(onnx_file, backend, precision)] if onnx_file else []
+    runners = [
+        OnnxDetector(f, threads=threads, backend=b, precision=p)
+        for f, b, p in models
+    ]
+    labels = [r.label for r in runners]
+    allowed = tuple(labels) + PYTORCH_ROWS
     unknown = [r for r in rows or () if r not in allowed]
     if unknown or (rows is not None and not rows):
         raise ValueError(f'rows must be some of {allowed}, got '
                          f'{list(rows)}')
-    shape = tuple(int(v) for v in shape)
-    if len(shape) != 4 or shape[0] != 1 or shape[1] != 3:
-        raise ValueError('shape must be (1, 3, H, W) (the exported graph '
-                         f'takes one image), got {shape}')
-    if threads < 1:
-        raise ValueError(f'threads must be >= 1, got {threads}')
+    rows = tuple(rows or allowed)
     torch.set_num_threads(threads)
-    rng = np.random.RandomState(seed)
-    pixels = rng.randint(0, 256, shape[1:], dtype=np.uint8)
-    inputs = pixels[None].astype(np.float32)
+    pixels = latency_inputs(shape, images, seed)
+    batch = np.ascontiguousarray(
+        pixels.transpose(0, 3, 1, 2).astype(np.float32))
+    img_shape = np.array([shape[2:]] * shape[0], dtype=np.int64)
     steps, outputs = {}, {}
-    label = None
-    if rows is None or set(rows) - set(PYTORCH_ROWS):
-        model = OnnxDetector(
-            onnx_file, threads=threads, backend=backend, precision=precision)
-        label = model.label
-        asked = [r for r in rows or (label, ) if r not in PYTORCH_ROWS]
-        if asked != [label]:
-            raise ValueError(f'rows name the model {asked}, but {onnx_file} '
-                             f'runs as {label!r}')
-
-        def run_model():
-            outputs[label] = model.infer(inputs)['scores']
-
-        steps[label] = run_model
-        rows = rows or (label, ) + PYTORCH_ROWS
+    for runner in runners:
+        if runner.label in rows:
+            steps[runner.label] = (lambda r=runner: outputs.__setitem__(
+                r.label,
+                r.infer(batch, img_shape)['scores']))
     if set(PYTORCH_ROWS) & set(rows):
         detector, cfg = load_detector(config, checkpoint, cfg_options)
-        h, w = shape[2:]
         meta = dict(
-            img_shape=(h, w), ori_shape=(h, w), scale_factor=(1.0, 1.0))
+            img_shape=shape[2:], ori_shape=shape[2:], scale_factor=(1.0, 1.0))
         data = dict(
-            inputs=[torch.from_numpy(pixels)],
-            data_samples=[DetDataSample(metainfo=meta)])
+            inputs=[torch.from_numpy(p.transpose(2, 0, 1)) for p in pixels],
+            data_samples=[DetDataSample(metainfo=meta) for _ in pixels])
         wrapper = build_export_wrapper(detector, cfg.model).eval()
-        tensor = torch.from_numpy(inputs)
-        img_shape = torch.tensor([[h, w]] * len(tensor))
 
         def run_pytorch():
-            out = detector.test_step(data)[0].pred_instances
-            outputs['pytorch'] = out.scores
+            outputs['pytorch'] = torch.cat([
+                out.pred_instances.scores for out in detector.test_step(data)
+            ])
 
         def run_wrapper():
-            outputs['pytorch-export-wrapper'] = wrapper(tensor, img_shape)[2]
+            outputs['pytorch-export-wrapper'] = wrapper(
+                torch.from_numpy(batch), torch.from_numpy(img_shape))[2]
 
-        if 'pytorch' in rows:
-            steps['pytorch'] = run_pytorch
-        if 'pytorch-export-wrapper' in rows:
-            steps['pytorch-export-wrapper'] = run_wrapper
+        steps['pytorch'] = run_pytorch
+        steps['pytorch-export-wrapper'] = run_wrapper
     steps = {name: steps[name] for name in rows}
     with torch.no_grad():
         times = time_interleaved(steps, torch.device('cpu'), warmup, runs)
     result_rows = {}
     for name, values in times.items():
         result_rows[name] = summarise_times(values)
+        result_rows[name]['per_image_ms'] = (
+            result_rows[name]['median_ms'] / shape[0])
         result_rows[name]['detections'] = int(len(outputs[name]))
     result = dict(
         shape=list(shape),
         threads=threads,
         warmup=warmup,
         runs=runs,
-        input=f'uniform random pixels 0-255, seed {seed}',
-        model_row=label,
+        input=(f'{len(images)} image(s) resized to {shape[2]}x{shape[3]}'
+               if images else f'uniform random pixels 0-255, seed {seed}'),
+        model_rows=[label for label in labels if label in rows],
         rows=result_rows)
-    if label in times and 'pytorch' in times:
-        result[f'{label}_vs_pytorch'] = paired_ratio(times[label],
-                                                     times['pytorch'])
+    if 'pytorch' in times:
+        result['vs_pytorch'] = {
+            label: paired_ratio(times[label], times['pytorch'])
+            for label in result['model_rows']
+        }
     result['machine'] = deploy_machine_info(threads)
     return result
 
@@ -192,29 +219,31 @@ def format_latency(result: dict) -> str:
     """A Markdown table of :func:`compare_latency`'s result, with the
     machine under it."""
     shape = 'x'.join(str(v) for v in result['shape'])
+    ratios = result.get('vs_pytorch', {})
     lines = [
-        f'| {shape}, {result["threads"]} threads | median ms | min-max ms '
-        '| detections |', '| --- | ---: | ---: | ---: |'
+        f'| {shape}, {result["threads"]} threads | median ms | ms per image '
+        '| min-max ms | detections | / pytorch (paired) |',
+        '| --- | ---: | ---: | ---: | ---: | ---: |'
     ]
     for name, row in result['rows'].items():
-        lines.append(f"| {name} | {row['median_ms']:.1f} | "
-                     f"{row['min_ms']:.1f}-{row['max_ms']:.1f} | "
-                     f"{row['detections']} |")
-    label = result.get('model_row', 'onnxruntime')
-    ratio = result.get(f'{label}_vs_pytorch')
-    if ratio:
-        lines.append('')
-        lines.append(f'{label} / pytorch, paired median: '
-                     f"{ratio['median']:.2f} (faster in "
-                     f"{ratio['faster_in']} of {ratio['rounds']} rounds)")
-    m = result['machine']
-    runtime = (f"openvino {m.get('openvino')}" if
-               (label or '').startswith('openvino') else
-               f"onnxruntime {m['onnxruntime']}")
-    lines.append('')
-    lines.append(f"{m['cpu']} ({m['cpu_count']} cores; "
-                 f"{', '.join(m['isa_flags']) or 'no listed ISA flags'}); "
-                 f"torch {m['torch']} ({m['threads']} threads), {runtime}, "
-                 f"onnx {m['onnx']}; load average "
-                 f"{m['load_average'][0]:.2f}")
+        ratio = ratios.get(name)
+        lines.append(
+            f"| {name} | {row['median_ms']:.1f} | {row['per_image_ms']:.1f} "
+            f"| {row['min_ms']:.1f}-{row['max_ms']:.1f} | "
+            f"{row['detections']} | " +
+            (f"{ratio['median']:.2f} ({ratio['faster_in']}/"
+             f"{ratio['rounds']} faster)" if ratio else '') + ' |')
+    lines += [
+        '', f"input: {result['input']}", '',
+        describe_machine(result['machine'])
+    ]
     return '\n'.join(lines)
+
+
+def describe_machine(m: dict) -> str:
+    """One line: CPU, cores, ISA flags, versions, load."""
+    return (f"{m['cpu']} ({m['cpu_count']} cores; "
+            f"{', '.join(m['isa_flags']) or 'no listed ISA flags'}); "
+            f"torch {m['torch']} ({m['threads']} threads), onnxruntime "
+            f"{m['onnxruntime']}, openvino {m.get('openvino')}, onnx "
+            f"{m['onnx']}; load average {m['load_average'][0]:.2f}")

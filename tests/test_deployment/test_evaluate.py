@@ -51,11 +51,17 @@ def test_compare_metrics_tolerance():
         dict(pytorch=ref, onnxruntime=ref), dict(min_iou=0.98))['ok']
 
 
-def test_evaluate_onnx_against_pytorch(tiny_exports):
+@pytest.mark.parametrize('batch_size', [1, 3])
+def test_evaluate_onnx_against_pytorch(tiny_exports, batch_size):
+    # batches of 3 and 1 images of different sizes, PyTorch on the same
     paths = tiny_exports['retinanet']
     result = evaluate_onnx(
-        paths['config'], paths['onnx'], paths['checkpoint'], threads=1)
-    assert result['images'] == 4
+        paths['config'],
+        paths['onnx'],
+        paths['checkpoint'],
+        threads=1,
+        batch_size=batch_size)
+    assert result['images'] == 4 and result['batch_size'] == batch_size
     ours, ref = result['metrics']['onnxruntime'], result['metrics']['pytorch']
     assert set(ours) == set(ref) and 'coco/bbox_mAP' in ours
     assert result['differences'] == dict(bbox_mAP=0.0, bbox_mAP_50=0.0)
@@ -65,12 +71,13 @@ def test_evaluate_onnx_against_pytorch(tiny_exports):
     assert result['ok'] is True
 
 
-def test_compare_latency(tiny_exports):
+@pytest.mark.parametrize('batch', [1, 2])
+def test_compare_latency(tiny_exports, batch):
     paths = tiny_exports['mask-rcnn']
     result = compare_latency(
         paths['config'],
         paths['checkpoint'],
-        paths['onnx'], (1, 3, 64, 96),
+        paths['onnx'], (batch, 3, 64, 96),
         threads=1,
         warmup=0,
         runs=1)
@@ -78,21 +85,36 @@ def test_compare_latency(tiny_exports):
         'onnxruntime', 'pytorch', 'pytorch-export-wrapper'
     ]
     counts = {row['detections'] for row in result['rows'].values()}
-    assert counts == {20}  # the same detections on every row
-    assert result['onnxruntime_vs_pytorch']['rounds'] == 1
+    assert counts == {20 * batch}  # the same detections on every row
+    for row in result['rows'].values():
+        assert row['per_image_ms'] == pytest.approx(row['median_ms'] / batch)
+    assert result['vs_pytorch']['onnxruntime']['rounds'] == 1
     assert result['machine']['onnxruntime_threads'] == 1
     assert result['machine']['onnxruntime']
     table = format_latency(result)
-    assert '| onnxruntime |' in table and '1x3x64x96, 1 threads' in table
+    assert '| onnxruntime |' in table
+    assert f'{batch}x3x64x96, 1 threads' in table
     with pytest.raises(ValueError, match='rows must be some of'):
         compare_latency(
             paths['config'],
             paths['checkpoint'],
             paths['onnx'],
             rows=('tensorrt', ))
-    with pytest.raises(ValueError, match=r'shape must be \(1, 3, H, W\)'):
+    with pytest.raises(ValueError, match=r'shape must be \(N, 3, H, W\)'):
         compare_latency(paths['config'], paths['checkpoint'], paths['onnx'],
-                        (2, 3, 64, 64))
+                        (2, 1, 64, 64))
+
+
+def test_latency_on_images(tiny_project, tmp_path):
+    import cv2
+    import numpy as np
+
+    from mmepsa.deployment.latency import latency_inputs
+    path = str(tmp_path / 'a.png')
+    cv2.imwrite(path, np.full((20, 30, 3), 7, np.uint8))
+    pixels = latency_inputs((3, 3, 40, 50), [path])
+    assert pixels.shape == (3, 40, 50, 3) and (pixels == 7).all()
+    assert latency_inputs((1, 3, 8, 8), seed=1).shape == (1, 8, 8, 3)
 
 
 def test_pytorch2onnx_and_onnx_test_tools(tiny_exports, tmp_path):

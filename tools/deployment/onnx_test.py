@@ -10,9 +10,10 @@ compared (``mmepsa.deployment.evaluate_onnx``; docs/deployment.md)::
 
 ``--backend openvino`` also runs an IR ``.xml`` (the int8 one of
 ``tools/deployment/quantize.py``: ``--precision int8``, or none given).
-``--latency 1x800x1216`` times the model against PyTorch eager on one
-image of that size instead (``mmepsa.deployment.compare_latency``; needs
-``--checkpoint``)::
+``--batch-size N`` evaluates N images a batch. ``--latency 1x800x1216``
+(NxHxW: N images a batch) times the model against PyTorch eager on random
+pixels, or ``--images`` resized, of that size instead
+(``mmepsa.deployment.compare_latency``; needs ``--checkpoint``)::
 
     python tools/deployment/onnx_test.py CONFIG MODEL.onnx \\
         --checkpoint CHECKPOINT --latency 1x800x1216 --threads 2
@@ -60,13 +61,21 @@ def parse_args(argv=None):
         '--latency)')
     parser.add_argument(
         '--max-images', type=int, help='stop after this many images')
+    parser.add_argument(
+        '--batch-size',
+        type=int,
+        default=1,
+        help='images a batch, for the model and PyTorch (default 1)')
     parser.add_argument('--out', help='write the results here (JSON)')
     parser.add_argument(
         '--latency',
-        metavar='1xHxW',
-        help='time the model against '
-        'PyTorch eager on one random image of this size instead of '
-        'evaluating (e.g. 1x800x1216)')
+        metavar='NxHxW',
+        help='time the model against PyTorch eager on a batch of N images '
+        'of H x W instead of evaluating (e.g. 1x800x1216, 4x800x1216)')
+    parser.add_argument(
+        '--images',
+        nargs='+',
+        help='--latency: image files, resized (default: random pixels)')
     parser.add_argument(
         '--warmup',
         type=int,
@@ -108,12 +117,13 @@ def main(argv=None):
                 args.runs,
                 cfg_options=args.cfg_options,
                 backend=args.backend,
-                precision=args.precision)
+                precision=args.precision,
+                images=args.images)
         else:
             result = evaluate_onnx(args.config, args.model, args.checkpoint,
                                    args.cfg_options, args.threads,
                                    args.max_images, args.backend,
-                                   args.precision)
+                                   args.precision, args.batch_size)
     except errors as e:
         sys.exit(f'onnx_test: error: {e}')
     if args.out:
