@@ -371,8 +371,9 @@ def summarise_case(times: Dict[str, List[float]]) -> Dict[str, dict]:
 def backbone_case(args, device: torch.device, shape, mode: str,
                   precision: str) -> dict:
     """One backbone case: the selected rows of :data:`BACKBONES` on an
-    input of ``shape`` in ``mode`` (see :data:`MODES`), each run once
-    untimed (its ``first_call_s``), then timed interleaved; with the forms
+    input of ``shape`` in ``mode`` (see :data:`MODES`), each run once on
+    its own first (the first of ``args.warmup`` warm-up rounds, at least
+    one; its time is ``first_call_s``), then interleaved; with the forms
     the PSA convs' autotuner chose (``chosen_forms``)."""
     from mmepsa.models.fast.conv_forms import chosen_forms, clear_choices
     train, settings = MODES[mode]
@@ -396,11 +397,11 @@ def backbone_case(args, device: torch.device, shape, mode: str,
 
     clear_choices()  # the case's record: the forms its rows choose
     first_call = {}
-    for n, step in steps.items():  # untimed: compiles, tunes PSA convs
+    for n, step in steps.items():  # the first warm-up round: compiles, tunes
         start = time.perf_counter()
         step()
         first_call[n] = time.perf_counter() - start
-    times = time_interleaved(steps, device, args.warmup, args.runs)
+    times = time_interleaved(steps, device, max(args.warmup - 1, 0), args.runs)
     rows = summarise_case(times)
     for n, row in rows.items():
         row['first_call_s'] = first_call[n]
