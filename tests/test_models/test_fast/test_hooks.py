@@ -99,7 +99,7 @@ def test_hooked_convs_run_as_themselves(ran):
     handles = [m.register_forward_hook(double_output) for m in hooked]
     handles.append(
         model.register_forward_pre_hook(lambda m, args: calls.append(m)))
-    x = torch.randn(2, 3, 32, 32, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64, requires_grad=True)
 
     def step(train):
         model.train(train)
