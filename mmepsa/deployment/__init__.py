@@ -8,9 +8,10 @@ quantize to int8 (:func:`quantize_int8`), evaluate against PyTorch
 onnxruntime are the ``deploy`` extra (``pip install "mmepsa[deploy]"``),
 OpenVINO and NNCF the ``openvino`` extra; they are imported when used. The
 commands and what was checked: docs/deployment.md."""
+from .agreement import DetectionAgreement
 from .backends import (BACKENDS, PRECISIONS, PrecisionError, create_backend,
                        save_openvino_ir)
-from .evaluate import DetectionAgreement, evaluate_onnx
+from .evaluate import evaluate_onnx
 from .export import (CheckpointMismatchError, export_onnx, image_settings,
                      load_detector, load_weights, non_standard_ops)
 from .latency import compare_latency, format_latency

@@ -456,7 +456,7 @@ def verify_onnx(wrapper: nn.Module,
     """
     from mmengine.structures import InstanceData
 
-    from .evaluate import DetectionAgreement
+    from .agreement import DetectionAgreement
     from .runner import create_session
     session = create_session(onnx_file)
     g = torch.Generator().manual_seed(1)
