@@ -16,9 +16,9 @@ fastest:
   the missing blocks zero, so that oneDNN gets more channels per group at
   up to R times the multiply-adds;
 * ``depthwise``: a depthwise conv (``out / groups`` outputs per input
-  channel) followed by a sum over the ``in / groups`` channels of each group
-  (a matrix product with a 0/1 matrix over the channels), one depthwise conv
-  per output of a channel for the forward pass and the input gradient;
+  channel, one depthwise conv per output of a channel) followed by a sum
+  over the ``in / groups`` channels of each group (a matrix product with a
+  0/1 matrix over the channels);
 * ``polyphase`` (stride 1 or 2, odd kernel, padding ``k // 2``): the conv
   on the four 2x2 phases of its input, each a channel of a half-size image,
   with a kernel of ``k // 2 + 1`` taps; at stride 1 its output has four
@@ -26,9 +26,14 @@ fastest:
 
 All compute the same sums (the extra terms are exact zeros), so they agree
 to float rounding. In a training step the forward pass, the input gradient
-and the weight gradient are timed and chosen separately. The conv's own
-``weight`` and ``bias`` are used, so state dicts and checkpoints see an
-ordinary conv.
+and the weight gradient are timed and chosen separately, each among the
+forms that the benchmark's record of chosen forms (``compare_speed.py``;
+AMD EPYC with AVX512-BF16, 2 threads; 8x224x224 and 1x800x1216, inference
+and detection training) chose for it somewhere: every form for the forward
+pass; ``grouped``, ``other-format`` and ``regroup-2`` for the input
+gradient; every form but ``depthwise`` for the weight gradient
+(``polyphase`` not in half precision). The conv's own ``weight`` and
+``bias`` are used, so state dicts and checkpoints see an ordinary conv.
 
 The timing of one input size is bounded: each part stops timing forms once
 it has spent :attr:`TunedConv.max_tuning_cost` times the grouped conv's
@@ -92,6 +97,14 @@ def choices() -> Dict[tuple, Union[Form, Plan]]:
 
 #: The parts of a training step, in a plan's order.
 PARTS = ('forward', 'input', 'weight')
+
+# The forms each gradient is computed in, where the conv has them: those
+# the benchmark's record chose for it somewhere (see the module docstring).
+# The forward pass runs in any form of TunedConv.forms.
+_GRADIENT_FORMS: Dict[str, Tuple[Form, ...]] = dict(
+    input=(('grouped', 1), ('other-format', 1), ('regroup', 2)),
+    weight=(('grouped', 1), ('other-format', 1), ('regroup', 2),
+            ('regroup', 4), ('polyphase', 1)))
 
 
 def form_name(form: Form) -> str:
@@ -431,39 +444,25 @@ class TunedConv:
                                                self.out_channels).unbind(1)
         return list(zip(weights, matrices))
 
-    def _group_spread(self, grad: torch.Tensor,
-                      fmt: torch.memory_format) -> torch.Tensor:
-        """The transpose of the depthwise form's group sum: each depthwise
-        output gets the gradient of the conv output it is summed into."""
-        return self._channel_product(grad, self._sum_matrix(grad).t(), fmt)
-
     def _form_grad(self, form: Form, part: str, x: torch.Tensor,
                    weight: torch.Tensor, grad: torch.Tensor,
                    fmt: torch.memory_format) -> torch.Tensor:
         """The gradient of the input (``part='input'``) or of the weight
         (``'weight'``, in the weight's own layout) computed through
-        ``form``, given the gradient of the output."""
+        ``form`` (one of :meth:`_part_forms` for that part), given the
+        gradient of the output."""
         kind, r = form
         groups = self.groups
-        if kind == 'polyphase':
-            return self._polyphase_grad(part, x, weight, grad, fmt)
-        if kind == 'depthwise' and part == 'input':
-            return self._depthwise_input_grad(x, weight, grad, fmt)
-        if kind == 'depthwise':
-            # output c of group g gathers the depthwise outputs of its in/g
-            # input channels: each of them receives its gradient (the
-            # weight gradient with the channel multiplier: oneDNN's
-            # depthwise weight gradient was slower one output at a time)
-            grad = self._group_spread(grad, fmt)
+        if kind == 'polyphase':  # the weight gradient only
+            return self._polyphase_weight_grad(x, weight, grad, fmt)
         if kind == 'other-format':
             x = x.contiguous(memory_format=other_format(fmt))
             grad = grad.contiguous(memory_format=other_format(fmt))
         else:
             grad = grad.contiguous(memory_format=fmt)
-        conv_groups = x.shape[1] if kind == 'depthwise' else groups // r
         grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
             grad, x, self._form_weight(form, weight, fmt), None, self.stride,
-            self.padding, self.dilation, False, (0, 0), conv_groups,
+            self.padding, self.dilation, False, (0, 0), groups // r,
             [part == 'input', part == 'weight', False])
         if part == 'input':
             return grad_x.contiguous(memory_format=fmt)
@@ -474,52 +473,20 @@ class TunedConv:
                                  kw).diagonal(
                                      dim1=1, dim2=3)
             grad_w = grad_w.permute(0, 5, 1, 2, 3, 4)
-        elif kind == 'depthwise':
-            grad_w = grad_w.view(groups, in_pg, og, kh, kw).transpose(1, 2)
         return grad_w.reshape(weight.shape).contiguous()
 
-    def _depthwise_input_grad(self, x: torch.Tensor, weight: torch.Tensor,
-                              grad: torch.Tensor,
-                              fmt: torch.memory_format) -> torch.Tensor:
-        """The depthwise form's input gradient: for each output of an
-        input channel, the gradient its group sum passes back, through that
-        output's depthwise conv, added up."""
-        grad_x = None
-        for w, matrix in self._depthwise_parts(
-                self._form_weight(('depthwise', 1), weight, fmt), grad):
-            part = torch.ops.aten.convolution_backward(
-                self._channel_product(grad, matrix.t(),
-                                      fmt).contiguous(memory_format=fmt), x,
-                w.contiguous(memory_format=fmt), None, self.stride,
-                self.padding, self.dilation, False, (0, 0), x.shape[1],
-                [True, False, False])[0]
-            grad_x = part if grad_x is None else grad_x.add_(part)
-        return grad_x.contiguous(memory_format=fmt)
-
-    def _polyphase_grad(self, part: str, x: torch.Tensor, weight: torch.Tensor,
-                        grad: torch.Tensor,
-                        fmt: torch.memory_format) -> torch.Tensor:
-        """:meth:`_form_grad` of the polyphase form: the conv's gradient on
-        the phases, taken back to the input's pixels or, for the weight,
-        each tap's four uses summed."""
+    def _polyphase_weight_grad(self, x: torch.Tensor, weight: torch.Tensor,
+                               grad: torch.Tensor,
+                               fmt: torch.memory_format) -> torch.Tensor:
+        """The weight gradient of the polyphase form: the conv's weight
+        gradient on the phases, each tap's four uses summed."""
         form_weight = self._form_weight(('polyphase', 1), weight, fmt)
-        out_size, frame = self._phase_sizes(x)
-        if part == 'input':  # only its shape is read
-            x_phases = torch.empty(
-                (x.shape[0], 4 * x.shape[1]) + frame,
-                dtype=x.dtype,
-                device=x.device,
-                memory_format=fmt)
-        else:
-            x_phases = self._input_phases(x, fmt)
         if self.stride == (1, 1):
-            grad = _to_phases(grad, (0, 0), out_size, fmt)
-        grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
-            grad.contiguous(memory_format=fmt), x_phases, form_weight, None,
-            (1, 1), (0, 0), (1, 1), False, (0, 0), self.groups,
-            [part == 'input', part == 'weight', False])
-        if part == 'input':
-            return _from_phases(grad_x, self.padding, x.shape[-2:], fmt)
+            grad = _to_phases(grad, (0, 0), self._phase_sizes(x)[0], fmt)
+        grad_w = torch.ops.aten.convolution_backward(
+            grad.contiguous(memory_format=fmt), self._input_phases(x, fmt),
+            form_weight, None, (1, 1), (0, 0), (1, 1), False, (0, 0),
+            self.groups, [False, True, False])[1]
         out_ch, in_pg, kh, kw = weight.shape
         index = self._polyphase_index()
         grad_w = grad_w.view(out_ch, *index.shape[:2], in_pg,
@@ -614,8 +581,9 @@ class TunedConv:
                    x: torch.Tensor,
                    part: str = 'forward') -> Dict[Form, float]:
         """Seconds of one part of a step (``'forward'``, the ``'input'``
-        gradient or the ``'weight'`` gradient) in each form on input ``x``,
-        measured as the autotuning measures them (best of
+        gradient or the ``'weight'`` gradient) in each form that computes
+        it (see the module docstring) on input ``x``, measured as the
+        autotuning measures them (best of
         :attr:`timing_rounds` runs; a form over :attr:`max_slowdown` times
         the fastest keeps its first time). For a look at what it would
         choose on this machine::
@@ -640,17 +608,23 @@ class TunedConv:
                    part: str) -> Dict[Form, float]:
         """:meth:`time_forms` on an input known to be in format ``fmt``:
         the forms of ``part`` (:meth:`_part_forms`), timed."""
-        forms = self._part_forms(self.forms(), part, x.dtype)
+        forms = self._part_forms(part, x.dtype)
         return dict(zip(forms, self._time_forms(forms, x, fmt, part)))
 
-    @staticmethod
-    def _part_forms(forms: List[Form], part: str,
-                    dtype: torch.dtype) -> List[Form]:
-        """The forms timed for one part of a training step. The polyphase
-        weight gradient sums each tap's four partial gradients after the
-        conv has rounded them to its dtype, which in half precision loses
-        digits that the
-        conv's own float32 accumulation keeps: not in half precision."""
+    def _part_forms(self,
+                    part: str,
+                    dtype: Optional[torch.dtype] = None) -> List[Form]:
+        """The forms of :meth:`forms` that compute one part of a training
+        step, the grouped conv first: all for the forward pass, those of
+        ``_GRADIENT_FORMS`` for a gradient. The polyphase weight gradient
+        sums each tap's four partial gradients after the conv has rounded
+        them to its dtype, which in half precision loses digits that the
+        conv's own float32 accumulation keeps: not timed for a half
+        ``dtype``."""
+        forms = self.forms()
+        if part == 'forward':
+            return forms
+        forms = [form for form in forms if form in _GRADIENT_FORMS[part]]
         if part == 'weight' and dtype in (torch.float16, torch.bfloat16):
             return [form for form in forms if form[0] != 'polyphase']
         return forms
@@ -717,12 +691,15 @@ class TunedConv:
 
     def forward_plan(self, x: torch.Tensor, plan: Plan) -> torch.Tensor:
         """Run the forward pass in ``plan[0]`` and compute the input and
-        weight gradients in ``plan[1]`` and ``plan[2]`` (forms of
-        :meth:`forms`), whatever the autotuning would choose."""
-        for form in plan:
-            if form not in self.forms():
-                raise ValueError(f'TunedConv: form {form!r} is not one of '
-                                 f'{self.forms()}')
+        weight gradients in ``plan[1]`` and ``plan[2]`` (each a form of
+        that part: any of :meth:`forms` for the forward pass; for the
+        gradients, see the module docstring), whatever the autotuning
+        would choose."""
+        for part, form in zip(PARTS, plan):
+            forms = self._part_forms(part)
+            if form not in forms:
+                raise ValueError(f'TunedConv: {part} form {form!r} is not '
+                                 f'one of {forms}')
         return _PlannedConv.apply(x, self.weight, self.bias, self, plan,
                                   memory_format(x))
 

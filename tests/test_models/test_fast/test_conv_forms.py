@@ -16,6 +16,7 @@ from mmepsa.models.fast import TunedConv
 from mmepsa.models.fast import choices as autotune_choices
 from mmepsa.models.fast import clear_choices as clear_autotune_choices
 from mmepsa.models.fast import conv_forms, fast_path
+from mmepsa.models.fast.conv_forms import PARTS
 from mmepsa.testing import RefEPSANet, randomize_
 from mmepsa.utils import deploy_model
 from tests.utils import assert_train_step_equal
@@ -84,6 +85,15 @@ def test_forms_listed():
         make_conv(
             k=3,
             groups=1).forward_form(torch.rand(1, 32, 8, 8), ('depthwise', 1))
+    # the gradients: only the forms the benchmark's record chose for them
+    conv = make_conv()
+    grouped = ('grouped', 1)
+    for part, form in (('input', ('depthwise', 1)),
+                       ('input', ('polyphase', 1)), ('input', ('regroup', 4)),
+                       ('weight', ('depthwise', 1))):
+        plan = tuple(form if p == part else grouped for p in PARTS)
+        with pytest.raises(ValueError, match=f'{part} form .* not one of'):
+            conv.forward_plan(torch.rand(1, 32, 8, 8), plan)
 
 
 def assert_each_is_the_conv(conv, x, variants, run, rtol, atol):
@@ -134,8 +144,7 @@ def test_forms_exact_in_float64():
 def test_depthwise_form_has_one_output_per_input_channel(fmt, monkeypatch):
     """With 2 outputs per input channel (8 in, 2 out per group), the
     depthwise form runs 2 depthwise convs with one output per input channel
-    (oneDNN's fast kernel), forward and for the input gradient; the weight
-    gradient keeps the channel multiplier."""
+    (oneDNN's fast kernel)."""
     conv = make_conv(**CONVS[1])  # 32 in, 8 out, 4 groups
     x = torch.randn(2, 32, 9, 9).contiguous(memory_format=fmt)
     calls = []
@@ -149,33 +158,25 @@ def test_depthwise_form_has_one_output_per_input_channel(fmt, monkeypatch):
     monkeypatch.setattr(conv_forms.F, 'conv2d', spy)
     conv.forward_form(x, ('depthwise', 1))
     assert calls == [(32, (32, 1), 32, True)] * 2
-    backward = []
-    aten_backward = torch.ops.aten.convolution_backward
-
-    def spy_backward(grad, inp, weight, *args):
-        backward.append(
-            (args[-1], inp.shape[1], tuple(weight.shape[:2]), args[-2]))
-        return aten_backward(grad, inp, weight, *args)
-
-    monkeypatch.setattr(conv_forms.torch.ops.aten, 'convolution_backward',
-                        spy_backward)
-    x.requires_grad_()
-    plan = (('grouped', 1), ('depthwise', 1), ('depthwise', 1))
-    conv.forward_plan(x, plan).sum().backward()
-    assert sorted(backward) == [([False, True, False], 32,
-                                 (64, 1), 32)] + [([True, False, False], 32,
-                                                   (32, 1), 32)] * 2
 
 
 def test_time_forms_times_each_form_of_a_part():
+    """Each part times its own forms: every form for the forward pass,
+    those the benchmark's record chose for each gradient."""
     conv = make_conv()
     x = torch.randn(1, 32, 12, 12)
-    for part in ('forward', 'input', 'weight'):
+    grouped, other, regroup2 = conv.forms()[:3]
+    expected = dict(
+        forward=conv.forms(),
+        input=[grouped, other, regroup2],
+        weight=[f for f in conv.forms() if f != ('depthwise', 1)])
+    for part in PARTS:
         times = conv.time_forms(x, part)
-        assert list(times) == conv.forms(), part
+        assert list(times) == expected[part], part
         assert all(t > 0 for t in times.values()), part
     # the polyphase weight gradient is not used in half precision
-    assert ('polyphase', 1) not in conv.time_forms(x.bfloat16(), 'weight')
+    assert list(conv.time_forms(x.bfloat16(),
+                                'weight')) == expected['weight'][:-1]
     with pytest.raises(ValueError, match='part must be one of'):
         conv.time_forms(x, 'backward')
     with pytest.raises(ValueError, match=r'shape \(N, 32, H, W\)'):
@@ -195,6 +196,7 @@ def test_autotune_chooses_once_per_key(monkeypatch):
     conv = make_conv()
     forms = tuple(conv.forms())
     x = torch.randn(2, 32, 16, 16).contiguous(memory_format=CL)
+    part_forms = [(tuple(conv._part_forms(part)), part) for part in PARTS]
     with torch.no_grad():
         expected = F.conv2d(x, conv.weight, None, 1, 2, 1, 8)
         out = conv(x)
@@ -217,8 +219,7 @@ def test_autotune_chooses_once_per_key(monkeypatch):
     assert len(choices) == 3
     # a training step: the forward pass, the input gradient and the weight
     # gradient are timed apart, and the key holds a plan of three forms
-    assert timed[2:] == [(forms, 'forward'), (forms, 'input'),
-                         (forms, 'weight')]
+    assert timed[2:] == part_forms
     plan, = [c for c in choices.values() if isinstance(c[0], tuple)]
     assert len(plan) == 3 and all(f in conv.forms() for f in plan)
     conv(x).sum().backward()
@@ -337,13 +338,14 @@ def test_follows_the_switch(monkeypatch):
 @pytest.mark.parametrize('kwargs', CONVS)
 @pytest.mark.parametrize('fmt', [torch.contiguous_format, CL])
 def test_every_plan_is_the_grouped_conv(kwargs, fmt):
-    """Forward pass, input gradient and weight gradient each in any form:
-    the output and every gradient equal F.conv2d's to 1e-12 in float64
-    (the same products, summed in another order)."""
+    """Forward pass, input gradient and weight gradient each in any form of
+    that part: the output and every gradient equal F.conv2d's to 1e-12 in
+    float64 (the same products, summed in another order)."""
     conv = make_conv(**kwargs, dtype=torch.float64)
     x = torch.randn(2, conv.in_channels, 13, 11, dtype=torch.float64)
     x = x.contiguous(memory_format=fmt)
-    assert_each_is_the_conv(conv, x, itertools.product(conv.forms(), repeat=3),
+    plans = itertools.product(*(conv._part_forms(part) for part in PARTS))
+    assert_each_is_the_conv(conv, x, plans,
                             lambda plan: conv.forward_plan(x, plan), 1e-12,
                             1e-13)
     with pytest.raises(ValueError, match='is not one of'):
@@ -399,7 +401,7 @@ def test_training_plan_under_bf16_autocast(planned, fastest, monkeypatch):
     """Under autocast the plan runs on bfloat16 input and weight (as
     autocast casts a conv's) and the gradients come back in the
     parameters' and the input's float32; the mixed plan of ``planned``,
-    or the polyphase form wherever it is allowed."""
+    or the polyphase form wherever it is offered."""
     conv, x = planned
     if fastest is not None:
         monkeypatch.setattr(
@@ -414,8 +416,9 @@ def test_training_plan_under_bf16_autocast(planned, fastest, monkeypatch):
     assert type(out.grad_fn).__name__ == '_PlannedConvBackward'
     (key, plan), = autotune_choices().items()
     assert torch.bfloat16 in key
-    if fastest is not None:  # its weight gradient not in half precision
-        assert plan == (fastest, fastest, ('grouped', 1))
+    if fastest is not None:  # not for the input gradient, nor for the
+        # weight gradient in half precision
+        assert plan == (fastest, ('grouped', 1), ('grouped', 1))
     torch.testing.assert_close(out, expected, rtol=2e-2, atol=2e-2)
     g = torch.randn_like(out)
     grads = torch.autograd.grad(out, (x, conv.weight), g)
@@ -461,16 +464,18 @@ MIXED_PLAN = (('depthwise', 1), ('regroup', 2), ('regroup', 4))
                                   ('depthwise', 1),
                                   ('polyphase', 1), MIXED_PLAN])
 def test_backbone_with_each_form_equals_the_original(form, monkeypatch):
-    """Every PSA conv forced to one form (where it has it), or to a plan of
-    three: inference in float32 channels-last, a training step in float64,
-    and the deployed (BN-folded) model, against the authors' formulation."""
+    """Every PSA conv forced to one form for each part (where it has it for
+    that part), or to a plan of three: inference in float32 channels-last,
+    a training step in float64, and the deployed (BN-folded) model, against
+    the authors' formulation."""
 
     def choose(self, x, fmt):
-        if form == MIXED_PLAN:  # the plan's forward form in inference
-            usable = all(f in self.forms() for f in form)
-            plan = form if usable else (('grouped', 1), ) * 3
-            return plan if torch.is_grad_enabled() else plan[0]
-        return form if form in self.forms() else ('grouped', 1)
+        plan = tuple(
+            f if f in self._part_forms(part) else ('grouped', 1)
+            for f, part in zip(form if form == MIXED_PLAN else (form, ) *
+                               3, PARTS))
+        # the plan's forward form in inference
+        return plan if torch.is_grad_enabled() else plan[0]
 
     monkeypatch.setattr(TunedConv, '_choose', choose)
     ref, ours = backbone_pair()
