@@ -79,13 +79,13 @@ def test_chosen_forms_name_each_conv_and_part(monkeypatch):
     forms_summary counts them in one line; clear_choices forgets them."""
     fastest = dict(
         forward=('depthwise', 1),
-        input=('polyphase', 1),
-        weight=('regroup', 2))
+        input=('regroup', 2),
+        weight=('polyphase', 1))
     monkeypatch.setattr(TunedConv, 'min_tuned_macs', 0)
     monkeypatch.setattr(
         TunedConv, '_time_part', lambda self, x, fmt, part:
         {form: 0.5 if form == fastest[part] else 1.0
-         for form in self.forms()})
+         for form in self._part_forms(part)})
     conv = nn.Conv2d(32, 8, 5, padding=2, groups=8, bias=False)
     x = torch.randn(2, 32, 12, 10)
     clear_choices()
@@ -102,13 +102,13 @@ def test_chosen_forms_name_each_conv_and_part(monkeypatch):
             f'{conv_name} nchw float32':
             dict(forward='depthwise'),
             f'{conv_name} nhwc float32 grad x+w':
-            dict(forward='depthwise', input='polyphase', weight='regroup-2'),
+            dict(forward='depthwise', input='regroup-2', weight='polyphase'),
             f'{conv_name} nchw float32 grad x':
-            dict(forward='depthwise', input='polyphase'),
+            dict(forward='depthwise', input='regroup-2'),
         }
         assert forms_summary(chosen) == (
-            '3 convs timed; forward: depthwise 3; input gradient: polyphase '
-            '2; weight gradient: regroup-2 1')
+            '3 convs timed; forward: depthwise 3; input gradient: regroup-2 '
+            '2; weight gradient: polyphase 1')
     finally:
         clear_choices()
     assert chosen_forms() == {}
