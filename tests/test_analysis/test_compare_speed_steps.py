@@ -83,9 +83,10 @@ def test_chosen_forms_name_each_conv_and_part(monkeypatch):
         weight=('polyphase', 1))
     monkeypatch.setattr(TunedConv, 'min_tuned_macs', 0)
     monkeypatch.setattr(
-        TunedConv, '_time_part', lambda self, x, fmt, part:
-        {form: 0.5 if form == fastest[part] else 1.0
-         for form in self._part_forms(part)})
+        TunedConv, '_time_part', lambda self, x, fmt, part: {
+            form: 0.5 if form == fastest[part] else 1.0
+            for form in self._part_forms(part)
+        })
     conv = nn.Conv2d(32, 8, 5, padding=2, groups=8, bias=False)
     x = torch.randn(2, 32, 12, 10)
     clear_choices()
