@@ -4,8 +4,9 @@ bf16, int8) against the same detector in PyTorch eager mode, on the CPU:
 :func:`compare_latency`, behind ``tools/deployment/onnx_test.py
 --latency``.
 
-Rows (all on the same input image, timed in turns by
-:func:`mmepsa.analysis.benchmark.time_interleaved`):
+Rows (all on the same input images, timed in turns by
+:func:`mmepsa.analysis.benchmark.time_interleaved`; with several batch
+sizes, every row at each of them, the same images split into batches):
 
 * the exported model, named by its backend and precision (``onnxruntime``,
   ``openvino``, ``openvino-bf16``, ``openvino-int8``:
@@ -73,10 +74,12 @@ def compare_latency(config,
                     precision: Optional[str] = None,
                     models: Optional[Sequence[Tuple[str, str,
                                                     Optional[str]]]] = None,
-                    images: Optional[Sequence[str]] = None) -> dict:
-    """Time ``rows`` on one batch of ``shape`` (``images`` resized to it,
-    else uniform random pixels 0-255, ``seed``), torch and the backends
-    each on ``threads`` threads, in turns; record the machine.
+                    images: Optional[Sequence[str]] = None,
+                    batch_sizes: Optional[Sequence[int]] = None) -> dict:
+    """Time ``rows`` on the N images of ``shape`` (``images`` resized to
+    it, else uniform random pixels 0-255, ``seed``), run in batches of each
+    of ``batch_sizes``, torch and the backends each on ``threads`` threads,
+    in turns; record the machine.
 
     Args:
         config (str | Config): The detector's config.
@@ -100,16 +103,25 @@ def compare_latency(config,
         models (Sequence[tuple], optional): Several models, each
             ``(file, backend, precision)``, instead of ``onnx_file``.
         images (Sequence[str], optional): Image files to time on.
+        batch_sizes (Sequence[int], optional): Each divides N: a timed
+            step runs the N images in batches of that many. Defaults to
+            ``(N,)``, one batch.
 
     Returns:
-        dict: ``rows`` (``median_ms``, ``per_image_ms``, ``min_ms``,
-        ``max_ms``, ``runs_ms``, ``detections``), ``model_rows`` (the
-        models' labels), ``vs_pytorch`` (each model's paired ratio of the
-        times to ``pytorch``'s, < 1: faster) when both ran, ``shape``,
+        dict: ``batches``, for each batch size (a string key): ``rows``
+        (the time of a step, all N images: ``median_ms``, ``min_ms``,
+        ``max_ms``, ``runs_ms``; ``per_image_ms``; ``detections``),
+        ``vs_pytorch`` (each model's paired ratio of the times to
+        ``pytorch``'s at that batch size, < 1: faster) when both ran and,
+        after the first size, ``vs_first_batch_size`` (each row's paired
+        ratio to itself at the first size: per image, < 1: cheaper);
+        ``rows`` and ``vs_pytorch`` of the first size at the top too;
+        ``model_rows`` (the models' labels), ``batch_sizes``, ``shape``,
         ``threads``, ``warmup``, ``runs``, ``input`` and ``machine``.
 
     Raises:
-        ValueError: an unknown row, a bad shape, or threads < 1.
+        ValueError: an unknown row, a bad shape or batch size, or
+            threads < 1.
 
     Example:
         >>> from mmepsa.deployment import compare_latency
@@ -129,6 +141,11 @@ def compare_latency(config,
         raise ValueError(f'shape must be (N, 3, H, W), got {shape}')
     if threads < 1:
         raise ValueError(f'threads must be >= 1, got {threads}')
+    sizes = tuple(int(b) for b in batch_sizes or (shape[0], ))
+    if any(b < 1 or shape[0] % b for b in sizes) or len(set(sizes)) < len(
+            sizes):
+        raise ValueError(f'batch_sizes must be distinct divisors of the '
+                         f'{shape[0]} images, got {list(batch_sizes)}')
     if models is None:
         models = [(onnx_file, backend, precision)] if onnx_file else []
     runners = [
@@ -147,41 +164,68 @@ def compare_latency(config,
     batch = np.ascontiguousarray(
         pixels.transpose(0, 3, 1, 2).astype(np.float32))
     img_shape = np.array([shape[2:]] * shape[0], dtype=np.int64)
-    steps, outputs = {}, {}
-    for runner in runners:
-        if runner.label in rows:
-            steps[runner.label] = (lambda r=runner: outputs.__setitem__(
-                r.label,
-                r.infer(batch, img_shape)['scores']))
+    # one batch of images [i, j) per row: the scores of its detections
+    run_batch = {
+        runner.label:
+        (lambda i, j, r=runner: r.infer(batch[i:j], img_shape[i:j])['scores'])
+        for runner in runners
+    }
     if set(PYTORCH_ROWS) & set(rows):
         detector, cfg = load_detector(config, checkpoint, cfg_options)
         meta = dict(
             img_shape=shape[2:], ori_shape=shape[2:], scale_factor=(1.0, 1.0))
-        data = dict(
-            inputs=[torch.from_numpy(p.transpose(2, 0, 1)) for p in pixels],
-            data_samples=[DetDataSample(metainfo=meta) for _ in pixels])
+        inputs = [torch.from_numpy(p.transpose(2, 0, 1)) for p in pixels]
         wrapper = build_export_wrapper(detector, cfg.model).eval()
 
-        def run_pytorch():
-            outputs['pytorch'] = torch.cat([
+        def run_pytorch(i, j):
+            data = dict(
+                inputs=inputs[i:j],
+                data_samples=[DetDataSample(metainfo=meta) for _ in range(i, j)])
+            return torch.cat([
                 out.pred_instances.scores for out in detector.test_step(data)
             ])
 
-        def run_wrapper():
-            outputs['pytorch-export-wrapper'] = wrapper(
-                torch.from_numpy(batch), torch.from_numpy(img_shape))[2]
+        def run_wrapper(i, j):
+            return wrapper(
+                torch.from_numpy(batch[i:j]),
+                torch.from_numpy(img_shape[i:j]))[2]
 
-        steps['pytorch'] = run_pytorch
-        steps['pytorch-export-wrapper'] = run_wrapper
-    steps = {name: steps[name] for name in rows}
+        run_batch['pytorch'] = run_pytorch
+        run_batch['pytorch-export-wrapper'] = run_wrapper
+    steps, outputs = {}, {}
+    for size in sizes:
+        for name in rows:
+
+            def step(name=name, size=size):
+                outputs[name, size] = [
+                    run_batch[name](i, i + size)
+                    for i in range(0, shape[0], size)
+                ]
+
+            steps[name, size] = step
     with torch.no_grad():
         times = time_interleaved(steps, torch.device('cpu'), warmup, runs)
-    result_rows = {}
-    for name, values in times.items():
-        result_rows[name] = summarise_times(values)
-        result_rows[name]['per_image_ms'] = (
-            result_rows[name]['median_ms'] / shape[0])
-        result_rows[name]['detections'] = int(len(outputs[name]))
+    model_rows = [label for label in labels if label in rows]
+    batches = {}
+    for size in sizes:
+        entry = dict(rows={})
+        for name in rows:
+            row = entry['rows'][name] = summarise_times(times[name, size])
+            row['per_image_ms'] = row['median_ms'] / shape[0]
+            row['detections'] = int(sum(map(len, outputs[name, size])))
+        if 'pytorch' in rows:
+            entry['vs_pytorch'] = {
+                label: paired_ratio(times[label, size], times['pytorch',
+                                                              size])
+                for label in model_rows
+            }
+        if size != sizes[0]:
+            entry['vs_first_batch_size'] = {
+                name: paired_ratio(times[name, size], times[name, sizes[0]])
+                for name in rows
+            }
+        batches[str(size)] = entry
+    first = batches[str(sizes[0])]
     result = dict(
         shape=list(shape),
         threads=threads,
@@ -189,13 +233,12 @@ def compare_latency(config,
         runs=runs,
         input=(f'{len(images)} image(s) resized to {shape[2]}x{shape[3]}'
                if images else f'uniform random pixels 0-255, seed {seed}'),
-        model_rows=[label for label in labels if label in rows],
-        rows=result_rows)
-    if 'pytorch' in times:
-        result['vs_pytorch'] = {
-            label: paired_ratio(times[label], times['pytorch'])
-            for label in result['model_rows']
-        }
+        model_rows=model_rows,
+        batch_sizes=list(sizes),
+        batches=batches,
+        rows=first['rows'])
+    if 'vs_pytorch' in first:
+        result['vs_pytorch'] = first['vs_pytorch']
     result['machine'] = deploy_machine_info(threads)
     return result
 
@@ -217,22 +260,23 @@ def deploy_machine_info(threads: int) -> dict:
 
 def format_latency(result: dict) -> str:
     """A Markdown table of :func:`compare_latency`'s result, with the
-    machine under it."""
+    machine under it: a row per timed row and batch size."""
     shape = 'x'.join(str(v) for v in result['shape'])
-    ratios = result.get('vs_pytorch', {})
     lines = [
-        f'| {shape}, {result["threads"]} threads | median ms | ms per image '
-        '| min-max ms | detections | / pytorch (paired) |',
-        '| --- | ---: | ---: | ---: | ---: | ---: |'
+        f'| {shape}, {result["threads"]} threads | batch | median ms | ms '
+        'per image | min-max ms | detections | / pytorch (paired) |',
+        '| --- | ---: | ---: | ---: | ---: | ---: | ---: |'
     ]
-    for name, row in result['rows'].items():
-        ratio = ratios.get(name)
-        lines.append(
-            f"| {name} | {row['median_ms']:.1f} | {row['per_image_ms']:.1f} "
-            f"| {row['min_ms']:.1f}-{row['max_ms']:.1f} | "
-            f"{row['detections']} | " +
-            (f"{ratio['median']:.2f} ({ratio['faster_in']}/"
-             f"{ratio['rounds']} faster)" if ratio else '') + ' |')
+    for size, entry in result['batches'].items():
+        ratios = entry.get('vs_pytorch', {})
+        for name, row in entry['rows'].items():
+            ratio = ratios.get(name)
+            lines.append(
+                f"| {name} | {size} | {row['median_ms']:.1f} | "
+                f"{row['per_image_ms']:.1f} | {row['min_ms']:.1f}-"
+                f"{row['max_ms']:.1f} | {row['detections']} | " +
+                (f"{ratio['median']:.2f} ({ratio['faster_in']}/"
+                 f"{ratio['rounds']} faster)" if ratio else '') + ' |')
     lines += [
         '', f"input: {result['input']}", '',
         describe_machine(result['machine'])

@@ -71,8 +71,10 @@ def test_evaluate_onnx_against_pytorch(tiny_exports, batch_size):
     assert result['ok'] is True
 
 
-@pytest.mark.parametrize('batch', [1, 2])
-def test_compare_latency(tiny_exports, batch):
+@pytest.mark.parametrize('batch, sizes', [(1, None), (2, (2, 1))])
+def test_compare_latency(tiny_exports, batch, sizes):
+    """Every row on the same images; with batch sizes (2, 1), the two
+    images in one batch and one by one, in turns."""
     paths = tiny_exports['mask-rcnn']
     result = compare_latency(
         paths['config'],
@@ -80,20 +82,36 @@ def test_compare_latency(tiny_exports, batch):
         paths['onnx'], (batch, 3, 64, 96),
         threads=1,
         warmup=0,
-        runs=1)
-    assert list(result['rows']) == [
-        'onnxruntime', 'pytorch', 'pytorch-export-wrapper'
-    ]
-    counts = {row['detections'] for row in result['rows'].values()}
-    assert counts == {20 * batch}  # the same detections on every row
-    for row in result['rows'].values():
-        assert row['per_image_ms'] == pytest.approx(row['median_ms'] / batch)
-    assert result['vs_pytorch']['onnxruntime']['rounds'] == 1
+        runs=1,
+        batch_sizes=sizes)
+    rows = ['onnxruntime', 'pytorch', 'pytorch-export-wrapper']
+    assert result['batch_sizes'] == list(sizes or [batch])
+    assert list(result['batches']) == [str(b) for b in sizes or [batch]]
+    assert result['rows'] == result['batches'][str(batch)]['rows']
+    for size, entry in result['batches'].items():
+        assert list(entry['rows']) == rows
+        counts = {row['detections'] for row in entry['rows'].values()}
+        assert counts == {20 * batch}  # the same detections on every row
+        for row in entry['rows'].values():
+            assert row['per_image_ms'] == pytest.approx(row['median_ms'] /
+                                                        batch)
+        assert entry['vs_pytorch']['onnxruntime']['rounds'] == 1
+        assert ('vs_first_batch_size' in entry) is (size != str(batch))
+    if sizes:
+        assert set(result['batches']['1']['vs_first_batch_size']) == set(rows)
     assert result['machine']['onnxruntime_threads'] == 1
     assert result['machine']['onnxruntime']
     table = format_latency(result)
-    assert '| onnxruntime |' in table
+    for size in result['batches']:
+        assert f'| onnxruntime | {size} |' in table
     assert f'{batch}x3x64x96, 1 threads' in table
+    with pytest.raises(ValueError, match='batch_sizes must be distinct '
+                       r'divisors of the 2 images, got \[3\]'):
+        compare_latency(
+            paths['config'],
+            paths['checkpoint'],
+            paths['onnx'], (2, 3, 64, 96),
+            batch_sizes=(3, ))
     with pytest.raises(ValueError, match='rows must be some of'):
         compare_latency(
             paths['config'],
@@ -135,6 +153,15 @@ def test_pytorch2onnx_and_onnx_test_tools(tiny_exports, tmp_path):
                     '--max-images', '2')
     assert 'within tolerance: True' in proc.stdout
     assert json.loads(results.read_text())['images'] == 2
+    # --latency: two images one by one and as one batch, in turns
+    proc = run_tool('deployment/onnx_test.py', paths['config'], out,
+                    '--checkpoint', paths['checkpoint'], '--latency',
+                    '2x64x96', '--latency-batch-sizes', '1', '2', '--runs',
+                    '1', '--warmup', '0', '--threads', '1')
+    for size in (1, 2):
+        for row in ('onnxruntime', 'pytorch'):
+            assert f'| {row} | {size} |' in proc.stdout
+    assert '2x3x64x96, 1 threads' in proc.stdout
     # an unsupported head: exit 1, the head named, nothing written
     bad = tmp_path / 'fcos.py'
     bad.write_text(f"_base_ = {paths['config']!r}\n"

@@ -10,13 +10,15 @@ compared (``mmepsa.deployment.evaluate_onnx``; docs/deployment.md)::
 
 ``--backend openvino`` also runs an IR ``.xml`` (the int8 one of
 ``tools/deployment/quantize.py``: ``--precision int8``, or none given).
-``--batch-size N`` evaluates N images a batch. ``--latency 1x800x1216``
-(NxHxW: N images a batch) times the model against PyTorch eager on random
-pixels, or ``--images`` resized, of that size instead
-(``mmepsa.deployment.compare_latency``; needs ``--checkpoint``)::
+``--batch-size N`` evaluates N images a batch. ``--latency 4x800x1216``
+(NxHxW: N images, one batch, or ``--latency-batch-sizes``) times the model
+against PyTorch eager on random pixels, or ``--images`` resized, of that
+size instead (``mmepsa.deployment.compare_latency``; needs
+``--checkpoint``)::
 
     python tools/deployment/onnx_test.py CONFIG MODEL.onnx \\
-        --checkpoint CHECKPOINT --latency 1x800x1216 --threads 2
+        --checkpoint CHECKPOINT --latency 4x800x1216 --threads 2 \\
+        --latency-batch-sizes 1 4
 
 Exits 1 on bad input, 3 when the model and PyTorch differ by more than
 the precision's tolerances (fp32: mAP 0.005 and matched boxes' IoU 0.99;
@@ -77,6 +79,13 @@ def parse_args(argv=None):
         nargs='+',
         help='--latency: image files, resized (default: random pixels)')
     parser.add_argument(
+        '--latency-batch-sizes',
+        type=int,
+        nargs='+',
+        metavar='B',
+        help='--latency: run the N images in batches of B, each B in turns '
+        '(each divides N; default: one batch of N)')
+    parser.add_argument(
         '--warmup',
         type=int,
         default=2,
@@ -118,7 +127,8 @@ def main(argv=None):
                 cfg_options=args.cfg_options,
                 backend=args.backend,
                 precision=args.precision,
-                images=args.images)
+                images=args.images,
+                batch_sizes=args.latency_batch_sizes)
         else:
             result = evaluate_onnx(args.config, args.model, args.checkpoint,
                                    args.cfg_options, args.threads,
