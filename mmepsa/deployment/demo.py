@@ -283,8 +283,8 @@ def format_summary(summary: dict, out_dir: str) -> str:
             cells = [name, _map(metrics, 'bbox'), _map(metrics, 'segm')]
             for b in sizes:
                 row = latency['batches'][b]['rows'].get(name)
-                cells.append('' if row is None else
-                             f"{row['per_image_ms']:.0f}")
+                cells.append(
+                    '' if row is None else f"{row['per_image_ms']:.0f}")
             ratio = (
                 latency['batches'][sizes[0]]['vs_pytorch'].get(name)
                 if sizes else None)

@@ -142,8 +142,8 @@ def compare_latency(config,
     if threads < 1:
         raise ValueError(f'threads must be >= 1, got {threads}')
     sizes = tuple(int(b) for b in batch_sizes or (shape[0], ))
-    if any(b < 1 or shape[0] % b for b in sizes) or len(set(sizes)) < len(
-            sizes):
+    if any(b < 1 or shape[0] % b
+           for b in sizes) or len(set(sizes)) < len(sizes):
         raise ValueError(f'batch_sizes must be distinct divisors of the '
                          f'{shape[0]} images, got {list(batch_sizes)}')
     if models is None:
@@ -180,7 +180,9 @@ def compare_latency(config,
         def run_pytorch(i, j):
             data = dict(
                 inputs=inputs[i:j],
-                data_samples=[DetDataSample(metainfo=meta) for _ in range(i, j)])
+                data_samples=[
+                    DetDataSample(metainfo=meta) for _ in range(i, j)
+                ])
             return torch.cat([
                 out.pred_instances.scores for out in detector.test_step(data)
             ])
@@ -215,8 +217,7 @@ def compare_latency(config,
             row['detections'] = int(sum(map(len, outputs[name, size])))
         if 'pytorch' in rows:
             entry['vs_pytorch'] = {
-                label: paired_ratio(times[label, size], times['pytorch',
-                                                              size])
+                label: paired_ratio(times[label, size], times['pytorch', size])
                 for label in model_rows
             }
         if size != sizes[0]:
@@ -271,12 +272,12 @@ def format_latency(result: dict) -> str:
         ratios = entry.get('vs_pytorch', {})
         for name, row in entry['rows'].items():
             ratio = ratios.get(name)
-            lines.append(
-                f"| {name} | {size} | {row['median_ms']:.1f} | "
-                f"{row['per_image_ms']:.1f} | {row['min_ms']:.1f}-"
-                f"{row['max_ms']:.1f} | {row['detections']} | " +
-                (f"{ratio['median']:.2f} ({ratio['faster_in']}/"
-                 f"{ratio['rounds']} faster)" if ratio else '') + ' |')
+            lines.append(f"| {name} | {size} | {row['median_ms']:.1f} | "
+                         f"{row['per_image_ms']:.1f} | {row['min_ms']:.1f}-"
+                         f"{row['max_ms']:.1f} | {row['detections']} | " +
+                         (f"{ratio['median']:.2f} ({ratio['faster_in']}/"
+                          f"{ratio['rounds']} faster)" if ratio else '') +
+                         ' |')
     lines += [
         '', f"input: {result['input']}", '',
         describe_machine(result['machine'])

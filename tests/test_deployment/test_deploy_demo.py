@@ -3,8 +3,8 @@
 evaluator's and the latency's, tested in test_evaluate.py)."""
 import pytest
 
-from mmepsa.deployment.demo import (BATCH_TOLERANCE, SPEED_BOUND,
-                                    check_bounds, format_summary)
+from mmepsa.deployment.demo import (BATCH_TOLERANCE, SPEED_BOUND, check_bounds,
+                                    format_summary)
 
 MACHINE = dict(
     cpu='AMD EPYC',

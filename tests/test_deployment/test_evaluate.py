@@ -105,8 +105,10 @@ def test_compare_latency(tiny_exports, batch, sizes):
     for size in result['batches']:
         assert f'| onnxruntime | {size} |' in table
     assert f'{batch}x3x64x96, 1 threads' in table
-    with pytest.raises(ValueError, match='batch_sizes must be distinct '
-                       r'divisors of the 2 images, got \[3\]'):
+    with pytest.raises(
+            ValueError,
+            match='batch_sizes must be distinct '
+            r'divisors of the 2 images, got \[3\]'):
         compare_latency(
             paths['config'],
             paths['checkpoint'],

@@ -148,7 +148,7 @@ def test_bad_calibration_sets(int8_model, tiny_exports, tiny_project,
         quantize_int8(int8_model['config'], onnx_file, str(out), 0)
     with pytest.raises(
             ValueError,
-            match="split must be one of train, val, "
+            match='split must be one of train, val, '
             "test; got 'holdout'"):
         quantize_int8(
             int8_model['config'], onnx_file, str(out), split='holdout')

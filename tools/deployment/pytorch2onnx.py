@@ -78,7 +78,7 @@ def main(argv=None):
     if 'agreement' in info:
         a = info['agreement']
         iou = 'n/a' if a['min_iou'] is None else f"{a['min_iou']:.5f}"
-        print(f"onnxruntime against PyTorch on a check batch of 2: "
+        print(f'onnxruntime against PyTorch on a check batch of 2: '
               f"{a['matched']} of {a['reference']} detections matched "
               f'(lowest box IoU {iou}, largest score difference '
               f"{a['max_score_diff'] or 0:.2g})")
