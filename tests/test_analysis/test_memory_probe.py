@@ -5,7 +5,7 @@ tests/test_tools/test_compare_speed.py)."""
 import pytest
 import torch
 
-from mmepsa.analysis.memory_probe import load_factory, measure_memory_here
+from mmepsa.analysis.memory_probe import load_factory, measure_memory
 
 FACTORY = f'{__name__}:allocation_step'
 
@@ -20,8 +20,11 @@ def allocation_step(spec: dict):
     return run
 
 
-def test_measure_memory_here_sees_a_known_allocation():
-    peak = measure_memory_here(FACTORY, dict(mib=64, device='cpu'))
+def test_measure_memory_sees_a_known_allocation():
+    """In a fresh interpreter, as the benchmark measures: in a test worker
+    that has run other tests, freed memory that the allocator keeps may
+    serve the step, and the peak reads 0 (seen on torch 2.1)."""
+    peak = measure_memory(FACTORY, dict(mib=64, device='cpu'), threads=1)
     assert 63 < peak < 70
 
 
