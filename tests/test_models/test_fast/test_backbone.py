@@ -336,8 +336,10 @@ def test_deploy_folds_conv_bn():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
-# One stage of 3 blocks, the first strided (a PSA conv with stride 2 and a
-# downsample shortcut), covers every operation of the backbone.
+# One stage, its first block strided (a PSA conv with stride 2 and a
+# downsample shortcut) and a plain one after it, covers every operation of
+# the backbone (the stage's third block is cut: inductor's compile time
+# grows with the graph).
 ONE_STAGE = dict(
     num_stages=1, strides=(2, ), dilations=(1, ), out_indices=(0, ))
 
@@ -348,6 +350,7 @@ def test_compiled_forms_match_eager():
     give the eager outputs. One test, so that one process pays inductor's
     set-up (~20 s on torch 2.1) once."""
     model = EPSANet(50, **ONE_STAGE, norm_eval=False, **TINY)
+    del model.layer1[2]
     randomize_(model)  # non-trivial BN statistics to fold
     model.eval()
     x = torch.randn(2, 3, 48, 40)
