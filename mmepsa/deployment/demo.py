@@ -26,7 +26,8 @@ otherwise.
 Usage::
 
     python -m mmepsa.deployment.demo [--out-dir DIR] [--no-latency]
-        [--runs 5] [--threads 2] [--calibration-images 300]
+        [--latency-shape 4x800x1216] [--batch-sizes 1 4] [--runs 5]
+        [--threads 2] [--calibration-images 300]
 """
 import argparse
 import json
