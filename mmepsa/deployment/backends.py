@@ -36,11 +36,12 @@ Example:
     >>> sorted(outputs)  # doctest: +SKIP
     ['boxes', 'labels', 'scores']
 """
+import contextlib
 import json
 import os
 import os.path as osp
 import tempfile
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -397,25 +398,48 @@ def save_openvino_ir(model, out_file: str) -> str:
                          f'weights go to the .bin beside it), got {out_file}')
     if isinstance(model, str):
         model = read_openvino_model(model)
+    with atomic_write(out_file, companions=('.bin', )) as tmp:
+        ov.save_model(model, tmp, compress_to_fp16=False)
+    return out_file
+
+
+@contextlib.contextmanager
+def atomic_write(out_file: str,
+                 companions: Sequence[str] = ()) -> Iterator[str]:
+    """A temporary path in ``out_file``'s folder (made if missing), with
+    ``out_file``'s extension, for the block to write. When the block ends
+    without an error, the files are renamed into place with the
+    permissions ``open`` would give them (not ``mkstemp``'s private ones):
+    first each companion (the temporary path with its extension replaced
+    by one of ``companions``, e.g. an IR's ``.bin``), after an old
+    ``out_file`` is removed, then ``out_file`` itself, so that a complete
+    ``out_file`` never stands beside an incomplete companion. Whatever is
+    left of the temporary files is removed in any case.
+
+    Example:
+        >>> from mmepsa.deployment.backends import atomic_write
+        >>> with atomic_write('work_dirs/summary.json') as tmp:
+        ...     with open(tmp, 'w') as f:
+        ...         f.write('{}')  # doctest: +SKIP
+    """
     out_dir = osp.dirname(osp.abspath(out_file))
     os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=out_dir, prefix=f'.{osp.basename(out_file)[:-4]}.', suffix='.xml')
+    stem, ext = osp.splitext(osp.basename(out_file))
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f'.{stem}.', suffix=ext)
     os.close(fd)
-    tmp_bin = tmp[:-4] + '.bin'
-    out_bin = out_file[:-4] + '.bin'
+    base = osp.splitext(tmp)[0]
+    moves = [(base + c, osp.splitext(out_file)[0] + c)
+             for c in companions] + [(tmp, out_file)]
     try:
-        ov.save_model(model, tmp, compress_to_fp16=False)
+        yield tmp
         umask = os.umask(0)
         os.umask(umask)
-        for path in (tmp, tmp_bin):
-            os.chmod(path, 0o666 & ~umask)  # mkstemp made it private
-        if osp.exists(out_file):
-            os.remove(out_file)  # never an old .xml beside the new .bin
-        os.replace(tmp_bin, out_bin)
-        os.replace(tmp, out_file)
+        if companions and osp.exists(out_file):
+            os.remove(out_file)
+        for src, dst in moves:
+            os.chmod(src, 0o666 & ~umask)
+            os.replace(src, dst)
     finally:
-        for path in (tmp, tmp_bin):
-            if osp.exists(path):
-                os.remove(path)
-    return out_file
+        for src, _ in moves:
+            if osp.exists(src):
+                os.remove(src)

@@ -315,10 +315,9 @@ def _map(metrics: dict, kind: str) -> str:
 
 
 def _write_json(path: str, data: dict) -> None:
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
+    from .backends import atomic_write
+    with atomic_write(path) as tmp, open(tmp, 'w') as f:
         json.dump(data, f, indent=2, default=str)
-    os.replace(tmp, path)
 
 
 def parse_args(argv: Optional[List[str]] = None):

@@ -13,15 +13,14 @@ file that looks like a model.
 """
 import inspect
 import json
-import os
 import os.path as osp
-import tempfile
 import warnings
 from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
+from .backends import atomic_write
 from .wrapper import (UnsupportedModelError, build_export_wrapper,
                       check_supported)
 
@@ -369,12 +368,7 @@ def export_onnx(config,
                          if 'masks' in output_names else None),
         opset=opset)
 
-    out_dir = osp.dirname(osp.abspath(out_file))
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=out_dir, prefix=f'.{osp.basename(out_file)}.', suffix='.tmp')
-    os.close(fd)
-    try:
+    with atomic_write(out_file) as tmp:
         torch.manual_seed(0)
         example = (torch.rand(1, 3, *shape) * 255,
                    torch.tensor([list(shape)], dtype=torch.long))
@@ -422,13 +416,6 @@ def export_onnx(config,
         del model
         if verify:
             info['agreement'] = verify_onnx(wrapper, tmp, shape)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private
-        os.replace(tmp, out_file)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
     return info
 
 
