@@ -45,7 +45,9 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-METADATA_KEY = 'mmepsa'  # as export.METADATA_KEY (export imports torch)
+#: The key of the model's metadata (``metadata_props``; OpenVINO:
+#: ``rt_info``) that the runner reads: a JSON object.
+METADATA_KEY = 'mmepsa'
 
 #: The runtimes :func:`create_backend` knows.
 BACKENDS = ('onnxruntime', 'openvino')
@@ -393,14 +395,19 @@ def save_openvino_ir(model, out_file: str) -> str:
         ...              )('demo.jpg')  # doctest: +SKIP
     """
     ov = import_openvino()
-    if not out_file.endswith('.xml'):
-        raise ValueError('out_file must end with .xml (an OpenVINO IR; the '
-                         f'weights go to the .bin beside it), got {out_file}')
+    check_ir_file(out_file)
     if isinstance(model, str):
         model = read_openvino_model(model)
     with atomic_write(out_file, companions=('.bin', )) as tmp:
         ov.save_model(model, tmp, compress_to_fp16=False)
     return out_file
+
+
+def check_ir_file(out_file: str) -> None:
+    """ValueError unless ``out_file`` ends with ``.xml``."""
+    if not out_file.endswith('.xml'):
+        raise ValueError('out_file must end with .xml (an OpenVINO IR; the '
+                         f'weights go to the .bin beside it), got {out_file}')
 
 
 @contextlib.contextmanager

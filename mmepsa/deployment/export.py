@@ -20,16 +20,12 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from .backends import atomic_write
+from .backends import METADATA_KEY, atomic_write
 from .wrapper import (UnsupportedModelError, build_export_wrapper,
                       check_supported)
 
 #: The graph's inputs: the batch and each image's ``(h, w)`` in it.
 INPUT_NAMES = ('input', 'img_shape')
-
-#: The key of the model's metadata (``metadata_props``) that the runner
-#: reads: a JSON object.
-METADATA_KEY = 'mmepsa'
 
 #: Metadata format version.
 METADATA_VERSION = 2

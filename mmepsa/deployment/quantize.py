@@ -37,7 +37,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from .backends import (import_openvino, is_quantized,
+from .backends import (check_ir_file, import_openvino, is_quantized,
                        openvino_requirements_error, save_openvino_ir)
 from .runner import OnnxDetector, load_image
 
@@ -187,9 +187,7 @@ def quantize_int8(config,
         ImportError: OpenVINO or NNCF missing (the extra named).
     """
     nncf = import_nncf()
-    if not out_file.endswith('.xml'):
-        raise ValueError('out_file must end with .xml (an OpenVINO IR; the '
-                         f'weights go to the .bin beside it), got {out_file}')
+    check_ir_file(out_file)  # before the calibration, not after
     start = time.perf_counter()
     paths = calibration_images(config, num_images, split, cfg_options, seed)
     for path in paths:  # fail on a bad image before anything runs
