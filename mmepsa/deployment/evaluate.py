@@ -21,7 +21,7 @@ import torch
 
 from .agreement import IOU_AGREEMENT, DetectionAgreement
 from .export import load_config, load_detector
-from .runner import OnnxDetector
+from .runner import OnnxDetector, stack_images
 
 #: The largest difference of mAP allowed between onnxruntime and PyTorch
 #: (``ok`` in :func:`evaluate_onnx`'s result).
@@ -65,11 +65,7 @@ def onnx_predict(model: OnnxDetector, inputs: Sequence[torch.Tensor],
     original image, as ``detector.test_step`` returns them."""
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData
-    shapes = np.array([img.shape[1:] for img in inputs], dtype=np.int64)
-    batch = np.zeros((len(inputs), 3, *shapes.max(axis=0)), np.float32)
-    for i, img in enumerate(inputs):
-        batch[i, :, :img.shape[1], :img.shape[2]] = img.numpy()
-    raw = model.infer(batch, shapes)
+    raw = model.infer(*stack_images([img.numpy() for img in inputs]))
     samples = []
     for i, data_sample in enumerate(data_samples):
         result = model.postprocess(raw, data_sample.scale_factor,

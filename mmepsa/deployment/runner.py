@@ -35,8 +35,8 @@ from .backends import METADATA_KEY, create_backend, create_session
 
 __all__ = [
     'METADATA_KEY', 'CV2_INTERP', 'ImageError', 'create_session',
-    'check_image', 'load_image', 'resize_image', 'paste_masks', 'OnnxDetector',
-    'draw_detections'
+    'check_image', 'load_image', 'resize_image', 'paste_masks', 'stack_images',
+    'OnnxDetector', 'draw_detections'
 ]
 
 #: mmcv's interpolation names -> OpenCV's flags.
@@ -201,6 +201,26 @@ def _sampling_weights(start: int, stop: int, low: np.float32, high: np.float32,
     return weights
 
 
+def stack_images(images: Sequence[np.ndarray]
+                 ) -> Tuple[np.ndarray, np.ndarray]:
+    """``(3, h, w)`` images stacked top-left into one ``(N, 3, H, W)``
+    float32 batch of the largest height and width, zeros elsewhere, as
+    mmdet's data preprocessor stacks a batch (the graph pads each image
+    with the pad value), and ``img_shape``: each ``(h, w)``, ``(N, 2)``
+    int64.
+
+    Raises:
+        ValueError: no images.
+    """
+    if not len(images):
+        raise ValueError('a batch needs at least one image')
+    shapes = np.array([img.shape[1:] for img in images], dtype=np.int64)
+    batch = np.zeros((len(images), 3, *shapes.max(axis=0)), np.float32)
+    for i, img in enumerate(images):
+        batch[i, :, :img.shape[1], :img.shape[2]] = img
+    return batch, shapes
+
+
 class OnnxDetector:
     """A detector exported by :func:`~mmepsa.deployment.export_onnx`, run
     by onnxruntime or OpenVINO on an image path or array: see the module's
@@ -293,13 +313,7 @@ class OnnxDetector:
         pads each image with the pad value): the batch, ``img_shape``
         ``(N, 2)`` int64 and each image's ``scale_factor``."""
         items = [self.preprocess(img) for img in images]
-        if not items:
-            raise ValueError('a batch needs at least one image')
-        shapes = np.array([x.shape[2:] for x, _ in items], dtype=np.int64)
-        h, w = shapes.max(axis=0)
-        batch = np.zeros((len(items), 3, h, w), dtype=np.float32)
-        for i, (x, _) in enumerate(items):
-            batch[i, :, :x.shape[2], :x.shape[3]] = x[0]
+        batch, shapes = stack_images([x[0] for x, _ in items])
         return batch, shapes, [scale for _, scale in items]
 
     def graph_inputs(self,
