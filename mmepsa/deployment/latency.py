@@ -24,20 +24,12 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .backends import BACKENDS, PRECISIONS, backend_label
 from .export import load_detector
 from .runner import OnnxDetector
 from .wrapper import build_export_wrapper
 
-#: The rows :func:`compare_latency` times by default (onnxruntime's).
-LATENCY_ROWS = ('onnxruntime', 'pytorch', 'pytorch-export-wrapper')
 #: The PyTorch rows, beside the exported model's.
 PYTORCH_ROWS = ('pytorch', 'pytorch-export-wrapper')
-#: The names of the exported model's row, by backend and precision.
-MODEL_ROWS = tuple(
-    dict.fromkeys(
-        backend_label(b, p) for b in BACKENDS for p in PRECISIONS
-        if b == 'openvino' or p == 'fp32'))
 
 
 def latency_inputs(shape: Sequence[int],
@@ -286,9 +278,9 @@ def format_latency(result: dict) -> str:
 
 
 def describe_machine(m: dict) -> str:
-    """One line: CPU, cores, ISA flags, versions, load."""
-    return (f"{m['cpu']} ({m['cpu_count']} cores; "
-            f"{', '.join(m['isa_flags']) or 'no listed ISA flags'}); "
-            f"torch {m['torch']} ({m['threads']} threads), onnxruntime "
-            f"{m['onnxruntime']}, openvino {m.get('openvino')}, onnx "
-            f"{m['onnx']}; load average {m['load_average'][0]:.2f}")
+    """:func:`mmepsa.analysis.benchmark.describe_machine`'s line (CPU,
+    cores, ISA flags, threads, versions, load) and the deployment
+    runtimes' versions."""
+    from mmepsa.analysis.benchmark import describe_machine as describe
+    return (f"{describe(m)}; onnxruntime {m['onnxruntime']}, openvino "
+            f"{m.get('openvino')}, onnx {m['onnx']}")
