@@ -82,6 +82,13 @@ class DetectionAgreement:
             float(s) for s in test.scores[~taken].tolist()
         ]
 
+    def merge(self, other: 'DetectionAgreement') -> None:
+        """Take in the images ``other`` matched (as if added here)."""
+        for key, value in other.counts.items():
+            self.counts[key] += value
+        for name in ('ious', 'mask_ious', 'score_diffs', 'unmatched_scores'):
+            getattr(self, name).extend(getattr(other, name))
+
     def summary(self) -> dict:
         """Counts, the IoUs of the matched detections (min, mean, how many
         reach :data:`IOU_AGREEMENT`), their largest score difference, and

@@ -20,6 +20,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from .agreement import IOU_AGREEMENT, DetectionAgreement
 from .backends import METADATA_KEY, atomic_write
 from .wrapper import (UnsupportedModelError, build_export_wrapper,
                       check_supported)
@@ -288,15 +289,18 @@ def export_onnx(config,
                 shape: Sequence[int] = DEFAULT_TRACE_SHAPE,
                 verify: bool = True) -> dict:
     """Export the detector of ``config`` with the weights of ``checkpoint``
-    to ``out_file``: one ``(1, 3, H, W)`` float32 input (``input``: the
-    resized image's pixels in the channel order the pipeline loads them,
-    any H and W), outputs ``boxes`` ``(N, 4)``, ``scores`` ``(N,)``,
-    ``labels`` ``(N,)`` (int64) and, for Mask R-CNN, ``masks``
-    ``(N, 28, 28)``, in standard ONNX ops only (checked).
+    to ``out_file``, in standard ONNX ops only (checked). Inputs:
+    ``input`` ``(N, 3, H, W)`` float32 (the resized images' pixels in the
+    channel order the pipeline loads them, stacked top-left; any N, H and
+    W) and ``img_shape`` ``(N, 2)`` int64 (each image's ``(h, w)`` in it).
+    Outputs, every image's detections grouped by image, highest score
+    first: ``image_ids`` ``(K,)`` int64, ``boxes`` ``(K, 4)``, ``scores``
+    ``(K,)``, ``labels`` ``(K,)`` int64 and, for Mask R-CNN, ``masks``
+    ``(K, 28, 28)``.
 
-    With ``verify``, onnxruntime runs the file on an image of another size
-    than the traced one and its outputs are compared with PyTorch's before
-    the file is put in place.
+    With ``verify``, onnxruntime runs the file on a batch of two images of
+    other sizes than the traced one and its detections are matched with
+    PyTorch's (:func:`verify_onnx`) before the file is put in place.
 
     Args:
         config (str | Config): The detector's config.
@@ -310,7 +314,8 @@ def export_onnx(config,
 
     Returns:
         dict: ``out_file``, ``outputs``, ``ops`` (the op types used),
-        ``metadata`` and, with ``verify``, ``max_abs_diff`` per output.
+        ``metadata`` and, with ``verify``, ``agreement`` (what
+        :func:`verify_onnx` returns).
 
     Raises:
         ValueError: ``opset`` < 16, or a bad ``shape``; see also
@@ -325,7 +330,7 @@ def export_onnx(config,
         ...     'work_dirs/demo/epoch_2.pth',
         ...     'work_dirs/deploy-demo/mask-rcnn.onnx')  # doctest: +SKIP
         >>> info['outputs']  # doctest: +SKIP
-        ['boxes', 'scores', 'labels', 'masks']
+        ['image_ids', 'boxes', 'scores', 'labels', 'masks']
     """
     try:
         import onnx
@@ -418,7 +423,7 @@ def export_onnx(config,
 def verify_onnx(wrapper: nn.Module,
                 onnx_file: str,
                 shape: Sequence[int],
-                iou: float = 0.99,
+                iou: float = IOU_AGREEMENT,
                 score_atol: float = 1e-3) -> dict:
     """Run ``onnx_file`` with onnxruntime and ``wrapper`` with PyTorch on
     a batch of two random images of other sizes than ``shape`` (the first
@@ -427,8 +432,9 @@ def verify_onnx(wrapper: nn.Module,
     (:class:`~mmepsa.deployment.DetectionAgreement`): image by image, same
     label, box IoU >= ``iou``, scores within ``score_atol``. Detections
     whose scores are nearly equal may come out in either order, so a
-    detection only one side has is allowed where a cut falls (its score
-    within ``score_atol`` of the other side's lowest or of ``score_thr``).
+    detection only one side has is allowed where a cut falls
+    (``score_thr``, ``nms_pre``, ``max_per_img``): its score at most
+    ``score_atol`` above the higher of the two sides' lowest scores.
 
     Returns:
         dict: :meth:`DetectionAgreement.summary` of the two.
@@ -439,17 +445,14 @@ def verify_onnx(wrapper: nn.Module,
     """
     from mmengine.structures import InstanceData
 
-    from .agreement import DetectionAgreement
-    from .runner import create_session
+    from .backends import create_session
     session = create_session(onnx_file)
     g = torch.Generator().manual_seed(1)
     h, w = shape[0] + 32, shape[1] + 32
     img = torch.rand(2, 3, h, w, generator=g) * 255
     img_shape = torch.tensor([[h, w], [h - 40, w - 24]])
-    outs = session.run(None, {
-        'input': img.numpy(),
-        'img_shape': img_shape.numpy()
-    })
+    outs = session.run(
+        None, dict(zip(INPUT_NAMES, (img.numpy(), img_shape.numpy()))))
     with torch.no_grad():
         expected = wrapper(img, img_shape)
     names = list(wrapper.output_names)
@@ -467,7 +470,7 @@ def verify_onnx(wrapper: nn.Module,
         ref, test = image_dets(expected, image), image_dets(outs, image)
         agreement = DetectionAgreement(match_iou=iou)
         agreement.add(ref, test)
-        total.add(ref, test)
+        total.merge(agreement)
         cut = max([
             float(ref.scores.min()) if len(ref) else 0.0,
             float(test.scores.min()) if len(test) else 0.0
