@@ -329,6 +329,20 @@ def _take(keep: Tensor, *tensors: Tensor) -> Tuple[Tensor, ...]:
     return tuple(t[keep] for t in tensors)
 
 
+def nms_detections(cfg, num_images, image: Tensor, boxes: Tensor,
+                   scores: Tensor, labels: Tensor) -> Tuple[Tensor, ...]:
+    """The NMS of a ``test_cfg`` (``nms.iou_threshold``,
+    ``nms.class_agnostic``, ``max_per_img``) on a batch's candidates:
+    :func:`batched_nms`, class-wise unless class-agnostic; the kept
+    ``image, boxes, scores, labels``."""
+    groups = (
+        torch.zeros_like(labels)
+        if cfg.nms.get('class_agnostic', False) else labels)
+    keep = batched_nms(boxes, scores, groups, image, num_images,
+                       cfg.nms.iou_threshold, cfg.max_per_img)
+    return _take(keep, image, boxes, scores, labels)
+
+
 def clip_boxes(boxes: Tensor, max_xyxy: Tensor) -> Tensor:
     """Boxes clipped to ``[0, W] x [0, H]`` of their image (``max_xyxy``
     ``[W, H, W, H]`` per box), as mmdet's coders clip to ``img_shape``."""
@@ -383,12 +397,7 @@ def dense_predict(head, cls_scores: Sequence[Tensor],
         keep = min_size_mask(boxes, cfg.min_bbox_size).nonzero().reshape(-1)
         image, boxes, scores, labels = _take(keep, image, boxes, scores,
                                              labels)
-    groups = (
-        torch.zeros_like(labels)
-        if cfg.nms.get('class_agnostic', False) else labels)
-    keep = batched_nms(boxes, scores, groups, image, max_xyxy.shape[0],
-                       cfg.nms.iou_threshold, cfg.max_per_img)
-    return _take(keep, image, boxes, scores, labels)
+    return nms_detections(cfg, max_xyxy.shape[0], image, boxes, scores, labels)
 
 
 def extract_roi_feats(extractor, feats: Sequence[Tensor],
@@ -577,12 +586,8 @@ class TwoStageExportWrapper(_ExportWrapper):
                             cfg.score_thr).nonzero().unbind(1)
         image = roi_image[pair_roi]
         boxes, scores = boxes[pair_roi, labels], scores[pair_roi, labels]
-        groups = (
-            torch.zeros_like(labels)
-            if cfg.nms.get('class_agnostic', False) else labels)
-        keep = batched_nms(boxes, scores, groups, image, max_xyxy.shape[0],
-                           cfg.nms.iou_threshold, cfg.max_per_img)
-        return _take(keep, image, boxes, scores, labels)
+        return nms_detections(cfg, max_xyxy.shape[0], image, boxes, scores,
+                              labels)
 
     def mask_probs(self, feats: Sequence[Tensor], image: Tensor, boxes: Tensor,
                    labels: Tensor) -> Tensor:
