@@ -144,7 +144,6 @@ def run_deploy_demo(out_dir: str = 'work_dirs/deploy-demo',
         export = export_onnx(config, checkpoint, files['fp32'])
         model = dict(
             export=dict(ops=export['ops'], agreement=export.get('agreement')),
-            rows={},
             latency=None,
             skipped=dict(skipped))
         if any(p == 'int8' for _, p in rows):
@@ -157,21 +156,13 @@ def run_deploy_demo(out_dir: str = 'work_dirs/deploy-demo',
                 files['int8'],
                 num_images=calibration_images,
                 split='train')
-        models = []
-        for backend, precision in rows:
-            label = backend_label(backend, precision)
-            if label in skipped:
-                continue
-            model_file = files['int8' if precision == 'int8' else 'fp32']
-            _say(f'evaluating {label} against PyTorch on the val set')
-            model['rows'][label] = evaluate_onnx(
-                config,
-                model_file,
-                checkpoint,
-                threads=threads,
-                backend=backend,
-                precision=precision)
-            models.append((model_file, backend, precision))
+        models = [(files['int8' if p == 'int8' else 'fp32'], b, p)
+                  for b, p in rows if backend_label(b, p) not in skipped]
+        _say(f'evaluating {len(models)} rows and PyTorch on the val set')
+        evaluation = evaluate_onnx(
+            config, checkpoint=checkpoint, threads=threads, models=models)
+        model['rows'] = evaluation['rows']
+        model['metrics'] = evaluation['metrics']
         if latency:
             _say(f'latency of {stem} on {shape[0]} images of '
                  f'{shape[2]}x{shape[3]} in batches of {list(batch_sizes)}: '
@@ -275,12 +266,7 @@ def format_summary(summary: dict, out_dir: str) -> str:
             '| --- | --- | --- | ' + ' | '.join('---:'
                                                 for _ in sizes) + ' | ---: |'
         ]
-        first = next(iter(model['rows'].values()), None)
-        names = (['pytorch'] if first else []) + list(model['rows'])
-        for name in names:
-            metrics = (
-                first['metrics']['pytorch']
-                if name == 'pytorch' else model['rows'][name]['metrics'][name])
+        for name, metrics in model['metrics'].items():
             cells = [name, _map(metrics, 'bbox'), _map(metrics, 'segm')]
             for b in sizes:
                 row = latency['batches'][b]['rows'].get(name)

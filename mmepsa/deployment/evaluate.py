@@ -14,7 +14,7 @@ matched one to one (:class:`DetectionAgreement`) and their box (and mask)
 IoUs reported.
 """
 import time
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -83,17 +83,21 @@ def onnx_predict(model: OnnxDetector, inputs: Sequence[torch.Tensor],
 
 
 def evaluate_onnx(config,
-                  onnx_file: str,
+                  onnx_file: Optional[str] = None,
                   checkpoint: Optional[str] = None,
                   cfg_options: Optional[dict] = None,
                   threads: Optional[int] = None,
                   max_images: Optional[int] = None,
                   backend: str = 'onnxruntime',
                   precision: Optional[str] = None,
-                  batch_size: int = 1) -> dict:
-    """Evaluate ``onnx_file`` under ``backend`` over ``config``'s test set
-    with its ``test_evaluator``; with ``checkpoint``, PyTorch too, and
-    compare the two.
+                  batch_size: int = 1,
+                  models: Optional[Sequence[Tuple[str, str,
+                                                  Optional[str]]]] = None
+                  ) -> dict:
+    """Evaluate ``onnx_file`` under ``backend`` (or each of ``models``)
+    over ``config``'s test set with its ``test_evaluator``; with
+    ``checkpoint``, PyTorch too (once, whatever the number of models), and
+    compare each model with it.
 
     Args:
         config (str | Config): The detector's config (its test dataloader
@@ -114,17 +118,26 @@ def evaluate_onnx(config,
         precision (str, optional): ``fp32``, ``bf16`` or ``int8`` (an int8
             ``.xml``); None: what the file holds
             (:func:`~mmepsa.deployment.create_backend`).
+        models (Sequence[tuple], optional): Several models, each
+            ``(file, backend, precision)``, instead of ``onnx_file``, on
+            the same batches.
 
     Returns:
-        dict: ``backend``, ``precision``, ``images``, ``seconds``,
-        ``metrics`` (under the backend's label, e.g. ``onnxruntime`` or
-        ``openvino-int8``, and, with a checkpoint, ``pytorch``: the
-        evaluator's results) and, with a checkpoint, ``differences``
-        (backend - PyTorch, of :data:`COMPARED_METRICS`), ``agreement``
+        dict: ``images``, ``seconds``, ``metrics`` (under each model's
+        label, e.g. ``onnxruntime`` or ``openvino-int8``, and, with a
+        checkpoint, ``pytorch``: the evaluator's results) and ``rows``:
+        for each model's label ``onnx``, ``backend``, ``precision`` and,
+        with a checkpoint, ``differences`` (model - PyTorch, of
+        :data:`COMPARED_METRICS`), ``agreement``
         (:meth:`DetectionAgreement.summary`) and ``ok`` (within the
         precision's :data:`TOLERANCES`: for fp32 every difference within
         :data:`MAP_TOLERANCE` and every matched IoU at least
-        :data:`IOU_AGREEMENT`).
+        :data:`IOU_AGREEMENT`). With ``onnx_file``, its row's items are at
+        the top level too.
+
+    Raises:
+        ValueError: ``batch_size`` < 1, neither ``onnx_file`` nor
+            ``models``, or two models of one label.
 
     Example:
         >>> from mmepsa.deployment import evaluate_onnx
@@ -135,51 +148,73 @@ def evaluate_onnx(config,
         >>> result['ok']  # doctest: +SKIP
         True
     """
-    cfg = load_config(config, cfg_options)
-    model = OnnxDetector(
-        onnx_file, threads=threads, backend=backend, precision=precision)
-    label = model.label
-    detector = load_detector(cfg, checkpoint)[0] if checkpoint else None
     if batch_size < 1:
         raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+    single = models is None
+    if single:
+        if onnx_file is None:
+            raise ValueError('evaluate_onnx needs onnx_file or models')
+        models = [(onnx_file, backend, precision)]
+    cfg = load_config(config, cfg_options)
+    runners = {}
+    for file, model_backend, model_precision in models:
+        runner = OnnxDetector(
+            file,
+            threads=threads,
+            backend=model_backend,
+            precision=model_precision)
+        if runner.label in runners:
+            raise ValueError(f'two models of one label, {runner.label}: '
+                             'evaluate them apart')
+        runners[runner.label] = runner
+    detector = load_detector(cfg, checkpoint)[0] if checkpoint else None
     cfg.test_dataloader.batch_size = batch_size
     dataloader = build_test_dataloader(cfg)
     meta = dataloader.dataset.metainfo
-    evaluators = {label: build_evaluator(cfg, meta)}
-    if detector is not None:
-        evaluators['pytorch'] = build_evaluator(cfg, meta)
-    agreement = DetectionAgreement()
+    evaluators = {} if detector is None else dict(
+        pytorch=build_evaluator(cfg, meta))
+    evaluators.update({label: build_evaluator(cfg, meta) for label in runners})
+    agreements = {label: DetectionAgreement() for label in runners}
     seen, start = 0, time.perf_counter()
     for data in dataloader:
-        samples = onnx_predict(model, data['inputs'], data['data_samples'])
-        evaluators[label].process(samples, data)
         if detector is not None:
             with torch.no_grad():
                 reference = detector.test_step(data)
             evaluators['pytorch'].process(reference, data)
-            for ref, test in zip(reference, samples):
-                agreement.add(ref.pred_instances, test.pred_instances)
-        seen += len(samples)
+        for label, runner in runners.items():
+            samples = onnx_predict(runner, data['inputs'],
+                                   data['data_samples'])
+            evaluators[label].process(samples, data)
+            if detector is not None:
+                for ref, test in zip(reference, samples):
+                    agreements[label].add(ref.pred_instances,
+                                          test.pred_instances)
+        seen += len(data['inputs'])
         if max_images and seen >= max_images:
             break
     metrics = {
         name: _plain(evaluator.evaluate(seen))
         for name, evaluator in evaluators.items()
     }
+    rows = {}
+    for (file, model_backend, _), (label,
+                                   runner) in zip(models, runners.items()):
+        rows[label] = dict(
+            onnx=file, backend=model_backend, precision=runner.precision)
+        if detector is not None:
+            rows[label].update(
+                compare_metrics(metrics, agreements[label].summary(), label,
+                                runner.precision))
     result = dict(
         config=cfg.filename,
-        onnx=onnx_file,
         checkpoint=checkpoint,
-        backend=backend,
-        precision=model.precision,
         batch_size=batch_size,
         images=seen,
         seconds=round(time.perf_counter() - start, 1),
-        metrics=metrics)
-    if detector is not None:
-        result.update(
-            compare_metrics(metrics, agreement.summary(), label,
-                            model.precision))
+        metrics=metrics,
+        rows=rows)
+    if single:
+        result.update(next(iter(rows.values())))
     return result
 
 

@@ -147,6 +147,43 @@ def test_evaluate_openvino_against_pytorch(tiny_exports):
     assert result['ok'] is True
 
 
+def test_evaluate_several_models_against_one_pytorch_run(
+        tiny_exports, monkeypatch):
+    """models=: each model on the same batches, PyTorch run once per
+    batch and every model compared with it."""
+    from mmdet.models.detectors.base import BaseDetector
+    paths = tiny_exports['retinanet']
+    calls = []
+    test_step = BaseDetector.test_step
+    monkeypatch.setattr(
+        BaseDetector, 'test_step',
+        lambda self, data: calls.append(1) or test_step(self, data))
+    result = evaluate_onnx(
+        paths['config'],
+        checkpoint=paths['checkpoint'],
+        threads=1,
+        batch_size=2,
+        models=[(paths['onnx'], 'onnxruntime', None),
+                (paths['onnx'], 'openvino', 'fp32')])
+    assert len(calls) == result['images'] // 2 == 2
+    assert list(result['metrics']) == ['pytorch', 'onnxruntime', 'openvino']
+    assert list(result['rows']) == ['onnxruntime', 'openvino']
+    assert 'ok' not in result  # no single model's row at the top level
+    for label, row in result['rows'].items():
+        assert row['onnx'] == paths['onnx'] and row['precision'] == 'fp32'
+        assert row['differences'] == dict(bbox_mAP=0.0, bbox_mAP_50=0.0)
+        assert row['agreement']['matched'] == row['agreement']['reference']
+        assert row['ok'] is True
+    with pytest.raises(
+            ValueError,
+            match='two models of one label, '
+            'onnxruntime: evaluate them apart'):
+        evaluate_onnx(
+            paths['config'], models=[(paths['onnx'], 'onnxruntime', None)] * 2)
+    with pytest.raises(ValueError, match='needs onnx_file or models'):
+        evaluate_onnx(paths['config'])
+
+
 @pytest.mark.parametrize('backend, precision, error, match', [
     ('tensorrt', None, ValueError, 'backend must be one of onnxruntime, '
      "openvino; got 'tensorrt'"),
