@@ -618,13 +618,13 @@ def bar_chart(result: dict, path: str) -> None:
     plt.close(fig)
 
 
-def environment(args, device: torch.device) -> dict:
+def environment(args, device: torch.device, warmup: int) -> dict:
     """The machine (:func:`~mmepsa.analysis.benchmark.machine_info`) and the
-    settings of the run."""
+    settings of the run (``warmup``: its untimed rounds)."""
     env = machine_info(device)
     env.update(
         runs=args.runs,
-        warmup=args.warmup,
+        warmup=warmup,
         depth=args.depth,
         command=' '.join([osp.relpath(sys.argv[0], REPO)] + sys.argv[1:]))
     return env
@@ -642,7 +642,7 @@ def compare_speed(args) -> dict:
     ``out_dir``).
     """
     device = torch.device(args.device)
-    result = dict(environment=environment(args, device), cases=[])
+    result = dict(environment=environment(args, device, args.warmup), cases=[])
     for precision in args.precisions:
         for shape in args.sizes:
             for mode in args.modes:

@@ -33,10 +33,10 @@ def test_fast_path_check(tmp_path, monkeypatch):
         depth=50,
         seed=0,
         runs=2,
-        warmup=1,
         device='cpu',
         out_dir=str(tmp_path / 'check'))
     result = fpc.fast_path_check(args)
+    assert result['environment']['warmup'] == fpc.WARMUP == 1
     assert [(c['mode'], c['shape'])
             for c in result['cases']] == [('train-detection', [1, 3, 64, 64]),
                                           ('inference', [1, 3, 64, 48])]

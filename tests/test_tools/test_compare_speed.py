@@ -132,6 +132,8 @@ def test_fast_path_check_tools_exit_1_past_a_bound(tmp_path, monkeypatch, tool,
     with open(osp.join(out_dir, 'fast_path_check.json')) as f:
         result = json.load(f)
     assert not result['ok']
+    # the rounds it ran, whichever tool (compare_speed's --warmup is not)
+    assert result['environment']['warmup'] == fpc.WARMUP
     rows = result['cases'][0]['models']
     assert rows['plain']['ok'] and not rows['untuned']['ok']
     table = open(osp.join(out_dir, 'fast_path_check.md')).read()

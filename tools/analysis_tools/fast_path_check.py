@@ -41,7 +41,6 @@ def parse_args(argv=None):
     if torch.device(args.device).type == 'cuda' and \
             not torch.cuda.is_available():
         parser.error('--device cuda but CUDA is not available')
-    args.warmup = 1  # one untimed round after the first, tuned, step
     return args
 
 
