@@ -166,7 +166,8 @@ def chosen_forms() -> Dict[str, Dict[str, str]]:
         if isinstance(choice[0], str):  # inference: one form
             parts = dict(forward=form_name(choice))
         else:
-            needed = (True, key[15], key[16])
+            *_, x_grad, w_grad, _ = key  # as _describe unpacks _key
+            needed = (True, x_grad, w_grad)
             parts = {
                 part: form_name(form)
                 for part, form, need in zip(PARTS, choice, needed) if need
@@ -594,10 +595,9 @@ class TunedConv:
                 memory_format=torch.channels_last)
             conv.time_forms(x, 'weight')
         """
-        parts = ('forward', 'input', 'weight')
-        if part not in parts:
+        if part not in PARTS:
             raise ValueError(f'TunedConv.time_forms: part must be one of '
-                             f'{parts}, got {part!r}')
+                             f'{PARTS}, got {part!r}')
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f'TunedConv.time_forms: x must have shape (N, '
