@@ -10,18 +10,15 @@ exporter refuses both detector types. Building every config, the COCO
 recipe and the zoo metadata: test_configs.py.
 """
 import copy
-import math
-import os.path as osp
 
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.hub import get_config
-from mmengine.registry import init_default_scope
 
 import mmepsa  # noqa: F401  (registers EPSANet)
-from tests.test_configs.utils import on_demo_data
-from tests.utils import REPO
+from tests.test_configs.utils import (build, load, on_demo_data,
+                                      train_two_iterations, without_scope)
 
 CASCADE = 'configs/cascade_rcnn/cascade-mask-rcnn_epsanet50-s_fpn_1x_coco.py'
 CASCADE_3X = ('configs/cascade_rcnn/'
@@ -52,26 +49,6 @@ UNSUPPORTED_TYPE = {
     CASCADE_101: 'CascadeRCNN',
     DINO: 'DINO',
 }
-
-
-def load(rel_path: str) -> Config:
-    return Config.fromfile(osp.join(REPO, rel_path))
-
-
-def build(model_cfg):
-    init_default_scope('mmdet')
-    from mmdet.registry import MODELS
-    return MODELS.build(copy.deepcopy(model_cfg))
-
-
-def without_scope(obj):
-    """``obj`` without the ``_scope_`` keys mmengine adds to what a config
-    inherits through ``mmdet::``."""
-    if isinstance(obj, dict):
-        return {k: without_scope(v) for k, v in obj.items() if k != '_scope_'}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(without_scope(v) for v in obj)
-    return obj
 
 
 @pytest.mark.parametrize('config', CONFIGS)
@@ -136,17 +113,7 @@ def test_dino_backbone_feeds_the_channel_mapper():
 def train_and_test(cfg: Config):
     """Train ``cfg`` (already on the demo data) and test it: the train
     losses (all finite) and the test metrics."""
-    from mmengine.runner import Runner
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-    assert runner.iter == 2
-    losses = {
-        key[len('train/'):]: scalar.current()
-        for key, scalar in runner.message_hub.log_scalars.items()
-        if key.startswith('train/') and 'loss' in key
-    }
-    for name, value in losses.items():
-        assert math.isfinite(value), (name, value)
+    runner, losses = train_two_iterations(cfg)
     return losses, runner.test()
 
 

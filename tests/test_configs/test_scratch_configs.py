@@ -23,11 +23,11 @@ from mmcv.cnn import build_norm_layer
 from mmengine.config import Config
 from mmengine.hub import get_config
 from mmengine.model.utils import _BatchNormXd, revert_sync_batchnorm
-from mmengine.registry import init_default_scope
 from torch.nn.modules.batchnorm import _NormBase
 
 import mmepsa  # noqa: F401  (registers EPSANet)
-from tests.test_configs.utils import on_demo_data
+from tests.test_configs.utils import (build, load, on_demo_data,
+                                      train_two_iterations, without_scope)
 from tests.utils import REPO
 
 FASTER = ('configs/scratch/'
@@ -45,16 +45,6 @@ NORM_TYPES = (_NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 # EPSANet-50's norms: the stem's, 3 per block (16 blocks), 1 per stage's
 # downsampling shortcut (4).
 EPSANET50_NORMS = 1 + 3 * 16 + 4
-
-
-def load(rel_path: str) -> Config:
-    return Config.fromfile(osp.join(REPO, rel_path))
-
-
-def build(model_cfg):
-    init_default_scope('mmdet')
-    from mmdet.registry import MODELS
-    return MODELS.build(copy.deepcopy(model_cfg))
 
 
 def norms_of(module: nn.Module) -> dict:
@@ -77,16 +67,6 @@ def find_pretrained(obj, where='') -> list:
         for i, value in enumerate(obj):
             found += find_pretrained(value, f'{where}[{i}]')
     return found
-
-
-def without_scope(obj):
-    """``obj`` without the ``_scope_`` keys mmengine adds to what a config
-    inherits through ``mmdet::``."""
-    if isinstance(obj, dict):
-        return {k: without_scope(v) for k, v in obj.items() if k != '_scope_'}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(without_scope(v) for v in obj)
-    return obj
 
 
 # The SyncBN variant as configs/scratch/README.md writes it: a config
@@ -250,16 +230,10 @@ def weight_decay_of(optimizer, param) -> float:
 
 def test_mask_rcnn_trains_and_tests_from_scratch(demo_data, tmp_path,
                                                  keep_determinism):
-    from mmengine.runner import Runner
     cfg = on_demo_data(load(MASK), demo_data, str(tmp_path / 'work'))
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-    assert runner.iter == 2
-    loss = runner.message_hub.get_scalar('train/loss').current()
-    assert math.isfinite(loss)
-    for key in ('loss_rpn_cls', 'loss_cls', 'loss_bbox', 'loss_mask'):
-        assert math.isfinite(
-            runner.message_hub.get_scalar(f'train/{key}').current()), key
+    runner, losses = train_two_iterations(cfg)  # every loss finite
+    for key in ('loss', 'loss_rpn_cls', 'loss_cls', 'loss_bbox', 'loss_mask'):
+        assert key in losses, losses
 
     model, optimizer = runner.model, runner.optim_wrapper.optimizer
     norms = norms_of(model)

@@ -5,14 +5,56 @@ the demo's data, 2 iterations of 1 image and fewer sampled RoIs, proposals
 and queries than COCO's. The fixtures built on them are in ``conftest.py``.
 """
 import copy
+import math
+import os.path as osp
 
 from mmengine.config import Config
+from mmengine.registry import init_default_scope
 
 from mmepsa.demo.trainer import load_demo_config
-from tests.utils import DEMO_MASK_RCNN, DEMO_RETINANET
+from tests.utils import DEMO_MASK_RCNN, DEMO_RETINANET, REPO
 
 # the demo shapes data set's classes
 DEMO_CLASSES = 3
+
+
+def load(rel_path: str) -> Config:
+    """A config of the repository, by its path from the top."""
+    return Config.fromfile(osp.join(REPO, rel_path))
+
+
+def build(model_cfg):
+    """A model (or part) of mmdet's registry, from a copy of its config."""
+    init_default_scope('mmdet')
+    from mmdet.registry import MODELS
+    return MODELS.build(copy.deepcopy(model_cfg))
+
+
+def without_scope(obj):
+    """``obj`` without the ``_scope_`` keys mmengine adds to what a config
+    inherits through ``mmdet::``."""
+    if isinstance(obj, dict):
+        return {k: without_scope(v) for k, v in obj.items() if k != '_scope_'}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(without_scope(v) for v in obj)
+    return obj
+
+
+def train_two_iterations(cfg: Config):
+    """Train ``cfg`` (already on the demo data, :func:`on_demo_data`): its
+    runner, after 2 iterations, and the last train losses, all finite."""
+    from mmengine.runner import Runner
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert runner.iter == 2
+    losses = {
+        key[len('train/'):]: scalar.current()
+        for key, scalar in runner.message_hub.log_scalars.items()
+        if key.startswith('train/') and 'loss' in key
+    }
+    for name, value in losses.items():
+        assert math.isfinite(value), (name, value)
+    return runner, losses
 
 
 def demo_cfg(demo_config: str, data_root: str) -> Config:
