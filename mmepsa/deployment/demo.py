@@ -255,28 +255,27 @@ def format_summary(summary: dict, out_dir: str) -> str:
         'images resized, median of taking turns'
     ]
     for stem, model in summary['models'].items():
-        latency = model['latency'] or dict(batches={})
-        sizes = list(latency['batches'])
-        size = 'x'.join(map(str, latency.get('shape', [])[2:]))
+        latency = model['latency']
+        header = ['row', 'bbox mAP / @0.5', 'segm mAP / @0.5']
+        if latency:  # ms per image at each batch size, ratio at the first
+            sizes = list(latency['batches'])
+            _, _, h, w = latency['shape']
+            header += [f'ms per image, batch {b} of {h}x{w}'
+                       for b in sizes] + ['/ PyTorch']
         lines += [
-            '', f'### {stem}', '',
-            '| row | bbox mAP / @0.5 | segm mAP / @0.5 | ' +
-            ' | '.join(f'ms per image, batch {b} of {size}'
-                       for b in sizes) + ' | / PyTorch |',
-            '| --- | --- | --- | ' + ' | '.join('---:'
-                                                for _ in sizes) + ' | ---: |'
+            '', f'### {stem}', '', '| ' + ' | '.join(header) + ' |',
+            '| --- | --- | --- |' + ' ---: |' * (len(header) - 3)
         ]
         for name, metrics in model['metrics'].items():
             cells = [name, _map(metrics, 'bbox'), _map(metrics, 'segm')]
-            for b in sizes:
-                row = latency['batches'][b]['rows'].get(name)
-                cells.append(
-                    '' if row is None else f"{row['per_image_ms']:.0f}")
-            ratio = (
-                latency['batches'][sizes[0]]['vs_pytorch'].get(name)
-                if sizes else None)
-            cells.append('1.00' if name == 'pytorch' and sizes else
-                         f"{ratio['median']:.2f}" if ratio else '')
+            if latency:
+                for b in sizes:
+                    row = latency['batches'][b]['rows'].get(name)
+                    cells.append(
+                        '' if row is None else f"{row['per_image_ms']:.0f}")
+                ratio = latency['batches'][sizes[0]]['vs_pytorch'].get(name)
+                cells.append('1.00' if name == 'pytorch' else
+                             f"{ratio['median']:.2f}" if ratio else '')
             lines.append('| ' + ' | '.join(cells) + ' |')
         for label, why in model['skipped'].items():
             lines.append(f'{label}: not run: {why}')

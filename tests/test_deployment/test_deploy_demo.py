@@ -132,3 +132,22 @@ def test_table():
         '2.14.1, mmcv 2.1.0, mmdet 3.3.0; load average 0.10; onnxruntime ' \
         '1.32.0, openvino 2026.4.1, onnx 1.23.2' in text
     assert 'all bounds met: False' in text
+    lines = text.splitlines()
+    header = lines.index('| row | bbox mAP / @0.5 | segm mAP / @0.5 | ms per '
+                         'image, batch 1 of 800x1216 | ms per image, batch 4 '
+                         'of 800x1216 | / PyTorch |')
+    assert lines[header + 1] == '| --- | --- | --- | ---: | ---: | ---: |'
+
+
+def test_table_without_latency():
+    """--no-latency: the accuracy columns only, every row as wide."""
+    result = summary()
+    result['models']['mask-rcnn_epsanet50-s_fpn_demo-shapes']['latency'] = (
+        None)
+    result['bounds'] = check_bounds(result)
+    result['ok'] = all(b['ok'] for b in result['bounds'])
+    lines = format_summary(result, 'out').splitlines()
+    header = lines.index('| row | bbox mAP / @0.5 | segm mAP / @0.5 |')
+    assert lines[header + 1] == '| --- | --- | --- |'
+    assert lines[header + 2] == '| pytorch | 0.400 / 0.600 |  |'
+    assert not any('fastest row' in b['bound'] for b in result['bounds'])
