@@ -13,22 +13,9 @@ from mmepsa.deployment import (CheckpointMismatchError, DetectionAgreement,
                                OnnxDetector, UnsupportedModelError,
                                check_supported, export_onnx, load_detector,
                                non_standard_ops)
+from tests.test_deployment.tiny_detectors import mmdet_reference
 
 MODELS = ('retinanet', 'faster-rcnn', 'mask-rcnn')
-
-
-def mmdet_reference(detector, inputs: np.ndarray, scale_factor, ori_shape):
-    """mmdet's ``test_step`` on the runner's resized input."""
-    from mmdet.structures import DetDataSample
-    meta = dict(
-        img_shape=tuple(inputs.shape[2:]),
-        ori_shape=ori_shape,
-        scale_factor=scale_factor)
-    data = dict(
-        inputs=[torch.from_numpy(inputs[0]).to(torch.uint8)],
-        data_samples=[DetDataSample(metainfo=meta)])
-    with torch.no_grad():
-        return detector.test_step(data)[0].pred_instances
 
 
 @pytest.mark.parametrize('name', MODELS)

@@ -14,6 +14,7 @@ import torch
 from mmepsa.deployment import (DetectionAgreement, OnnxDetector,
                                PrecisionError, backends, create_backend,
                                evaluate_onnx, load_detector, save_openvino_ir)
+from tests.test_deployment.tiny_detectors import mmdet_reference
 from tests.utils import run_tool
 
 ov = pytest.importorskip('openvino')
@@ -30,20 +31,6 @@ def instances(result: dict):
     return InstanceData(
         **{k: torch.from_numpy(np.asarray(v))
            for k, v in result.items()})
-
-
-def mmdet_reference(detector, inputs: np.ndarray, scale_factor, ori_shape):
-    """mmdet's ``test_step`` on the runner's resized input."""
-    from mmdet.structures import DetDataSample
-    meta = dict(
-        img_shape=tuple(inputs.shape[2:]),
-        ori_shape=ori_shape,
-        scale_factor=scale_factor)
-    data = dict(
-        inputs=[torch.from_numpy(inputs[0]).to(torch.uint8)],
-        data_samples=[DetDataSample(metainfo=meta)])
-    with torch.no_grad():
-        return detector.test_step(data)[0].pred_instances
 
 
 @pytest.fixture(scope='module')

@@ -1,7 +1,11 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
 """The tiny two-stage detectors of the deployment tests (the RetinaNet is
-the tiny project of ``tests/utils.py``): configs and random checkpoints."""
+the tiny project of ``tests/utils.py``): configs and random checkpoints;
+and mmdet's detections, the reference of the exported ones."""
 import os.path as osp
+
+import numpy as np
+import torch
 
 from tests.utils import TINY_BACKBONE
 
@@ -57,3 +61,17 @@ def save_random_checkpoint(config: str, path: str, seed: int) -> str:
     detector = build_detector(load_config(config))
     torch.save(dict(state_dict=detector.state_dict(), meta=dict()), path)
     return path
+
+
+def mmdet_reference(detector, inputs: np.ndarray, scale_factor, ori_shape):
+    """mmdet's ``test_step`` on the runner's resized input."""
+    from mmdet.structures import DetDataSample
+    meta = dict(
+        img_shape=tuple(inputs.shape[2:]),
+        ori_shape=ori_shape,
+        scale_factor=scale_factor)
+    data = dict(
+        inputs=[torch.from_numpy(inputs[0]).to(torch.uint8)],
+        data_samples=[DetDataSample(metainfo=meta)])
+    with torch.no_grad():
+        return detector.test_step(data)[0].pred_instances

@@ -17,7 +17,6 @@ from mmengine.logging import MMLogger
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmepsa.models import EPSANet
-from mmepsa.models.fast import backbone as fast_backbone
 from mmepsa.models.fast import clear_choices, conv_forms, fast_path, settings
 from mmepsa.models.fast.switch import ENV, measured_win
 from mmepsa.testing import RefEPSANet, RefPSA, randomize_
@@ -35,20 +34,6 @@ def original_and_ours(depth_layers=(3, 4, 6, 3), **kwargs):
         {k: v
          for k, v in ref.state_dict().items() if not k.startswith('fc.')})
     return ref, ours
-
-
-@pytest.fixture
-def ran(monkeypatch):
-    """The inputs the fast path ran on (empty: the plain model ran)."""
-    seen = []
-    stages = fast_backbone._stages
-
-    def spy(backbone, x, psa_type):
-        seen.append(x)
-        return stages(backbone, x, psa_type)
-
-    monkeypatch.setattr(fast_backbone, '_stages', spy)
-    return seen
 
 
 @pytest.mark.parametrize('channels_last', [None, True, False])

@@ -3,30 +3,14 @@
 fire: the demo's bf16 training step (CPUBF16OptimWrapper hooks the backbone
 and its strided convs) runs the fast path, and a hooked conv runs as itself,
 with the plain model's results. What runs is asserted, not its speed."""
-import pytest
 import torch
 
 from mmepsa.engine.optim import cpu_bf16_optim_wrapper as wrapper_module
 from mmepsa.models import EPSANet
-from mmepsa.models.fast import backbone as fast_backbone
 from mmepsa.models.fast import fast_path
 from mmepsa.models.fast.switch import measured_win
 from mmepsa.testing import randomize_
 from tests.utils import TINY_BACKBONE as TINY
-
-
-@pytest.fixture
-def ran(monkeypatch):
-    """The inputs the fast path ran on (empty: the plain model ran)."""
-    seen = []
-    stages = fast_backbone._stages
-
-    def spy(backbone, x, psa_type):
-        seen.append(x)
-        return stages(backbone, x, psa_type)
-
-    monkeypatch.setattr(fast_backbone, '_stages', spy)
-    return seen
 
 
 class Detectorish(torch.nn.Module):
