@@ -31,17 +31,9 @@ from . import conv_forms
 from .conv_forms import TunedConv
 from .fold import conv_bn, eval_bn_affine, foldable, run_folded
 from .layout import to_contiguous_nchw, use_channels_last
-from .probes import global_hooks, has_hooks
+from .probes import global_hooks, own_hooks
 from .switch import on_for
 from .weighting import se_attention, weighted_concat
-
-
-def _own_hooks(module: nn.Module) -> bool:
-    """Whether ``module`` itself (not a module inside it) has hooks."""
-    return bool(
-        module._forward_hooks or module._forward_pre_hooks
-        or module._backward_hooks
-        or getattr(module, '_backward_pre_hooks', None))
 
 
 def _hooks_missed(backbone: nn.Module) -> bool:
@@ -51,15 +43,18 @@ def _hooks_missed(backbone: nn.Module) -> bool:
     it has hooks). The backbone's own hooks run around its forward."""
     if global_hooks():
         return True
+    hooked = [
+        m for m in backbone.modules() if m is not backbone and own_hooks(m)
+    ]
+    if not hooked:  # the usual case: one walk of the modules
+        return False
     in_se = {
         id(m)
         for psa in backbone.modules()
         if isinstance(getattr(psa, 'se', None), nn.Module)
         for m in psa.se.modules()
     }
-    return any(
-        _own_hooks(m) and (not isinstance(m, nn.Conv2d) or id(m) in in_se)
-        for m in backbone.modules() if m is not backbone)
+    return any(not isinstance(m, nn.Conv2d) or id(m) in in_se for m in hooked)
 
 
 def engaged(backbone: nn.Module, x: torch.Tensor) -> bool:
@@ -72,21 +67,12 @@ def engaged(backbone: nn.Module, x: torch.Tensor) -> bool:
 
 
 def _branch_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    if type(conv) is nn.Conv2d and not has_hooks(conv):
+    """A PSA branch conv, autotuned; a conv with hooks runs as itself
+    (where the fast path runs, only convs outside the SE modules may have
+    hooks: :func:`engaged`)."""
+    if type(conv) is nn.Conv2d and not own_hooks(conv):
         return TunedConv(conv)(x)
     return conv(x)
-
-
-def _conv_bn(conv: nn.Module, norm: nn.Module,
-             x: torch.Tensor) -> torch.Tensor:
-    """:func:`~.fold.conv_bn`; a conv with hooks runs as itself."""
-    return norm(conv(x)) if has_hooks(conv) else conv_bn(conv, norm, x)
-
-
-def _run_folded(seq: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """:func:`~.fold.run_folded`; with hooks inside, ``seq`` runs as
-    itself."""
-    return seq(x) if has_hooks(seq) else run_folded(seq, x)
 
 
 def psa_forward(psa: nn.Module, x: torch.Tensor,
@@ -117,16 +103,16 @@ def block_forward(block: nn.Module, x: torch.Tensor,
         return block(x)
 
     def inner(x: torch.Tensor) -> torch.Tensor:
-        out = block.relu(_conv_bn(block.conv1, block.norm1, x))
+        out = block.relu(conv_bn(block.conv1, block.norm1, x))
         if block.with_plugins:
             out = block.forward_plugin(out, block.after_conv1_plugin_names)
         out = block.relu(psa_forward(block.conv2, out, block.norm2))
         if block.with_plugins:
             out = block.forward_plugin(out, block.after_conv2_plugin_names)
-        out = _conv_bn(block.conv3, block.norm3, out)
+        out = conv_bn(block.conv3, block.norm3, out)
         if block.with_plugins:
             out = block.forward_plugin(out, block.after_conv3_plugin_names)
-        identity = x if block.downsample is None else _run_folded(
+        identity = x if block.downsample is None else run_folded(
             block.downsample, x)
         out += identity  # in place, as mmdet's Bottleneck
         return out
@@ -142,9 +128,9 @@ def _stages(backbone: nn.Module, x: torch.Tensor,
             psa_type: type) -> Tuple[torch.Tensor, ...]:
     """mmdet's ``ResNet.forward``, with the fast stem and blocks."""
     if backbone.deep_stem:
-        x = _run_folded(backbone.stem, x)
+        x = run_folded(backbone.stem, x)
     else:
-        x = backbone.relu(_conv_bn(backbone.conv1, backbone.norm1, x))
+        x = backbone.relu(conv_bn(backbone.conv1, backbone.norm1, x))
     x = backbone.maxpool(x)
     outs = []
     for i, layer_name in enumerate(backbone.res_layers):

@@ -28,6 +28,8 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .probes import own_hooks
+
 _BN_FORWARDS = (_BatchNorm.forward, nn.SyncBatchNorm.forward)
 _CACHE = '_mmepsa_fold_cache'
 
@@ -68,8 +70,9 @@ def _folded(conv: nn.Conv2d, norm: nn.Module):
 
 def conv_bn(conv: nn.Module, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``norm(conv(x))``, with ``norm`` folded into ``conv`` where it is an
-    eval-mode BN after a plain ``nn.Conv2d`` (see the module docstring)."""
-    if type(conv) is not nn.Conv2d or not foldable(norm):
+    eval-mode BN after a plain ``nn.Conv2d`` without hooks (see the module
+    docstring); a conv with hooks runs as itself, so that they fire."""
+    if (type(conv) is not nn.Conv2d or own_hooks(conv) or not foldable(norm)):
         return norm(conv(x))
     # a train-mode pass updates the running statistics without bumping
     # their version counters, but it bumps num_batches_tracked's

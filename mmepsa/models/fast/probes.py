@@ -65,12 +65,10 @@ def global_hooks() -> bool:
                 or _module._global_backward_hooks)
 
 
-def has_hooks(module: nn.Module) -> bool:
-    """Whether ``module`` or any module inside it has a forward or backward
-    hook (a FLOPs counter's, a feature extractor's), or global hooks are
-    set: the fast path would bypass them."""
-    if global_hooks():
-        return True
-    return any(
-        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
-        or getattr(m, '_backward_pre_hooks', None) for m in module.modules())
+def own_hooks(module: nn.Module) -> bool:
+    """Whether ``module`` itself (not a module inside it) has a forward or
+    backward hook."""
+    return bool(
+        module._forward_hooks or module._forward_pre_hooks
+        or module._backward_hooks
+        or getattr(module, '_backward_pre_hooks', None))
