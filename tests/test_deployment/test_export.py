@@ -11,8 +11,9 @@ import torch
 
 from mmepsa.deployment import (CheckpointMismatchError, DetectionAgreement,
                                OnnxDetector, UnsupportedModelError,
-                               check_supported, export_onnx, load_detector,
-                               non_standard_ops)
+                               build_export_wrapper, check_supported,
+                               export_onnx, load_detector, non_standard_ops)
+from mmepsa.deployment.wrapper import GroupSumConv, export_forms
 from tests.test_deployment.tiny_detectors import mmdet_reference
 
 MODELS = ('retinanet', 'faster-rcnn', 'mask-rcnn')
@@ -72,6 +73,44 @@ def test_graph_is_standard_onnx(tiny_exports, name):
     outputs = [o.name for o in model.graph.output]
     expected = ['image_ids', 'boxes', 'scores', 'labels']
     assert outputs == expected + (['masks'] if name == 'mask-rcnn' else [])
+    # the tiny backbone's 4-channel branches of 4 groups: GroupSumConv's
+    outputs_of = {i.name: i.dims[0] for i in model.graph.initializer}
+    convs = [(next((a.i for a in n.attribute if a.name == 'group'),
+                   1), outputs_of[n.input[1]]) for n in model.graph.node
+             if n.op_type == 'Conv']
+    assert convs.count((16, 16)) == 6  # layer1's conv_3, conv_4, depthwise
+    assert not [c for c in convs if 1 < c[0] == c[1] != 16]
+
+
+@pytest.mark.parametrize('stride, dilation, bias',
+                         [(1, 1, False), (2, 1, True), (1, 2, False)])
+def test_group_sum_conv_equals_conv(stride, dilation, bias):
+    conv = torch.nn.Conv2d(
+        12, 3, 5, stride, 2 * dilation, dilation, groups=3, bias=bias)
+    x = torch.randn(2, 12, 17, 23)
+    with torch.no_grad():
+        torch.testing.assert_close(GroupSumConv(conv)(x), conv(x))
+
+
+def test_export_forms_copy_the_detector(tiny_exports):
+    detector, cfg = load_detector(tiny_exports['mask-rcnn']['config'],
+                                  tiny_exports['mask-rcnn']['checkpoint'])
+    psa = detector.backbone.layer1[0].conv2
+    wrapper = build_export_wrapper(detector, cfg.model)
+    assert type(psa.conv_4) is torch.nn.Conv2d  # the detector is unchanged
+    copied = wrapper.detector.backbone.layer1[0].conv2
+    assert copied.conv_4.conv.weight is psa.conv_4.weight  # shared
+    assert copied.conv_2.weight is psa.conv_2.weight
+    assert [
+        type(c).__name__
+        for c in (copied.conv_1, copied.conv_2, copied.conv_3, copied.conv_4)
+    ] == ['Conv2d', 'Conv2d', 'GroupSumConv', 'GroupSumConv']
+    assert not GroupSumConv.fits(psa.conv_2)  # 2 outputs per group
+    with pytest.raises(ValueError, match='one output channel per group'):
+        GroupSumConv(psa.conv_2)
+    # a detector with no such conv is not copied
+    plain = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, groups=4))
+    assert export_forms(plain) is plain
 
 
 def test_metadata(tiny_exports):
