@@ -21,6 +21,12 @@ Precisions (:data:`PRECISIONS`):
   in int8, the rest in f32). The file decides: ``precision=None`` takes
   ``int8`` for a quantized model and ``fp32`` otherwise, and a precision
   the file does not hold is refused.
+* ``int8-bf16``: the int8 IR with the ops left in float run in bf16
+  (``INFERENCE_PRECISION_HINT=bf16``; OpenVINO's own choice on a CPU with
+  AMX), where the CPU has bf16 as for ``bf16``. OpenVINO's CPU plugin
+  also runs in float the quantized convs it has no int8 kernel for (on
+  AVX-512 CPUs, grouped convs with few channels per group: most of
+  EPSANet's PSA convs).
 
 OpenVINO and NNCF are the ``openvino`` extra
 (``pip install "mmepsa[openvino]"``).
@@ -51,11 +57,18 @@ METADATA_KEY = 'mmepsa'
 
 #: The runtimes :func:`create_backend` knows.
 BACKENDS = ('onnxruntime', 'openvino')
-#: The precisions; ``bf16`` and ``int8`` are OpenVINO's.
-PRECISIONS = ('fp32', 'bf16', 'int8')
+#: The precisions; all but ``fp32`` are OpenVINO's.
+PRECISIONS = ('fp32', 'bf16', 'int8', 'int8-bf16')
+#: The precisions of an int8 model (the others: of a float one).
+INT8_PRECISIONS = ('int8', 'int8-bf16')
 #: OpenVINO's ``INFERENCE_PRECISION_HINT`` for each precision (int8: the
 #: precision of the ops left in float).
-OPENVINO_HINTS = {'fp32': 'f32', 'bf16': 'bf16', 'int8': 'f32'}
+OPENVINO_HINTS = {
+    'fp32': 'f32',
+    'bf16': 'bf16',
+    'int8': 'f32',
+    'int8-bf16': 'bf16'
+}
 #: Where the metadata lies in an OpenVINO model's ``rt_info``: OpenVINO's
 #: ONNX reader puts ``metadata_props`` under ``framework``.
 RT_INFO_PATHS = (['framework', METADATA_KEY], [METADATA_KEY])
@@ -129,7 +142,7 @@ def _check_threads(threads: Optional[int]) -> None:
 def backend_label(backend: str, precision: str) -> str:
     """The name of a backend and precision in results and tables:
     ``onnxruntime``, ``openvino`` (fp32), ``openvino-bf16``,
-    ``openvino-int8``."""
+    ``openvino-int8``, ``openvino-int8-bf16``."""
     return backend if precision == 'fp32' else f'{backend}-{precision}'
 
 
@@ -205,13 +218,13 @@ def cpu_capabilities(core=None) -> List[str]:
     return list(core.get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))
 
 
-def check_bf16(core=None) -> None:
-    """Raise :class:`PrecisionError` unless the CPU runs bf16 (OpenVINO's
-    capability ``BF16``: AVX512-BF16 or AMX)."""
+def check_bf16(core=None, precision: str = 'bf16') -> None:
+    """Raise :class:`PrecisionError` naming ``precision`` unless the CPU
+    runs bf16 (OpenVINO's capability ``BF16``: AVX512-BF16 or AMX)."""
     capabilities = cpu_capabilities(core)
     if 'BF16' not in capabilities:
         raise PrecisionError(
-            'precision bf16 needs a CPU with bfloat16 instructions '
+            f'precision {precision} needs a CPU with bfloat16 instructions '
             '(AVX512-BF16 or AMX): OpenVINO lists no BF16 among this CPU\'s '
             f'OPTIMIZATION_CAPABILITIES ({", ".join(capabilities)}); use '
             'fp32 or int8')
@@ -260,13 +273,13 @@ class OpenVINOBackend(Backend):
 
     Args:
         model_file (str): ``.onnx`` or ``.xml``.
-        precision (str, optional): ``fp32``, ``bf16`` or ``int8``; None:
-            what the file holds (``int8`` if quantized, else ``fp32``).
+        precision (str, optional): One of :data:`PRECISIONS`; None: what
+            the file holds (``int8`` if quantized, else ``fp32``).
         threads (int, optional): Inference threads (default: OpenVINO's).
 
     Raises:
-        PrecisionError: bf16 on a CPU without it; int8 on a float model, or
-            fp32/bf16 on an int8 one.
+        PrecisionError: bf16 or int8-bf16 on a CPU without bf16; int8 or
+            int8-bf16 on a float model, fp32 or bf16 on an int8 one.
 
     Example:
         >>> from mmepsa.deployment.backends import OpenVINOBackend
@@ -286,17 +299,18 @@ class OpenVINOBackend(Backend):
         quantized = is_quantized(model)
         if precision is None:
             precision = 'int8' if quantized else 'fp32'
-        if precision == 'int8' and not quantized:
+        if precision in INT8_PRECISIONS and not quantized:
             raise PrecisionError(
-                f'precision int8 needs an int8 model; {model_file} is not '
-                'quantized: make one with tools/deployment/quantize.py and '
-                'pass its .xml')
-        if precision != 'int8' and quantized:
+                f'precision {precision} needs an int8 model; {model_file} '
+                'is not quantized: make one with tools/deployment/quantize.py '
+                'and pass its .xml')
+        if precision not in INT8_PRECISIONS and quantized:
             raise PrecisionError(
                 f'{model_file} is an int8 model: run it with precision '
-                f'int8, or run the float .onnx it came from in {precision}')
-        if precision == 'bf16':
-            check_bf16(core)
+                f'int8 or int8-bf16, or run the float .onnx it came from in '
+                f'{precision}')
+        if OPENVINO_HINTS[precision] == 'bf16':
+            check_bf16(core, precision)
         super().__init__(model_file, precision)
         config = {
             'INFERENCE_PRECISION_HINT': OPENVINO_HINTS[precision],
@@ -344,8 +358,8 @@ def create_backend(
             :func:`~mmepsa.deployment.quantize_int8`).
         backend (str): ``onnxruntime`` or ``openvino``. Defaults to
             ``onnxruntime``.
-        precision (str, optional): ``fp32``, ``bf16`` or ``int8`` (the
-            last two OpenVINO's); None: what the file holds.
+        precision (str, optional): One of :data:`PRECISIONS` (all but
+            ``fp32`` OpenVINO's); None: what the file holds.
         threads (int, optional): Inference threads (default: the runtime's,
             one per core).
         providers (Sequence[str]): onnxruntime's execution providers.

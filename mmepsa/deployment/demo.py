@@ -42,7 +42,7 @@ DEMO_CONFIGS = ('mask-rcnn_epsanet50-s_fpn_demo-shapes.py',
 
 #: The deployed rows: (backend, precision).
 ROWS = (('onnxruntime', 'fp32'), ('openvino', 'fp32'), ('openvino', 'bf16'),
-        ('openvino', 'int8'))
+        ('openvino', 'int8'), ('openvino', 'int8-bf16'))
 
 #: The latency input: four val images resized to 800 x 1216, run one by
 #: one and as one batch of four (:data:`LATENCY_BATCH_SIZES`).
@@ -117,7 +117,8 @@ def run_deploy_demo(out_dir: str = 'work_dirs/deploy-demo',
         >>> summary['ok']  # doctest: +SKIP
         True
     """
-    from .backends import PrecisionError, backend_label, check_bf16
+    from .backends import (INT8_PRECISIONS, OPENVINO_HINTS, PrecisionError,
+                           backend_label, check_bf16)
     from .evaluate import evaluate_onnx
     from .export import export_onnx
     from .latency import compare_latency, deploy_machine_info
@@ -127,11 +128,12 @@ def run_deploy_demo(out_dir: str = 'work_dirs/deploy-demo',
     os.makedirs(out_dir, exist_ok=True)
     summary = dict(models={}, machine=deploy_machine_info(threads))
     skipped = {}
-    if any(p == 'bf16' for _, p in rows):
+    for backend, precision in rows:
         try:
-            check_bf16()
+            if backend == 'openvino' and OPENVINO_HINTS[precision] == 'bf16':
+                check_bf16(precision=precision)
         except PrecisionError as e:
-            skipped['openvino-bf16'] = str(e)
+            skipped[backend_label(backend, precision)] = str(e)
     checkpoints = {
         name: demo_checkpoint(find_config(name))
         for name in configs
@@ -146,7 +148,7 @@ def run_deploy_demo(out_dir: str = 'work_dirs/deploy-demo',
             export=dict(ops=export['ops'], agreement=export.get('agreement')),
             latency=None,
             skipped=dict(skipped))
-        if any(p == 'int8' for _, p in rows):
+        if any(p in INT8_PRECISIONS for _, p in rows):
             files['int8'] = osp.join(out_dir, stem + '_int8.xml')
             _say(f'quantizing to int8 ({files["int8"]}), '
                  f'{calibration_images} train images')
@@ -156,7 +158,7 @@ def run_deploy_demo(out_dir: str = 'work_dirs/deploy-demo',
                 files['int8'],
                 num_images=calibration_images,
                 split='train')
-        models = [(files['int8' if p == 'int8' else 'fp32'], b, p)
+        models = [(files['int8' if p in INT8_PRECISIONS else 'fp32'], b, p)
                   for b, p in rows if backend_label(b, p) not in skipped]
         _say(f'evaluating {len(models)} rows and PyTorch on the val set')
         evaluation = evaluate_onnx(
@@ -309,8 +311,8 @@ def parse_args(argv: Optional[List[str]] = None):
     from mmepsa.analysis.benchmark import parse_nchw
     parser = argparse.ArgumentParser(
         description='Deploy the demo Mask R-CNN and RetinaNet on every '
-        'runtime and precision (onnxruntime, OpenVINO fp32/bf16/int8) and '
-        'measure them against PyTorch on the demo val set')
+        'runtime and precision (onnxruntime; OpenVINO fp32, bf16, int8, '
+        'int8-bf16) and measure them against PyTorch on the demo val set')
     parser.add_argument(
         '--out-dir',
         default='work_dirs/deploy-demo',

@@ -32,6 +32,7 @@ TOLERANCES = {
     'fp32': dict(map=MAP_TOLERANCE, iou=IOU_AGREEMENT),
     'bf16': dict(map=0.01, iou=None),
     'int8': dict(map=0.02, iou=None),
+    'int8-bf16': dict(map=0.02, iou=None),
 }
 #: The metrics compared.
 COMPARED_METRICS = ('bbox_mAP', 'bbox_mAP_50', 'segm_mAP', 'segm_mAP_50')

@@ -9,12 +9,11 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from mmepsa.deployment import (DetectionAgreement, OnnxDetector,
                                PrecisionError, backends, create_backend,
                                evaluate_onnx, load_detector, save_openvino_ir)
-from tests.test_deployment.tiny_detectors import mmdet_reference
+from tests.test_deployment.tiny_detectors import instances, mmdet_reference
 from tests.utils import run_tool
 
 ov = pytest.importorskip('openvino')
@@ -24,13 +23,6 @@ ov = pytest.importorskip('openvino')
 #: largest score difference.
 BF16_MATCHED, BF16_SCORE_ATOL = 0.8, 0.02
 HAS_BF16 = 'BF16' in backends.cpu_capabilities()
-
-
-def instances(result: dict):
-    from mmengine.structures import InstanceData
-    return InstanceData(
-        **{k: torch.from_numpy(np.asarray(v))
-           for k, v in result.items()})
 
 
 @pytest.fixture(scope='module')
@@ -84,6 +76,9 @@ def test_bf16_refused_without_the_capability(tiny_exports, monkeypatch):
             match='bf16 needs a CPU with '
             'bfloat16.*no BF16 among.*FP32, INT8'):
         create_backend(tiny_exports['retinanet']['onnx'], 'openvino', 'bf16')
+    with pytest.raises(
+            PrecisionError, match='int8-bf16 needs a CPU with bfloat16'):
+        backends.check_bf16(precision='int8-bf16')
 
 
 def test_ir_keeps_the_model_and_its_metadata(tiny_exports, image, tmp_path,
@@ -175,7 +170,7 @@ def test_evaluate_several_models_against_one_pytorch_run(
     ('tensorrt', None, ValueError, 'backend must be one of onnxruntime, '
      "openvino; got 'tensorrt'"),
     ('openvino', 'fp16', ValueError, 'precision must be one of fp32, bf16, '
-     "int8; got 'fp16'"),
+     "int8, int8-bf16; got 'fp16'"),
     ('onnxruntime', 'bf16', PrecisionError, 'precision bf16 needs the '
      'openvino backend'),
     ('onnxruntime', 'int8', PrecisionError, 'precision int8 needs the '
@@ -183,6 +178,8 @@ def test_evaluate_several_models_against_one_pytorch_run(
     ('openvino', 'int8', PrecisionError, 'precision int8 needs an int8 '
      'model; .* is not quantized: make one with '
      'tools/deployment/quantize.py'),
+    ('openvino', 'int8-bf16', PrecisionError, 'precision int8-bf16 needs an '
+     'int8 model'),
 ])
 def test_backend_refusals(tiny_exports, backend, precision, error, match):
     with pytest.raises(error, match=match):

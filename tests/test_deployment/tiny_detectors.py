@@ -75,3 +75,11 @@ def mmdet_reference(detector, inputs: np.ndarray, scale_factor, ori_shape):
         data_samples=[DetDataSample(metainfo=meta)])
     with torch.no_grad():
         return detector.test_step(data)[0].pred_instances
+
+
+def instances(result: dict):
+    """A runner's result as an ``InstanceData`` (torch tensors)."""
+    from mmengine.structures import InstanceData
+    return InstanceData(
+        **{k: torch.from_numpy(np.asarray(v))
+           for k, v in result.items()})

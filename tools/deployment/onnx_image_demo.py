@@ -50,9 +50,10 @@ def parse_args(argv=None):
         help='the runtime (default onnxruntime)')
     parser.add_argument(
         '--precision',
-        choices=('fp32', 'bf16', 'int8'),
-        help='bf16 and int8 (an int8 .xml) need --backend openvino; '
-        'default: what the file holds (int8 for an int8 .xml, else fp32)')
+        choices=('fp32', 'bf16', 'int8', 'int8-bf16'),
+        help='all but fp32 need --backend openvino, int8 and int8-bf16 '
+        '(int8 with the rest in bf16) an int8 .xml; default: what the file '
+        'holds (int8 for an int8 .xml, else fp32)')
     # argparse gives the trailing positional to model.
     return parser.parse_args(argv)
 

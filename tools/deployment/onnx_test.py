@@ -22,7 +22,7 @@ size instead (``mmepsa.deployment.compare_latency``; needs
 
 Exits 1 on bad input, 3 when the model and PyTorch differ by more than
 the precision's tolerances (fp32: mAP 0.005 and matched boxes' IoU 0.99;
-bf16: mAP 0.01; int8: mAP 0.02).
+bf16: mAP 0.01; int8 and int8-bf16: mAP 0.02).
 """
 import argparse
 import json
@@ -48,9 +48,10 @@ def parse_args(argv=None):
         help='the runtime (default onnxruntime)')
     parser.add_argument(
         '--precision',
-        choices=('fp32', 'bf16', 'int8'),
-        help='bf16 and int8 (an int8 .xml) need --backend openvino; '
-        'default: what the file holds (int8 for an int8 .xml, else fp32)')
+        choices=('fp32', 'bf16', 'int8', 'int8-bf16'),
+        help='all but fp32 need --backend openvino, int8 and int8-bf16 '
+        '(int8 with the rest in bf16) an int8 .xml; default: what the file '
+        'holds (int8 for an int8 .xml, else fp32)')
     parser.add_argument(
         '--checkpoint',
         help='the checkpoint it was exported from: '
