@@ -74,12 +74,25 @@ def test_graph_is_standard_onnx(tiny_exports, name):
     expected = ['image_ids', 'boxes', 'scores', 'labels']
     assert outputs == expected + (['masks'] if name == 'mask-rcnn' else [])
     # the tiny backbone's 4-channel branches of 4 groups: GroupSumConv's
-    outputs_of = {i.name: i.dims[0] for i in model.graph.initializer}
-    convs = [(next((a.i for a in n.attribute if a.name == 'group'),
-                   1), outputs_of[n.input[1]]) for n in model.graph.node
-             if n.op_type == 'Conv']
-    assert convs.count((16, 16)) == 6  # layer1's conv_3, conv_4, depthwise
-    assert not [c for c in convs if 1 < c[0] == c[1] != 16]
+    # depthwise conv and 1x1 sum (weights 1); no other conv with one output
+    # channel per group
+    weights = {i.name: i for i in model.graph.initializer}
+    weights.update((n.output[0], n.attribute[0].t) for n in model.graph.node
+                   if n.op_type == 'Constant')
+    convs = []
+    for node in model.graph.node:
+        if node.op_type == 'Conv':
+            group = next((a.i for a in node.attribute if a.name == 'group'), 1)
+            weight = weights[node.input[1]]
+            convs.append(
+                (group, *weight.dims,
+                 onnx.numpy_helper.to_array(weight).tolist() == [[[[1.0]]] * 4
+                                                                 ] * 4))
+    assert convs.count((16, 16, 1, 9, 9, False)) == 3  # layer1's conv_4
+    assert convs.count((16, 16, 1, 7, 7, False)) == 3  # layer1's conv_3
+    assert convs.count((4, 4, 4, 1, 1, True)) == 6  # their sums
+    assert [c for c in convs
+            if c[0] == c[1] > 1 and c[2] > 1] == [(4, 4, 4, 1, 1, True)] * 6
 
 
 @pytest.mark.parametrize('stride, dilation, bias',
