@@ -28,6 +28,11 @@ Precisions (:data:`PRECISIONS`):
   AVX-512 CPUs, grouped convs with few channels per group: most of
   EPSANet's PSA convs).
 
+OpenVINO with ``static_shapes=True`` compiles the model for each input
+shape it meets (a few seconds the first time; the last
+:data:`STATIC_SHAPES_KEPT` kept) instead of once for any shape: the same
+detections, faster where images keep one size (docs/deployment.md).
+
 OpenVINO and NNCF are the ``openvino`` extra
 (``pip install "mmepsa[openvino]"``).
 
@@ -47,6 +52,7 @@ import json
 import os
 import os.path as osp
 import tempfile
+from collections import OrderedDict
 from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
@@ -69,6 +75,9 @@ OPENVINO_HINTS = {
     'int8': 'f32',
     'int8-bf16': 'bf16'
 }
+#: The input shapes an OpenVINO backend with ``static_shapes`` keeps
+#: compiled (the last ones met).
+STATIC_SHAPES_KEPT = 4
 #: Where the metadata lies in an OpenVINO model's ``rt_info``: OpenVINO's
 #: ONNX reader puts ``metadata_props`` under ``framework``.
 RT_INFO_PATHS = (['framework', METADATA_KEY], [METADATA_KEY])
@@ -276,6 +285,9 @@ class OpenVINOBackend(Backend):
         precision (str, optional): One of :data:`PRECISIONS`; None: what
             the file holds (``int8`` if quantized, else ``fp32``).
         threads (int, optional): Inference threads (default: OpenVINO's).
+        static_shapes (bool): Compile the model for each input shape met
+            (the last :data:`STATIC_SHAPES_KEPT` kept) rather than run the
+            one compiled for any shape. Defaults to False.
 
     Raises:
         PrecisionError: bf16 or int8-bf16 on a CPU without bf16; int8 or
@@ -291,7 +303,8 @@ class OpenVINOBackend(Backend):
     def __init__(self,
                  model_file: str,
                  precision: Optional[str] = None,
-                 threads: Optional[int] = None):
+                 threads: Optional[int] = None,
+                 static_shapes: bool = False):
         ov = import_openvino()
         _check_threads(threads)
         core = ov.Core()
@@ -318,6 +331,7 @@ class OpenVINOBackend(Backend):
         }
         if threads is not None:
             config['INFERENCE_NUM_THREADS'] = int(threads)
+        self.core, self.config = core, config
         self.compiled = core.compile_model(model, 'CPU', config)
         got = str(self.compiled.get_property('INFERENCE_PRECISION_HINT'))
         if _type_name(got) != _type_name(OPENVINO_HINTS[precision]):
@@ -326,13 +340,46 @@ class OpenVINOBackend(Backend):
                 f'{got}, not the {OPENVINO_HINTS[precision]} that '
                 f'{precision} asks for')
         self.request = self.compiled.create_infer_request()
+        self.static_shapes = bool(static_shapes)
+        self.static_requests: 'OrderedDict[tuple, object]' = OrderedDict()
         self.model = model
         self.metadata = openvino_metadata(model)
         self.output_names = [o.get_any_name() for o in model.outputs]
 
     def run(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        outputs = self.request.infer(inputs)
+        request = self.request
+        if self.static_shapes:
+            request = self.static_request(
+                {name: value.shape
+                 for name, value in inputs.items()})
+        outputs = request.infer(inputs)
         return {name: outputs[i] for i, name in enumerate(self.output_names)}
+
+    def static_request(self, shapes: Dict[str, Sequence[int]]):
+        """The infer request of the model compiled for the input
+        ``shapes`` (by input name): compiled the first time, kept while
+        among the last :data:`STATIC_SHAPES_KEPT` shapes met.
+
+        Raises:
+            ValueError: the model cannot take these shapes.
+        """
+        key = tuple((name, tuple(int(d) for d in shape))
+                    for name, shape in sorted(shapes.items()))
+        if key in self.static_requests:
+            self.static_requests.move_to_end(key)
+            return self.static_requests[key]
+        model = self.model.clone()
+        try:
+            model.reshape({name: list(shape) for name, shape in key})
+        except Exception as e:  # noqa: BLE001 - OpenVINO's own errors
+            raise ValueError(f'{self.model_file} cannot take inputs of shapes '
+                             f'{dict(key)}: {e}') from e
+        request = self.core.compile_model(model, 'CPU',
+                                          self.config).create_infer_request()
+        self.static_requests[key] = request
+        if len(self.static_requests) > STATIC_SHAPES_KEPT:
+            self.static_requests.popitem(last=False)
+        return request
 
 
 def _type_name(value: str) -> str:
@@ -342,13 +389,12 @@ def _type_name(value: str) -> str:
     return {'float32': 'f32', 'bfloat16': 'bf16'}.get(value, value)
 
 
-def create_backend(
-    model_file: str,
-    backend: str = 'onnxruntime',
-    precision: Optional[str] = None,
-    threads: Optional[int] = None,
-    providers: Sequence[str] = ('CPUExecutionProvider', )
-) -> Backend:
+def create_backend(model_file: str,
+                   backend: str = 'onnxruntime',
+                   precision: Optional[str] = None,
+                   threads: Optional[int] = None,
+                   providers: Sequence[str] = ('CPUExecutionProvider', ),
+                   static_shapes: bool = False) -> Backend:
     """A backend running ``model_file``: see the module.
 
     Args:
@@ -363,6 +409,8 @@ def create_backend(
         threads (int, optional): Inference threads (default: the runtime's,
             one per core).
         providers (Sequence[str]): onnxruntime's execution providers.
+        static_shapes (bool): OpenVINO: compile the model for each input
+            shape (:class:`OpenVINOBackend`). Defaults to False.
 
     Returns:
         Backend: with ``run(inputs) -> outputs`` by name, ``metadata``,
@@ -379,7 +427,10 @@ def create_backend(
     if precision is not None:
         _check_choice('precision', precision, PRECISIONS)
     if backend == 'openvino':
-        return OpenVINOBackend(model_file, precision, threads)
+        return OpenVINOBackend(model_file, precision, threads, static_shapes)
+    if static_shapes:
+        raise ValueError('static_shapes (--static-shapes) is the openvino '
+                         "backend's (backend='openvino', --backend openvino)")
     if precision not in (None, 'fp32'):
         raise PrecisionError(
             f'precision {precision} needs the openvino backend '

@@ -13,7 +13,9 @@ For each of :data:`DEMO_CONFIGS`:
    ``<out_dir>/<config>_int8.xml`` (calibrated on the demo train set);
 3. each row of :data:`ROWS` evaluated on the demo val set against PyTorch
    (:func:`~mmepsa.deployment.evaluate_onnx`); bf16 only where the CPU has
-   it (the table says when it lacks it);
+   it (the table says when it lacks it); OpenVINO compiled for each input
+   shape (``static_shapes``, as PyTorch's fast path tunes its convs for
+   each input size; ``--dynamic-shapes``: once for any shape);
 4. the latency of PyTorch eager and every row, taking turns, on the demo
    val images of :data:`LATENCY_SHAPE` (resized), run one by one and in a
    batch (:data:`LATENCY_BATCH_SIZES`;
@@ -27,7 +29,7 @@ Usage::
 
     python -m mmepsa.deployment.demo [--out-dir DIR] [--no-latency]
         [--latency-shape 4x800x1216] [--batch-sizes 1 4] [--runs 5]
-        [--threads 2] [--calibration-images 300]
+        [--threads 2] [--calibration-images 300] [--dynamic-shapes]
 """
 import argparse
 import json
@@ -106,7 +108,8 @@ def run_deploy_demo(out_dir: str = 'work_dirs/deploy-demo',
                     configs: Sequence[str] = DEMO_CONFIGS,
                     rows: Sequence[Tuple[str, str]] = ROWS,
                     runs: int = 5,
-                    calibration_images: int = 300) -> dict:
+                    calibration_images: int = 300,
+                    static_shapes: bool = True) -> dict:
     """Train (if needed), export, quantize, evaluate and time the demo
     detectors on every row; returns the summary (also in
     ``<out_dir>/summary.json``), with ``bounds`` from :func:`check_bounds`.
@@ -126,7 +129,10 @@ def run_deploy_demo(out_dir: str = 'work_dirs/deploy-demo',
     from .quantize import quantize_int8
 
     os.makedirs(out_dir, exist_ok=True)
-    summary = dict(models={}, machine=deploy_machine_info(threads))
+    summary = dict(
+        models={},
+        machine=deploy_machine_info(threads),
+        static_shapes=static_shapes)
     skipped = {}
     for backend, precision in rows:
         try:
@@ -162,7 +168,11 @@ def run_deploy_demo(out_dir: str = 'work_dirs/deploy-demo',
                   for b, p in rows if backend_label(b, p) not in skipped]
         _say(f'evaluating {len(models)} rows and PyTorch on the val set')
         evaluation = evaluate_onnx(
-            config, checkpoint=checkpoint, threads=threads, models=models)
+            config,
+            checkpoint=checkpoint,
+            threads=threads,
+            models=models,
+            static_shapes=static_shapes)
         model['rows'] = evaluation['rows']
         model['metrics'] = evaluation['metrics']
         if latency:
@@ -180,7 +190,8 @@ def run_deploy_demo(out_dir: str = 'work_dirs/deploy-demo',
                 rows=[backend_label(b, p) for _, b, p in models] + ['pytorch'],
                 models=models,
                 images=calibration_set(config, shape[0]),
-                batch_sizes=batch_sizes)
+                batch_sizes=batch_sizes,
+                static_shapes=static_shapes)
         summary['models'][stem] = model
         _write_json(osp.join(out_dir, 'summary.json'), summary)
     summary['bounds'] = check_bounds(summary)
@@ -252,9 +263,11 @@ def format_summary(summary: dict, out_dir: str) -> str:
     at each batch size) and its paired ratio to PyTorch eager at the first;
     then the bounds and the machine."""
     from .latency import describe_machine
+    shapes = ('compiled for each input shape' if summary.get('static_shapes')
+              else 'compiled once for any input shape')
     lines = [
         '', '=' * 72, 'deploy-demo: demo val set; latency on val '
-        'images resized, median of taking turns'
+        f'images resized, median of taking turns; OpenVINO {shapes}'
     ]
     for stem, model in summary['models'].items():
         latency = model['latency']
@@ -348,6 +361,11 @@ def parse_args(argv: Optional[List[str]] = None):
         type=int,
         default=300,
         help='int8 calibration images from the train set (default 300)')
+    parser.add_argument(
+        '--dynamic-shapes',
+        action='store_true',
+        help='compile each OpenVINO model once for any input shape (default: '
+        'for each input shape met)')
     return parser.parse_args(argv)
 
 
@@ -360,7 +378,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.batch_sizes,
         args.threads,
         runs=args.runs,
-        calibration_images=args.calibration_images)
+        calibration_images=args.calibration_images,
+        static_shapes=not args.dynamic_shapes)
     return 0 if summary['ok'] else 3
 
 

@@ -93,8 +93,8 @@ def evaluate_onnx(config,
                   precision: Optional[str] = None,
                   batch_size: int = 1,
                   models: Optional[Sequence[Tuple[str, str,
-                                                  Optional[str]]]] = None
-                  ) -> dict:
+                                                  Optional[str]]]] = None,
+                  static_shapes: bool = False) -> dict:
     """Evaluate ``onnx_file`` under ``backend`` (or each of ``models``)
     over ``config``'s test set with its ``test_evaluator``; with
     ``checkpoint``, PyTorch too (once, whatever the number of models), and
@@ -116,12 +116,16 @@ def evaluate_onnx(config,
             missed, alike for both).
         backend (str): ``onnxruntime`` or ``openvino``. Defaults to
             ``onnxruntime``.
-        precision (str, optional): ``fp32``, ``bf16`` or ``int8`` (an int8
-            ``.xml``); None: what the file holds
+        precision (str, optional): One of
+            :data:`~mmepsa.deployment.PRECISIONS` (``int8``, ``int8-bf16``:
+            an int8 ``.xml``); None: what the file holds
             (:func:`~mmepsa.deployment.create_backend`).
         models (Sequence[tuple], optional): Several models, each
             ``(file, backend, precision)``, instead of ``onnx_file``, on
             the same batches.
+        static_shapes (bool): OpenVINO models compiled for each input shape
+            (:class:`~mmepsa.deployment.backends.OpenVINOBackend`).
+            Defaults to False.
 
     Returns:
         dict: ``images``, ``seconds``, ``metrics`` (under each model's
@@ -163,7 +167,8 @@ def evaluate_onnx(config,
             file,
             threads=threads,
             backend=model_backend,
-            precision=model_precision)
+            precision=model_precision,
+            static_shapes=static_shapes and model_backend == 'openvino')
         if runner.label in runners:
             raise ValueError(f'two models of one label, {runner.label}: '
                              'evaluate them apart')

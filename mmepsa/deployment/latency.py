@@ -67,7 +67,8 @@ def compare_latency(config,
                     models: Optional[Sequence[Tuple[str, str,
                                                     Optional[str]]]] = None,
                     images: Optional[Sequence[str]] = None,
-                    batch_sizes: Optional[Sequence[int]] = None) -> dict:
+                    batch_sizes: Optional[Sequence[int]] = None,
+                    static_shapes: bool = False) -> dict:
     """Time ``rows`` on the N images of ``shape`` (``images`` resized to
     it, else uniform random pixels 0-255, ``seed``), run in batches of each
     of ``batch_sizes``, torch and the backends each on ``threads`` threads,
@@ -90,14 +91,18 @@ def compare_latency(config,
         cfg_options (dict, optional): Config overrides.
         backend (str): ``onnxruntime`` or ``openvino``. Defaults to
             ``onnxruntime``.
-        precision (str, optional): ``fp32``, ``bf16`` or ``int8``; None:
-            what the file holds (:func:`~mmepsa.deployment.create_backend`).
+        precision (str, optional): One of
+            :data:`~mmepsa.deployment.PRECISIONS`; None: what the file
+            holds (:func:`~mmepsa.deployment.create_backend`).
         models (Sequence[tuple], optional): Several models, each
             ``(file, backend, precision)``, instead of ``onnx_file``.
         images (Sequence[str], optional): Image files to time on.
         batch_sizes (Sequence[int], optional): Each divides N: a timed
             step runs the N images in batches of that many. Defaults to
             ``(N,)``, one batch.
+        static_shapes (bool): OpenVINO models compiled for each input shape
+            (:class:`~mmepsa.deployment.backends.OpenVINOBackend`; the
+            compiles fall in the warm-up). Defaults to False.
 
     Returns:
         dict: ``batches``, for each batch size (a string key): ``rows``
@@ -108,7 +113,8 @@ def compare_latency(config,
         after the first size, ``vs_first_batch_size`` (each row's paired
         ratio to itself at the first size: per image, < 1: cheaper);
         ``rows`` and ``vs_pytorch`` of the first size at the top too;
-        ``model_rows`` (the models' labels), ``batch_sizes``, ``shape``,
+        ``model_rows`` (the models' labels), ``static_shapes``,
+        ``batch_sizes``, ``shape``,
         ``threads``, ``warmup``, ``runs``, ``input`` and ``machine``.
 
     Raises:
@@ -141,7 +147,12 @@ def compare_latency(config,
     if models is None:
         models = [(onnx_file, backend, precision)] if onnx_file else []
     runners = [
-        OnnxDetector(f, threads=threads, backend=b, precision=p)
+        OnnxDetector(
+            f,
+            threads=threads,
+            backend=b,
+            precision=p,
+            static_shapes=static_shapes and b == 'openvino')
         for f, b, p in models
     ]
     labels = [r.label for r in runners]
@@ -227,6 +238,7 @@ def compare_latency(config,
         input=(f'{len(images)} image(s) resized to {shape[2]}x{shape[3]}'
                if images else f'uniform random pixels 0-255, seed {seed}'),
         model_rows=model_rows,
+        static_shapes=bool(static_shapes),
         batch_sizes=list(sizes),
         batches=batches,
         rows=first['rows'])

@@ -236,9 +236,12 @@ class OnnxDetector:
             Defaults to ``('CPUExecutionProvider',)``.
         backend (str): ``onnxruntime`` or ``openvino``. Defaults to
             ``onnxruntime``.
-        precision (str, optional): ``fp32``, ``bf16`` or ``int8`` (the
-            last two OpenVINO's; int8 is an int8 ``.xml``); None: what the
+        precision (str, optional): ``fp32``; OpenVINO's ``bf16``, ``int8``
+            or ``int8-bf16`` (the last two an int8 ``.xml``); None: what the
             file holds (:func:`~mmepsa.deployment.create_backend`).
+        static_shapes (bool): OpenVINO: compile the model for each input
+            shape met (:class:`~mmepsa.deployment.backends.OpenVINOBackend`).
+            Defaults to False.
 
     Raises:
         FileNotFoundError: no such file.
@@ -261,10 +264,11 @@ class OnnxDetector:
                  threads: Optional[int] = None,
                  providers: Sequence[str] = ('CPUExecutionProvider', ),
                  backend: str = 'onnxruntime',
-                 precision: Optional[str] = None):
+                 precision: Optional[str] = None,
+                 static_shapes: bool = False):
         self.model_file = model_file
         self.backend = create_backend(model_file, backend, precision, threads,
-                                      providers)
+                                      providers, static_shapes)
         if self.backend.metadata is None:
             raise ValueError(
                 f'{model_file} has no {METADATA_KEY!r} metadata: export it '

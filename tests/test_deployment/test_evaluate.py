@@ -155,14 +155,17 @@ def test_pytorch2onnx_and_onnx_test_tools(tiny_exports, tmp_path):
                     '--max-images', '2')
     assert 'within tolerance: True' in proc.stdout
     assert json.loads(results.read_text())['images'] == 2
-    # --latency: two images one by one and as one batch, in turns
+    # --latency: two images one by one and as one batch, in turns; OpenVINO
+    # compiled for each shape
     proc = run_tool('deployment/onnx_test.py', paths['config'], out,
                     '--checkpoint', paths['checkpoint'], '--latency',
                     '2x64x96', '--latency-batch-sizes', '1', '2', '--runs',
-                    '1', '--warmup', '0', '--threads', '1')
+                    '1', '--warmup', '0', '--threads', '1', '--backend',
+                    'openvino', '--static-shapes', '--out', results)
     for size in (1, 2):
-        for row in ('onnxruntime', 'pytorch'):
+        for row in ('openvino', 'pytorch'):
             assert f'| {row} | {size} |' in proc.stdout
+    assert json.loads(results.read_text())['static_shapes'] is True
     assert '2x3x64x96, 1 threads' in proc.stdout
     # an unsupported head: exit 1, the head named, nothing written
     bad = tmp_path / 'fcos.py'

@@ -53,6 +53,32 @@ def test_openvino_fp32_equals_onnxruntime_and_mmdet(tiny_exports, image):
         assert (result['masks'] != other['masks']).mean() < 1e-3
 
 
+def test_static_shapes_equal_dynamic(tiny_exports, image, monkeypatch):
+    """Compiled for each input shape: the dynamic model's detections, one
+    compile per shape, the last STATIC_SHAPES_KEPT kept."""
+    monkeypatch.setattr(backends, 'STATIC_SHAPES_KEPT', 1)
+    onnx_file = tiny_exports['retinanet']['onnx']
+    dynamic = OnnxDetector(onnx_file, 1, backend='openvino')
+    static = OnnxDetector(onnx_file, 1, backend='openvino', static_shapes=True)
+    other = np.random.RandomState(1).randint(0, 256, (50, 120, 3), np.uint8)
+    for img in (image, other, image):
+        got, want = static(img), dynamic(img)
+        assert len(got['bboxes']) == len(want['bboxes']) > 0
+        np.testing.assert_allclose(got['bboxes'], want['bboxes'], atol=1e-3)
+        np.testing.assert_allclose(got['scores'], want['scores'], atol=1e-5)
+    # image compiled again after other pushed it out
+    assert [dict(k)['input'] for k in static.backend.static_requests
+            ] == [static.preprocess(image)[0].shape]
+    assert dynamic.backend.static_requests == {}
+    with pytest.raises(ValueError, match='cannot take inputs of shapes'):
+        static.backend.static_request({
+            'input': (1, 3, 64, 64, 5),
+            'img_shape': (1, 2)
+        })
+    with pytest.raises(ValueError, match='static_shapes.*is the openvino '):
+        create_backend(onnx_file, static_shapes=True)
+
+
 @pytest.mark.skipif(not HAS_BF16, reason='the CPU has no BF16')
 def test_openvino_bf16_close_to_fp32(tiny_exports, image):
     onnx_file = tiny_exports['mask-rcnn']['onnx']

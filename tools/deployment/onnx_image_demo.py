@@ -54,6 +54,11 @@ def parse_args(argv=None):
         help='all but fp32 need --backend openvino, int8 and int8-bf16 '
         '(int8 with the rest in bf16) an int8 .xml; default: what the file '
         'holds (int8 for an int8 .xml, else fp32)')
+    parser.add_argument(
+        '--static-shapes',
+        action='store_true',
+        help='OpenVINO: compile the model for each input shape met (faster '
+        'where images keep one size; a compile per new shape)')
     # argparse gives the trailing positional to model.
     return parser.parse_args(argv)
 
@@ -71,7 +76,8 @@ def main(argv=None):
             args.model,
             threads=args.threads,
             backend=args.backend,
-            precision=args.precision)
+            precision=args.precision,
+            static_shapes=args.static_shapes)
         loaded = [(path, load_image(path, model.channel_order))
                   for path in images]
     except (OSError, ValueError, ImportError) as e:

@@ -6,7 +6,7 @@ compared (``mmepsa.deployment.evaluate_onnx``; docs/deployment.md)::
 
     python tools/deployment/onnx_test.py CONFIG MODEL.onnx \\
         --checkpoint CHECKPOINT --out results.json \\
-        [--backend openvino --precision bf16]
+        [--backend openvino --precision bf16 [--static-shapes]]
 
 ``--backend openvino`` also runs an IR ``.xml`` (the int8 one of
 ``tools/deployment/quantize.py``: ``--precision int8``, or none given).
@@ -52,6 +52,11 @@ def parse_args(argv=None):
         help='all but fp32 need --backend openvino, int8 and int8-bf16 '
         '(int8 with the rest in bf16) an int8 .xml; default: what the file '
         'holds (int8 for an int8 .xml, else fp32)')
+    parser.add_argument(
+        '--static-shapes',
+        action='store_true',
+        help='OpenVINO: compile the model for each input shape met (faster '
+        'where images keep one size; a compile per new shape)')
     parser.add_argument(
         '--checkpoint',
         help='the checkpoint it was exported from: '
@@ -129,12 +134,20 @@ def main(argv=None):
                 backend=args.backend,
                 precision=args.precision,
                 images=args.images,
-                batch_sizes=args.latency_batch_sizes)
+                batch_sizes=args.latency_batch_sizes,
+                static_shapes=args.static_shapes)
         else:
-            result = evaluate_onnx(args.config, args.model, args.checkpoint,
-                                   args.cfg_options, args.threads,
-                                   args.max_images, args.backend,
-                                   args.precision, args.batch_size)
+            result = evaluate_onnx(
+                args.config,
+                args.model,
+                args.checkpoint,
+                args.cfg_options,
+                args.threads,
+                args.max_images,
+                args.backend,
+                args.precision,
+                args.batch_size,
+                static_shapes=args.static_shapes)
     except errors as e:
         sys.exit(f'onnx_test: error: {e}')
     if args.out:
