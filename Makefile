@@ -66,7 +66,7 @@ fast-path-check: setup
 # The demo Mask R-CNN (make demo's work_dirs/demo checkpoint) and RetinaNet
 # (work_dirs/demo_retinanet), each trained first if its checkpoint is
 # missing, exported to ONNX, quantized to int8, evaluated on the demo val set
-# and timed on onnxruntime fp32 and OpenVINO fp32/bf16/int8 against PyTorch;
+# and timed on onnxruntime fp32 and OpenVINO fp32/bf16/int8/int8-bf16 against PyTorch;
 # one table with its bounds (exit status 3 past one); writes
 # work_dirs/deploy-demo/ (docs/deployment.md).
 deploy-demo: setup
