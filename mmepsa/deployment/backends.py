@@ -332,19 +332,29 @@ class OpenVINOBackend(Backend):
         if threads is not None:
             config['INFERENCE_NUM_THREADS'] = int(threads)
         self.core, self.config = core, config
-        self.compiled = core.compile_model(model, 'CPU', config)
-        got = str(self.compiled.get_property('INFERENCE_PRECISION_HINT'))
-        if _type_name(got) != _type_name(OPENVINO_HINTS[precision]):
-            raise PrecisionError(
-                f'OpenVINO compiled {model_file} with inference precision '
-                f'{got}, not the {OPENVINO_HINTS[precision]} that '
-                f'{precision} asks for')
-        self.request = self.compiled.create_infer_request()
-        self.static_shapes = bool(static_shapes)
-        self.static_requests: 'OrderedDict[tuple, object]' = OrderedDict()
         self.model = model
         self.metadata = openvino_metadata(model)
         self.output_names = [o.get_any_name() for o in model.outputs]
+        self.static_shapes = bool(static_shapes)
+        self.static_requests: 'OrderedDict[tuple, object]' = OrderedDict()
+        #: The model compiled last (None: with static_shapes, until a run).
+        self.compiled = None
+        self.request = None if self.static_shapes else self.compile(
+            model).create_infer_request()
+
+    def compile(self, model):
+        """``model`` compiled with this backend's settings, and checked to
+        run in the precision asked (:attr:`compiled`)."""
+        compiled = self.core.compile_model(model, 'CPU', self.config)
+        got = str(compiled.get_property('INFERENCE_PRECISION_HINT'))
+        want = OPENVINO_HINTS[self.precision]
+        if _type_name(got) != _type_name(want):
+            raise PrecisionError(
+                f'OpenVINO compiled {self.model_file} with inference '
+                f'precision {got}, not the {want} that {self.precision} asks '
+                'for')
+        self.compiled = compiled
+        return compiled
 
     def run(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         request = self.request
