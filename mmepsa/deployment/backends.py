@@ -384,8 +384,7 @@ class OpenVINOBackend(Backend):
         except Exception as e:  # noqa: BLE001 - OpenVINO's own errors
             raise ValueError(f'{self.model_file} cannot take inputs of shapes '
                              f'{dict(key)}: {e}') from e
-        request = self.core.compile_model(model, 'CPU',
-                                          self.config).create_infer_request()
+        request = self.compile(model).create_infer_request()
         self.static_requests[key] = request
         if len(self.static_requests) > STATIC_SHAPES_KEPT:
             self.static_requests.popitem(last=False)

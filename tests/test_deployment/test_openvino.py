@@ -66,6 +66,9 @@ def test_static_shapes_equal_dynamic(tiny_exports, image, monkeypatch):
         assert len(got['bboxes']) == len(want['bboxes']) > 0
         np.testing.assert_allclose(got['bboxes'], want['bboxes'], atol=1e-3)
         np.testing.assert_allclose(got['scores'], want['scores'], atol=1e-5)
+    # each shape's compile checked for the precision, as the dynamic one
+    hint = static.backend.compiled.get_property('INFERENCE_PRECISION_HINT')
+    assert backends._type_name(str(hint)) == 'f32'
     # image compiled again after other pushed it out
     assert [dict(k)['input'] for k in static.backend.static_requests
             ] == [static.preprocess(image)[0].shape]
