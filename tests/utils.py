@@ -4,6 +4,7 @@
 the tiny RetinaNet project the tools run on, and the one subprocess runner.
 The fixtures built from them are in ``tests/conftest.py``."""
 import atexit
+import importlib.util
 import json
 import os
 import os.path as osp
@@ -410,6 +411,16 @@ def start(args: Sequence, env: dict, cwd: str, stdout: str):
     with open(stdout, 'w') as out:
         return subprocess.Popen(
             args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def load_tool(relpath: str):
+    """A tool script as a module, to call its ``main`` in this process
+    (where the check's cases can be made tiny)."""
+    spec = importlib.util.spec_from_file_location(
+        'tool_' + osp.basename(relpath)[:-3], osp.join(TOOLS, relpath))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_tool(relpath: str, *args, **kwargs) -> subprocess.CompletedProcess:

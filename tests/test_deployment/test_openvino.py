@@ -10,11 +10,12 @@ import sys
 import numpy as np
 import pytest
 
-from mmepsa.deployment import (DetectionAgreement, OnnxDetector,
-                               PrecisionError, backends, create_backend,
-                               evaluate_onnx, load_detector, save_openvino_ir)
+from mmepsa.deployment import (BACKENDS, PRECISIONS, DetectionAgreement,
+                               OnnxDetector, PrecisionError, backends,
+                               create_backend, evaluate_onnx, load_detector,
+                               save_openvino_ir)
 from tests.test_deployment.tiny_detectors import instances, mmdet_reference
-from tests.utils import run_tool
+from tests.utils import load_tool, run_tool
 
 ov = pytest.importorskip('openvino')
 
@@ -248,3 +249,22 @@ def test_ir_written_whole_or_not_at_all(tiny_exports, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match='disk full'):
         save_openvino_ir(onnx_file, str(tmp_path / 'model.xml'))
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize('tool, positional', [
+    ('deployment/onnx_test.py', ['config.py', 'model.onnx']),
+    ('deployment/onnx_image_demo.py', ['a.jpg', 'model.onnx']),
+])
+def test_tools_take_every_backend_and_precision(tool, positional):
+    """The tools spell the choices out (importing them would load torch
+    before --help): they must stay BACKENDS and PRECISIONS."""
+    parse_args = load_tool(tool).parse_args
+    for backend in BACKENDS:
+        assert parse_args(positional + ['--backend', backend]).backend == \
+            backend
+    for precision in PRECISIONS:
+        args = parse_args(positional + ['--precision', precision])
+        assert args.precision == precision
+    assert parse_args(positional + ['--static-shapes']).static_shapes
+    with pytest.raises(SystemExit):
+        parse_args(positional + ['--precision', 'fp16'])

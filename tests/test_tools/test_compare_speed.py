@@ -3,7 +3,6 @@
 them, on tiny sizes (the logic: mmepsa.analysis.compare_speed and
 fast_path_check; the rows' numerical parity with the authors' formulation:
 tests/test_models/test_backbones/test_epsanet.py)."""
-import importlib.util
 import json
 import os.path as osp
 
@@ -12,7 +11,7 @@ import pytest
 from mmepsa.analysis import compare_speed as cs
 from mmepsa.analysis import fast_path_check as fpc
 from mmepsa.analysis.benchmark import ISA_FLAGS
-from tests.utils import TOOLS, run_tool
+from tests.utils import load_tool, run_tool
 
 TOOL = 'analysis_tools/compare_speed.py'
 CHECK_TOOL = 'analysis_tools/fast_path_check.py'
@@ -101,16 +100,6 @@ def test_compare_speed_models_selects_rows(tmp_path):
 def test_compare_speed_bad_arguments(argv, message):
     proc = run_tool(TOOL, *argv, check=False)
     assert proc.returncode == 2 and message in proc.stdout, proc.stdout
-
-
-def load_tool(relpath: str):
-    """A tool script as a module, to call its ``main`` in this process
-    (where the check's cases can be made tiny)."""
-    spec = importlib.util.spec_from_file_location(
-        'tool_' + osp.basename(relpath)[:-3], osp.join(TOOLS, relpath))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize('tool, argv', [
