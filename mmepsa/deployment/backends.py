@@ -33,6 +33,14 @@ shape it meets (a few seconds the first time; the last
 :data:`STATIC_SHAPES_KEPT` kept) instead of once for any shape: the same
 detections, faster where images keep one size (docs/deployment.md).
 
+With ``streams`` > 1 (either backend), a batch of several images is split
+into that many parts of consecutive images, run at once, each part on its
+own stream with its share of the threads (onnxruntime: a session per
+stream; OpenVINO: ``NUM_STREAMS``), and the detections joined in image
+order; one image runs on all the threads. Where threads of one run wait on
+each other, between ops, a batch so split costs less per image than run
+whole (docs/deployment.md).
+
 OpenVINO and NNCF are the ``openvino`` extra
 (``pip install "mmepsa[openvino]"``).
 
@@ -53,6 +61,7 @@ import os
 import os.path as osp
 import tempfile
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
@@ -75,8 +84,8 @@ OPENVINO_HINTS = {
     'int8': 'f32',
     'int8-bf16': 'bf16'
 }
-#: The input shapes an OpenVINO backend with ``static_shapes`` keeps
-#: compiled (the last ones met).
+#: The compiles an OpenVINO backend with ``static_shapes`` keeps (the last
+#: input shapes met, for one run at a time or for streams).
 STATIC_SHAPES_KEPT = 4
 #: Where the metadata lies in an OpenVINO model's ``rt_info``: OpenVINO's
 #: ONNX reader puts ``metadata_props`` under ``framework``.
@@ -148,6 +157,50 @@ def _check_threads(threads: Optional[int]) -> None:
         raise ValueError(f'threads must be >= 1, got {threads}')
 
 
+def stream_threads(threads: Optional[int], streams: int) -> Optional[int]:
+    """The threads of each of ``streams`` streams sharing ``threads``
+    (None: one per core).
+
+    Raises:
+        ValueError: ``streams`` < 1, or more streams than threads.
+    """
+    if streams < 1:
+        raise ValueError(f'streams must be >= 1, got {streams}')
+    total = threads or os.cpu_count() or 1
+    if streams > total:
+        raise ValueError(f'streams ({streams}) must be at most the threads '
+                         f'({total}): each stream needs a thread')
+    return total // streams
+
+
+def split_batch(inputs: Dict[str, np.ndarray],
+                parts: int) -> List[Dict[str, np.ndarray]]:
+    """The graph's ``inputs`` (each batched along its first axis) as
+    ``parts`` batches of consecutive images (sizes differing by one at
+    most; fewer parts than images asked for are not made)."""
+    count = len(next(iter(inputs.values())))
+    bounds = np.linspace(0, count, min(parts, count) + 1).round().astype(int)
+    return [{name: value[i:j]
+             for name, value in inputs.items()}
+            for i, j in zip(bounds[:-1], bounds[1:])]
+
+
+def join_outputs(parts: Sequence[Dict[str, np.ndarray]],
+                 inputs: Sequence[Dict[str,
+                                       np.ndarray]]) -> Dict[str, np.ndarray]:
+    """The outputs of the batches :func:`split_batch` made (``inputs``)
+    as one batch's: each output's detections joined, ``image_ids``
+    counted on from each part's first image."""
+    first = np.cumsum([0] + [len(next(iter(x.values()))) for x in inputs])
+    joined = {}
+    for name in parts[0]:
+        values = [part[name] for part in parts]
+        if name == 'image_ids':
+            values = [v + offset for v, offset in zip(values, first)]
+        joined[name] = np.concatenate(values)
+    return joined
+
+
 def backend_label(backend: str, precision: str) -> str:
     """The name of a backend and precision in results and tables:
     ``onnxruntime``, ``openvino`` (fp32), ``openvino-bf16``,
@@ -174,9 +227,19 @@ class Backend:
     """
     name = ''
 
-    def __init__(self, model_file: str, precision: str) -> None:
+    def __init__(self,
+                 model_file: str,
+                 precision: str,
+                 threads: Optional[int] = None,
+                 streams: int = 1) -> None:
+        _check_threads(threads)
         self.model_file = model_file
         self.precision = precision
+        self.threads = threads
+        self.streams = int(streams)
+        per_stream = stream_threads(threads, self.streams)
+        #: The threads of each stream (None: one stream).
+        self.stream_threads = per_stream if self.streams > 1 else None
         self.metadata: Optional[dict] = None
         self.output_names: List[str] = []
 
@@ -187,7 +250,22 @@ class Backend:
 
     def run(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Run the graph on ``inputs`` (by input name): its outputs by
-        name."""
+        name. With :attr:`streams` > 1, a batch of several images runs
+        split over the streams (:func:`split_batch`)."""
+        if self.streams == 1 or len(next(iter(inputs.values()))) == 1:
+            return self.run_whole(inputs)
+        parts = split_batch(inputs, self.streams)
+        return join_outputs(self.run_streams(parts), parts)
+
+    def run_whole(self, inputs: Dict[str,
+                                     np.ndarray]) -> Dict[str, np.ndarray]:
+        """One run of the graph on all the threads."""
+        raise NotImplementedError
+
+    def run_streams(self, parts: Sequence[Dict[str, np.ndarray]]
+                    ) -> List[Dict[str, np.ndarray]]:
+        """Run the graph on each of ``parts`` at once, part ``i`` on stream
+        ``i``: their outputs."""
         raise NotImplementedError
 
 
@@ -204,20 +282,45 @@ class OnnxRuntimeBackend(Backend):
     def __init__(self,
                  model_file: str,
                  threads: Optional[int] = None,
-                 providers: Sequence[str] = ('CPUExecutionProvider', )):
-        super().__init__(model_file, 'fp32')
+                 providers: Sequence[str] = ('CPUExecutionProvider', ),
+                 streams: int = 1):
+        super().__init__(model_file, 'fp32', threads, streams)
         if model_file.endswith(('.xml', '.bin')):
             raise ValueError(
                 f'{model_file} is an OpenVINO IR: run it with the openvino '
                 "backend (backend='openvino', --backend openvino)")
+        self.providers = providers
         self.session = create_session(model_file, threads, providers)
         meta = self.session.get_modelmeta().custom_metadata_map
         if METADATA_KEY in meta:
             self.metadata = json.loads(meta[METADATA_KEY])
         self.output_names = [o.name for o in self.session.get_outputs()]
+        #: A session per stream and the threads running them (made at the
+        #: first batch split).
+        self.stream_sessions: list = []
+        self.pool: Optional[ThreadPoolExecutor] = None
 
-    def run(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        return dict(zip(self.output_names, self.session.run(None, inputs)))
+    def run_whole(self, inputs: Dict[str,
+                                     np.ndarray]) -> Dict[str, np.ndarray]:
+        return self.run_session(self.session, inputs)
+
+    def run_session(self, session,
+                    inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        return dict(zip(self.output_names, session.run(None, inputs)))
+
+    def run_streams(self, parts: Sequence[Dict[str, np.ndarray]]
+                    ) -> List[Dict[str, np.ndarray]]:
+        if not self.stream_sessions:
+            self.stream_sessions = [
+                create_session(self.model_file, self.stream_threads,
+                               self.providers) for _ in range(self.streams)
+            ]
+            self.pool = ThreadPoolExecutor(self.streams)
+        runs = [
+            self.pool.submit(self.run_session, session, part)
+            for session, part in zip(self.stream_sessions, parts)
+        ]
+        return [run.result() for run in runs]
 
 
 def cpu_capabilities(core=None) -> List[str]:
@@ -278,7 +381,8 @@ class OpenVINOBackend(Backend):
     """OpenVINO's CPU plugin on an ``.onnx`` file or an IR ``.xml``, with
     ``INFERENCE_PRECISION_HINT`` set for ``precision`` (see the module),
     ``INFERENCE_NUM_THREADS`` to ``threads`` and ``PERFORMANCE_HINT``
-    ``LATENCY`` (one image at a time).
+    ``LATENCY`` (one run at a time); a batch split over ``streams`` runs on
+    the model compiled with ``NUM_STREAMS``, an infer request per stream.
 
     Args:
         model_file (str): ``.onnx`` or ``.xml``.
@@ -288,6 +392,8 @@ class OpenVINOBackend(Backend):
         static_shapes (bool): Compile the model for each input shape met
             (the last :data:`STATIC_SHAPES_KEPT` kept) rather than run the
             one compiled for any shape. Defaults to False.
+        streams (int): Split a batch over this many streams (see the
+            module). Defaults to 1.
 
     Raises:
         PrecisionError: bf16 or int8-bf16 on a CPU without bf16; int8 or
@@ -304,7 +410,8 @@ class OpenVINOBackend(Backend):
                  model_file: str,
                  precision: Optional[str] = None,
                  threads: Optional[int] = None,
-                 static_shapes: bool = False):
+                 static_shapes: bool = False,
+                 streams: int = 1):
         ov = import_openvino()
         _check_threads(threads)
         core = ov.Core()
@@ -324,28 +431,36 @@ class OpenVINOBackend(Backend):
                 f'{precision}')
         if OPENVINO_HINTS[precision] == 'bf16':
             check_bf16(core, precision)
-        super().__init__(model_file, precision)
-        config = {
-            'INFERENCE_PRECISION_HINT': OPENVINO_HINTS[precision],
-            'PERFORMANCE_HINT': 'LATENCY'
-        }
-        if threads is not None:
-            config['INFERENCE_NUM_THREADS'] = int(threads)
-        self.core, self.config = core, config
+        super().__init__(model_file, precision, threads, streams)
+        self.core = core
         self.model = model
         self.metadata = openvino_metadata(model)
         self.output_names = [o.get_any_name() for o in model.outputs]
         self.static_shapes = bool(static_shapes)
-        self.static_requests: 'OrderedDict[tuple, object]' = OrderedDict()
+        #: The infer requests of each compile, by (streams, input shapes):
+        #: the last :data:`STATIC_SHAPES_KEPT` kept.
+        self.compiled_requests: 'OrderedDict[tuple, list]' = OrderedDict()
         #: The model compiled last (None: with static_shapes, until a run).
         self.compiled = None
-        self.request = None if self.static_shapes else self.compile(
-            model).create_infer_request()
+        if not self.static_shapes:
+            self.requests()
 
-    def compile(self, model):
-        """``model`` compiled with this backend's settings, and checked to
-        run in the precision asked (:attr:`compiled`)."""
-        compiled = self.core.compile_model(model, 'CPU', self.config)
+    def config(self, streams: bool = False) -> dict:
+        """The CPU plugin's settings: for one run at a time, or (``streams``)
+        for :attr:`streams` at once."""
+        config = {'INFERENCE_PRECISION_HINT': OPENVINO_HINTS[self.precision]}
+        if streams:
+            config['NUM_STREAMS'] = self.streams
+        else:
+            config['PERFORMANCE_HINT'] = 'LATENCY'
+        if self.threads is not None:
+            config['INFERENCE_NUM_THREADS'] = int(self.threads)
+        return config
+
+    def compile(self, model, streams: bool = False):
+        """``model`` compiled with this backend's :meth:`config`, and
+        checked to run in the precision asked (:attr:`compiled`)."""
+        compiled = self.core.compile_model(model, 'CPU', self.config(streams))
         got = str(compiled.get_property('INFERENCE_PRECISION_HINT'))
         want = OPENVINO_HINTS[self.precision]
         if _type_name(got) != _type_name(want):
@@ -356,39 +471,67 @@ class OpenVINOBackend(Backend):
         self.compiled = compiled
         return compiled
 
-    def run(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        request = self.request
-        if self.static_shapes:
-            request = self.static_request(
-                {name: value.shape
-                 for name, value in inputs.items()})
-        outputs = request.infer(inputs)
-        return {name: outputs[i] for i, name in enumerate(self.output_names)}
-
-    def static_request(self, shapes: Dict[str, Sequence[int]]):
-        """The infer request of the model compiled for the input
-        ``shapes`` (by input name): compiled the first time, kept while
-        among the last :data:`STATIC_SHAPES_KEPT` shapes met.
+    def requests(self,
+                 inputs: Optional[Dict[str, np.ndarray]] = None,
+                 streams: bool = False) -> list:
+        """The infer requests (one, or one per stream) of the model
+        compiled for any input shape or, with :attr:`static_shapes`, for
+        the shapes of ``inputs``: compiled the first time, kept while
+        among the last :data:`STATIC_SHAPES_KEPT` compiles.
 
         Raises:
             ValueError: the model cannot take these shapes.
         """
-        key = tuple((name, tuple(int(d) for d in shape))
-                    for name, shape in sorted(shapes.items()))
-        if key in self.static_requests:
-            self.static_requests.move_to_end(key)
-            return self.static_requests[key]
-        model = self.model.clone()
-        try:
-            model.reshape({name: list(shape) for name, shape in key})
-        except Exception as e:  # noqa: BLE001 - OpenVINO's own errors
-            raise ValueError(f'{self.model_file} cannot take inputs of shapes '
-                             f'{dict(key)}: {e}') from e
-        request = self.compile(model).create_infer_request()
-        self.static_requests[key] = request
-        if len(self.static_requests) > STATIC_SHAPES_KEPT:
-            self.static_requests.popitem(last=False)
-        return request
+        shapes = None
+        if self.static_shapes:
+            shapes = tuple((name, tuple(int(d) for d in value.shape))
+                           for name, value in sorted(inputs.items()))
+        key = (streams, shapes)
+        if key in self.compiled_requests:
+            self.compiled_requests.move_to_end(key)
+            return self.compiled_requests[key]
+        model = self.model
+        if shapes is not None:
+            model = model.clone()
+            try:
+                model.reshape({name: list(shape) for name, shape in shapes})
+            except Exception as e:  # noqa: BLE001 - OpenVINO's own errors
+                raise ValueError(
+                    f'{self.model_file} cannot take inputs of shapes '
+                    f'{dict(shapes)}: {e}') from e
+        compiled = self.compile(model, streams)
+        requests = [
+            compiled.create_infer_request()
+            for _ in range(self.streams if streams else 1)
+        ]
+        self.compiled_requests[key] = requests
+        if len(self.compiled_requests) > STATIC_SHAPES_KEPT:
+            self.compiled_requests.popitem(last=False)
+        return requests
+
+    def outputs(self, request) -> Dict[str, np.ndarray]:
+        return {
+            name: request.get_output_tensor(i).data.copy()
+            for i, name in enumerate(self.output_names)
+        }
+
+    def run_whole(self, inputs: Dict[str,
+                                     np.ndarray]) -> Dict[str, np.ndarray]:
+        request = self.requests(inputs)[0]
+        request.infer(inputs)
+        return self.outputs(request)
+
+    def run_streams(self, parts: Sequence[Dict[str, np.ndarray]]
+                    ) -> List[Dict[str, np.ndarray]]:
+        requests = [
+            self.requests(part, streams=True)[i]
+            for i, part in enumerate(parts)
+        ]
+        for request, part in zip(requests, parts):
+            request.start_async(part)
+        for request in requests:
+            request.wait()
+        return [self.outputs(request) for request in requests]
 
 
 def _type_name(value: str) -> str:
@@ -403,7 +546,8 @@ def create_backend(model_file: str,
                    precision: Optional[str] = None,
                    threads: Optional[int] = None,
                    providers: Sequence[str] = ('CPUExecutionProvider', ),
-                   static_shapes: bool = False) -> Backend:
+                   static_shapes: bool = False,
+                   streams: int = 1) -> Backend:
     """A backend running ``model_file``: see the module.
 
     Args:
@@ -420,6 +564,8 @@ def create_backend(model_file: str,
         providers (Sequence[str]): onnxruntime's execution providers.
         static_shapes (bool): OpenVINO: compile the model for each input
             shape (:class:`OpenVINOBackend`). Defaults to False.
+        streams (int): Split a batch over this many streams, each with its
+            share of ``threads`` (see the module). Defaults to 1.
 
     Returns:
         Backend: with ``run(inputs) -> outputs`` by name, ``metadata``,
@@ -427,7 +573,7 @@ def create_backend(model_file: str,
 
     Raises:
         ValueError: an unknown backend or precision, an IR for onnxruntime,
-            a file the runtime cannot load.
+            a file the runtime cannot load, more streams than threads.
         PrecisionError: a precision the backend, file or CPU cannot run.
         ImportError: the runtime is not installed (the message names the
             extra).
@@ -436,7 +582,8 @@ def create_backend(model_file: str,
     if precision is not None:
         _check_choice('precision', precision, PRECISIONS)
     if backend == 'openvino':
-        return OpenVINOBackend(model_file, precision, threads, static_shapes)
+        return OpenVINOBackend(model_file, precision, threads, static_shapes,
+                               streams)
     if static_shapes:
         raise ValueError('static_shapes (--static-shapes) is the openvino '
                          "backend's (backend='openvino', --backend openvino)")
@@ -445,7 +592,7 @@ def create_backend(model_file: str,
             f'precision {precision} needs the openvino backend '
             "(backend='openvino', --backend openvino); onnxruntime runs "
             'fp32 only')
-    return OnnxRuntimeBackend(model_file, threads, providers)
+    return OnnxRuntimeBackend(model_file, threads, providers, streams)
 
 
 def save_openvino_ir(model, out_file: str) -> str:

@@ -19,7 +19,8 @@ For each of :data:`DEMO_CONFIGS`:
 4. the latency of PyTorch eager and every row, taking turns, on the demo
    val images of :data:`LATENCY_SHAPE` (resized), run one by one and in a
    batch (:data:`LATENCY_BATCH_SIZES`;
-   :func:`~mmepsa.deployment.compare_latency`).
+   :func:`~mmepsa.deployment.compare_latency`), the batch split over a
+   stream per thread (``streams``; ``--streams 1``: run whole).
 
 ``<out_dir>/summary.json`` holds everything, the printed table the bounds'
 verdicts (:func:`check_bounds`). Exits 0 when every bound is met, 3
@@ -29,7 +30,8 @@ Usage::
 
     python -m mmepsa.deployment.demo [--out-dir DIR] [--no-latency]
         [--latency-shape 4x800x1216] [--batch-sizes 1 4] [--runs 5]
-        [--threads 2] [--calibration-images 300] [--dynamic-shapes]
+        [--threads 2] [--streams N] [--calibration-images 300]
+        [--dynamic-shapes]
 """
 import argparse
 import json
@@ -109,7 +111,8 @@ def run_deploy_demo(out_dir: str = 'work_dirs/deploy-demo',
                     rows: Sequence[Tuple[str, str]] = ROWS,
                     runs: int = 5,
                     calibration_images: int = 300,
-                    static_shapes: bool = True) -> dict:
+                    static_shapes: bool = True,
+                    streams: Optional[int] = None) -> dict:
     """Train (if needed), export, quantize, evaluate and time the demo
     detectors on every row; returns the summary (also in
     ``<out_dir>/summary.json``), with ``bounds`` from :func:`check_bounds`.
@@ -121,18 +124,21 @@ def run_deploy_demo(out_dir: str = 'work_dirs/deploy-demo',
         True
     """
     from .backends import (INT8_PRECISIONS, OPENVINO_HINTS, PrecisionError,
-                           backend_label, check_bf16)
+                           backend_label, check_bf16, stream_threads)
     from .evaluate import evaluate_onnx
     from .export import export_onnx
     from .latency import compare_latency, deploy_machine_info
     from .quantize import calibration_images as calibration_set
     from .quantize import quantize_int8
 
+    streams = threads if streams is None else streams
+    stream_threads(threads, streams)  # a bad value fails before the work
     os.makedirs(out_dir, exist_ok=True)
     summary = dict(
         models={},
         machine=deploy_machine_info(threads),
-        static_shapes=static_shapes)
+        static_shapes=static_shapes,
+        streams=streams)
     skipped = {}
     for backend, precision in rows:
         try:
@@ -191,7 +197,8 @@ def run_deploy_demo(out_dir: str = 'work_dirs/deploy-demo',
                 models=models,
                 images=calibration_set(config, shape[0]),
                 batch_sizes=batch_sizes,
-                static_shapes=static_shapes)
+                static_shapes=static_shapes,
+                streams=streams)
         summary['models'][stem] = model
         _write_json(osp.join(out_dir, 'summary.json'), summary)
     summary['bounds'] = check_bounds(summary)
@@ -265,9 +272,11 @@ def format_summary(summary: dict, out_dir: str) -> str:
     from .latency import describe_machine
     shapes = ('compiled for each input shape' if summary.get('static_shapes')
               else 'compiled once for any input shape')
+    streams = summary.get('streams', 1)
     lines = [
         '', '=' * 72, 'deploy-demo: demo val set; latency on val '
-        f'images resized, median of taking turns; OpenVINO {shapes}'
+        f'images resized, median of taking turns; OpenVINO {shapes}; '
+        f'batches split over {streams} stream(s)'
     ]
     for stem, model in summary['models'].items():
         latency = model['latency']
@@ -357,6 +366,12 @@ def parse_args(argv: Optional[List[str]] = None):
         default=2,
         help='threads of torch and the runtimes (default 2)')
     parser.add_argument(
+        '--streams',
+        type=int,
+        help='split the runtimes\' batches over this many streams at once, '
+        'the threads shared among them (default: one per thread; 1: run a '
+        'batch whole)')
+    parser.add_argument(
         '--calibration-images',
         type=int,
         default=300,
@@ -379,7 +394,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.threads,
         runs=args.runs,
         calibration_images=args.calibration_images,
-        static_shapes=not args.dynamic_shapes)
+        static_shapes=not args.dynamic_shapes,
+        streams=args.streams)
     return 0 if summary['ok'] else 3
 
 

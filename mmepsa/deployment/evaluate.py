@@ -94,7 +94,8 @@ def evaluate_onnx(config,
                   batch_size: int = 1,
                   models: Optional[Sequence[Tuple[str, str,
                                                   Optional[str]]]] = None,
-                  static_shapes: bool = False) -> dict:
+                  static_shapes: bool = False,
+                  streams: int = 1) -> dict:
     """Evaluate ``onnx_file`` under ``backend`` (or each of ``models``)
     over ``config``'s test set with its ``test_evaluator``; with
     ``checkpoint``, PyTorch too (once, whatever the number of models), and
@@ -126,6 +127,8 @@ def evaluate_onnx(config,
         static_shapes (bool): OpenVINO models compiled for each input shape
             (:class:`~mmepsa.deployment.backends.OpenVINOBackend`).
             Defaults to False.
+        streams (int): Each batch split over this many streams
+            (:class:`~mmepsa.deployment.OnnxDetector`). Defaults to 1.
 
     Returns:
         dict: ``images``, ``seconds``, ``metrics`` (under each model's
@@ -168,7 +171,8 @@ def evaluate_onnx(config,
             threads=threads,
             backend=model_backend,
             precision=model_precision,
-            static_shapes=static_shapes and model_backend == 'openvino')
+            static_shapes=static_shapes and model_backend == 'openvino',
+            streams=streams)
         if runner.label in runners:
             raise ValueError(f'two models of one label, {runner.label}: '
                              'evaluate them apart')

@@ -68,7 +68,8 @@ def compare_latency(config,
                                                     Optional[str]]]] = None,
                     images: Optional[Sequence[str]] = None,
                     batch_sizes: Optional[Sequence[int]] = None,
-                    static_shapes: bool = False) -> dict:
+                    static_shapes: bool = False,
+                    streams: int = 1) -> dict:
     """Time ``rows`` on the N images of ``shape`` (``images`` resized to
     it, else uniform random pixels 0-255, ``seed``), run in batches of each
     of ``batch_sizes``, torch and the backends each on ``threads`` threads,
@@ -103,6 +104,9 @@ def compare_latency(config,
         static_shapes (bool): OpenVINO models compiled for each input shape
             (:class:`~mmepsa.deployment.backends.OpenVINOBackend`; the
             compiles fall in the warm-up). Defaults to False.
+        streams (int): The models' batches split over this many streams,
+            the threads shared among them
+            (:class:`~mmepsa.deployment.OnnxDetector`). Defaults to 1.
 
     Returns:
         dict: ``batches``, for each batch size (a string key): ``rows``
@@ -113,7 +117,7 @@ def compare_latency(config,
         after the first size, ``vs_first_batch_size`` (each row's paired
         ratio to itself at the first size: per image, < 1: cheaper);
         ``rows`` and ``vs_pytorch`` of the first size at the top too;
-        ``model_rows`` (the models' labels), ``static_shapes``,
+        ``model_rows`` (the models' labels), ``static_shapes``, ``streams``,
         ``batch_sizes``, ``shape``,
         ``threads``, ``warmup``, ``runs``, ``input`` and ``machine``.
 
@@ -152,8 +156,8 @@ def compare_latency(config,
             threads=threads,
             backend=b,
             precision=p,
-            static_shapes=static_shapes and b == 'openvino')
-        for f, b, p in models
+            static_shapes=static_shapes and b == 'openvino',
+            streams=streams) for f, b, p in models
     ]
     labels = [r.label for r in runners]
     allowed = tuple(labels) + PYTORCH_ROWS
@@ -239,6 +243,7 @@ def compare_latency(config,
                if images else f'uniform random pixels 0-255, seed {seed}'),
         model_rows=model_rows,
         static_shapes=bool(static_shapes),
+        streams=int(streams),
         batch_sizes=list(sizes),
         batches=batches,
         rows=first['rows'])

@@ -242,6 +242,9 @@ class OnnxDetector:
         static_shapes (bool): OpenVINO: compile the model for each input
             shape met (:class:`~mmepsa.deployment.backends.OpenVINOBackend`).
             Defaults to False.
+        streams (int): Split a batch over this many streams, each with its
+            share of the threads (:mod:`~mmepsa.deployment.backends`).
+            Defaults to 1.
 
     Raises:
         FileNotFoundError: no such file.
@@ -265,10 +268,11 @@ class OnnxDetector:
                  providers: Sequence[str] = ('CPUExecutionProvider', ),
                  backend: str = 'onnxruntime',
                  precision: Optional[str] = None,
-                 static_shapes: bool = False):
+                 static_shapes: bool = False,
+                 streams: int = 1):
         self.model_file = model_file
         self.backend = create_backend(model_file, backend, precision, threads,
-                                      providers, static_shapes)
+                                      providers, static_shapes, streams)
         if self.backend.metadata is None:
             raise ValueError(
                 f'{model_file} has no {METADATA_KEY!r} metadata: export it '

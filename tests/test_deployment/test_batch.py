@@ -68,3 +68,48 @@ def test_batch_with_an_unreadable_image(tiny_exports, tmp_path):
         model.detect([images()[0], np.zeros((8, 8, 4), np.uint8)])
     with pytest.raises(ValueError, match='at least one image'):
         model.detect([])
+
+
+STREAMS = [('onnxruntime', {}), ('openvino', {}),
+           ('openvino', dict(static_shapes=True))]
+
+
+@pytest.mark.parametrize('backend, options', STREAMS)
+def test_batch_split_over_streams_equals_the_whole_batch(
+        tiny_exports, backend, options):
+    """streams=2: the batch of 3 runs as parts of 2 and 1 images at once,
+    each on its own stream with 1 of the 2 threads, and gives the whole
+    batch's detections, ``image_ids`` counted on across the parts."""
+    if backend == 'openvino':
+        pytest.importorskip('openvino')
+    onnx_file = tiny_exports['mask-rcnn']['onnx']
+    whole = OnnxDetector(onnx_file, 2, backend=backend, **options)
+    split = OnnxDetector(onnx_file, 2, backend=backend, streams=2, **options)
+    assert split.backend.stream_threads == 1
+    batch, shapes, _ = whole.stack(images())
+    want, got = whole.infer(batch, shapes), split.infer(batch, shapes)
+    assert sorted(got) == sorted(want)
+    assert set(want['image_ids'].tolist()) == {0, 1, 2}
+    np.testing.assert_array_equal(got['image_ids'], want['image_ids'])
+    np.testing.assert_array_equal(got['labels'], want['labels'])
+    np.testing.assert_allclose(got['boxes'], want['boxes'], atol=1e-3)
+    np.testing.assert_allclose(got['scores'], want['scores'], atol=1e-5)
+    np.testing.assert_allclose(got['masks'], want['masks'], atol=1e-4)
+    if backend == 'onnxruntime':
+        assert len(split.backend.stream_sessions) == 2
+    else:
+        assert split.backend.compiled.get_property('NUM_STREAMS') == 2
+    # one image runs whole, on all the threads
+    for img in images()[:1]:
+        assert_same(split(img), whole(img))
+
+
+def test_streams_need_a_thread_each(tiny_exports):
+    onnx_file = tiny_exports['retinanet']['onnx']
+    with pytest.raises(
+            ValueError,
+            match=r'streams \(3\) must be at most '
+            r'the threads \(2\)'):
+        OnnxDetector(onnx_file, threads=2, streams=3)
+    with pytest.raises(ValueError, match='streams must be >= 1, got 0'):
+        OnnxDetector(onnx_file, threads=2, streams=0)

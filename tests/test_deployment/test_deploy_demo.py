@@ -4,7 +4,8 @@ evaluator's and the latency's, tested in test_evaluate.py)."""
 import pytest
 
 from mmepsa.deployment.demo import (BATCH_TOLERANCE, SPEED_BOUND, check_bounds,
-                                    format_summary)
+                                    format_summary, parse_args,
+                                    run_deploy_demo)
 
 MACHINE = dict(
     cpu='AMD EPYC',
@@ -121,7 +122,10 @@ def test_table():
     result = summary(int8_ok=False)
     result['bounds'] = check_bounds(result)
     result['ok'] = all(b['ok'] for b in result['bounds'])
+    result.update(static_shapes=True, streams=2)
     text = format_summary(result, 'work_dirs/deploy-demo')
+    assert 'OpenVINO compiled for each input shape; batches split over 2 ' \
+        'stream(s)' in text
     assert '| pytorch | 0.400 / 0.600 |' in text
     assert '| openvino-int8 | 0.350 / 0.550 |' in text
     assert '| ms per image, batch 1 of 800x1216 | ms per image, batch 4 ' \
@@ -151,3 +155,12 @@ def test_table_without_latency():
     assert lines[header + 1] == '| --- | --- | --- |'
     assert lines[header + 2] == '| pytorch | 0.400 / 0.600 |  |'
     assert not any('fastest row' in b['bound'] for b in result['bounds'])
+
+
+def test_streams_default_to_one_per_thread_and_are_checked_first(tmp_path):
+    assert parse_args([]).streams is None  # one per thread
+    assert parse_args(['--streams', '1']).streams == 1
+    out_dir = tmp_path / 'deploy-demo'
+    with pytest.raises(ValueError, match=r'streams \(4\) must be at most '):
+        run_deploy_demo(str(out_dir), threads=2, streams=4)
+    assert not out_dir.exists()  # refused before any work

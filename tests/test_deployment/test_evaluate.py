@@ -155,18 +155,20 @@ def test_pytorch2onnx_and_onnx_test_tools(tiny_exports, tmp_path):
                     '--max-images', '2')
     assert 'within tolerance: True' in proc.stdout
     assert json.loads(results.read_text())['images'] == 2
-    # --latency: two images one by one and as one batch, in turns; OpenVINO
-    # compiled for each shape
+    # --latency: two images one by one and as one batch (split over two
+    # streams), in turns; OpenVINO compiled for each shape
     proc = run_tool('deployment/onnx_test.py', paths['config'], out,
                     '--checkpoint', paths['checkpoint'], '--latency',
                     '2x64x96', '--latency-batch-sizes', '1', '2', '--runs',
-                    '1', '--warmup', '0', '--threads', '1', '--backend',
-                    'openvino', '--static-shapes', '--out', results)
+                    '1', '--warmup', '0', '--threads', '2', '--backend',
+                    'openvino', '--static-shapes', '--streams', '2', '--out',
+                    results)
     for size in (1, 2):
         for row in ('openvino', 'pytorch'):
             assert f'| {row} | {size} |' in proc.stdout
-    assert json.loads(results.read_text())['static_shapes'] is True
-    assert '2x3x64x96, 1 threads' in proc.stdout
+    latency = json.loads(results.read_text())
+    assert latency['static_shapes'] is True and latency['streams'] == 2
+    assert '2x3x64x96, 2 threads' in proc.stdout
     # an unsupported head: exit 1, the head named, nothing written
     bad = tmp_path / 'fcos.py'
     bad.write_text(f"_base_ = {paths['config']!r}\n"

@@ -71,13 +71,16 @@ def test_static_shapes_equal_dynamic(tiny_exports, image, monkeypatch):
     hint = static.backend.compiled.get_property('INFERENCE_PRECISION_HINT')
     assert backends._type_name(str(hint)) == 'f32'
     # image compiled again after other pushed it out
-    assert [dict(k)['input'] for k in static.backend.static_requests
-            ] == [static.preprocess(image)[0].shape]
-    assert dynamic.backend.static_requests == {}
+    assert [(streams, dict(shapes)['input'])
+            for streams, shapes in static.backend.compiled_requests
+            ] == [(False, static.preprocess(image)[0].shape)]
+    assert list(dynamic.backend.compiled_requests) == [(False, None)]
     with pytest.raises(ValueError, match='cannot take inputs of shapes'):
-        static.backend.static_request({
-            'input': (1, 3, 64, 64, 5),
-            'img_shape': (1, 2)
+        static.backend.requests({
+            'input':
+            np.zeros((1, 3, 64, 64, 5), np.float32),
+            'img_shape':
+            np.zeros((1, 2), np.int64)
         })
     with pytest.raises(ValueError, match='static_shapes.*is the openvino '):
         create_backend(onnx_file, static_shapes=True)

@@ -58,6 +58,12 @@ def parse_args(argv=None):
         help='OpenVINO: compile the model for each input shape met (faster '
         'where images keep one size; a compile per new shape)')
     parser.add_argument(
+        '--streams',
+        type=int,
+        default=1,
+        help='split each batch over this many streams at once, the threads '
+        'shared among them (default 1)')
+    parser.add_argument(
         '--checkpoint',
         help='the checkpoint it was exported from: '
         'evaluate PyTorch too and compare')
@@ -135,7 +141,8 @@ def main(argv=None):
                 precision=args.precision,
                 images=args.images,
                 batch_sizes=args.latency_batch_sizes,
-                static_shapes=args.static_shapes)
+                static_shapes=args.static_shapes,
+                streams=args.streams)
         else:
             result = evaluate_onnx(
                 args.config,
@@ -147,7 +154,8 @@ def main(argv=None):
                 args.backend,
                 args.precision,
                 args.batch_size,
-                static_shapes=args.static_shapes)
+                static_shapes=args.static_shapes,
+                streams=args.streams)
     except errors as e:
         sys.exit(f'onnx_test: error: {e}')
     if args.out:
