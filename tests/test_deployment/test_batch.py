@@ -70,7 +70,6 @@ def test_batch_with_an_unreadable_image(tiny_exports, tmp_path):
         model.detect([])
 
 
-
 def assert_same_raw(got: dict, want: dict):
     """Two runs' raw outputs: the same detections of the same images."""
     assert sorted(got) == sorted(want)
