@@ -192,7 +192,9 @@ def quantize_int8(config,
     paths = calibration_images(config, num_images, split, cfg_options, seed)
     for path in paths:  # fail on a bad image before anything runs
         load_image(path)
-    runner = OnnxDetector(model_file, backend='openvino')
+    # static_shapes: nothing compiled until a run, and none comes (NNCF
+    # takes the model; the runner gives the pre-processing)
+    runner = OnnxDetector(model_file, backend='openvino', static_shapes=True)
     if runner.precision == 'int8':
         raise ValueError(f'{model_file} is already an int8 model: quantize '
                          'the exported .onnx')
