@@ -37,9 +37,9 @@ With ``streams`` > 1 (either backend), a batch of several images is split
 into that many parts of consecutive images, run at once, each part on its
 own stream with its share of the threads (onnxruntime: a session per
 stream; OpenVINO: ``NUM_STREAMS``), and the detections joined in image
-order; one image runs on all the threads. Where threads of one run wait on
-each other, between ops, a batch so split costs less per image than run
-whole (docs/deployment.md).
+order; one image runs on all the threads. No stream's thread waits on
+another's between ops: a batch so split costs less per image than run
+whole (measured in docs/deployment.md).
 
 OpenVINO and NNCF are the ``openvino`` extra
 (``pip install "mmepsa[openvino]"``).
