@@ -13,7 +13,7 @@ from mmengine.structures import InstanceData
 from mmepsa.deployment import (DetectionAgreement, compare_latency,
                                evaluate_onnx, format_latency)
 from mmepsa.deployment.evaluate import compare_metrics
-from tests.utils import run_tool
+from tests.utils import load_tool, run_tool
 
 
 def instances(boxes, scores, labels):
@@ -169,19 +169,16 @@ def test_pytorch2onnx_and_onnx_test_tools(tiny_exports, tmp_path):
     latency = json.loads(results.read_text())
     assert latency['static_shapes'] is True and latency['streams'] == 2
     assert '2x3x64x96, 2 threads' in proc.stdout
-    # an unsupported head: exit 1, the head named, nothing written
+    # an unsupported head: an error exit, the head named, nothing written
     bad = tmp_path / 'fcos.py'
     bad.write_text(f"_base_ = {paths['config']!r}\n"
                    'model = dict(bbox_head=dict(_delete_=True, '
                    "type='FCOSHead', num_classes=2, in_channels=16))\n")
-    proc = run_tool(
-        'deployment/pytorch2onnx.py',
-        bad,
-        paths['checkpoint'],
-        '--output-file',
-        tmp_path / 'fcos.onnx',
-        check=False)
-    assert proc.returncode == 1
+    with pytest.raises(SystemExit) as exit_:  # in this process
+        load_tool('deployment/pytorch2onnx.py').main([
+            str(bad), paths['checkpoint'], '--output-file',
+            str(tmp_path / 'fcos.onnx')
+        ])
     assert ("pytorch2onnx: error: bbox_head type 'FCOSHead' is not "
-            'supported') in proc.stdout
+            'supported') in str(exit_.value.code)
     assert not (tmp_path / 'fcos.onnx').exists()

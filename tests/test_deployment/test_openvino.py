@@ -115,7 +115,7 @@ def test_bf16_refused_without_the_capability(tiny_exports, monkeypatch):
 
 
 def test_ir_keeps_the_model_and_its_metadata(tiny_exports, image, tmp_path,
-                                             tiny_project):
+                                             tiny_project, capsys):
     onnx_file = tiny_exports['mask-rcnn']['onnx']
     xml = tmp_path / 'mask-rcnn.xml'
     proc = run_tool('deployment/onnx2openvino.py', onnx_file, '--output-file',
@@ -139,10 +139,13 @@ def test_ir_keeps_the_model_and_its_metadata(tiny_exports, image, tmp_path,
         OnnxDetector(str(xml))
     out = tmp_path / 'out'
     img = f"{tiny_project['tmp']}/data/images/img_0.png"
-    proc = run_tool('deployment/onnx_image_demo.py', img, xml, '--out-dir',
-                    out, '--score-thr', '0', '--backend', 'openvino',
-                    '--threads', '1')
-    assert 'img_0.png: 20 detections' in proc.stdout
+    # in this process (the tool's start-up: test_runner.py)
+    assert load_tool('deployment/onnx_image_demo.py').main([
+        img,
+        str(xml), '--out-dir',
+        str(out), '--score-thr', '0', '--backend', 'openvino', '--threads', '1'
+    ]) == 0
+    assert 'img_0.png: 20 detections' in capsys.readouterr().out
     assert (out / 'preds' / 'img_0.json').exists()
 
 
