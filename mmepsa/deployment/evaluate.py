@@ -21,7 +21,7 @@ import torch
 
 from .agreement import IOU_AGREEMENT, DetectionAgreement
 from .export import load_config, load_detector
-from .runner import OnnxDetector, stack_images
+from .runner import OnnxDetector, build_runners, stack_images
 
 #: The largest difference of mAP allowed between onnxruntime and PyTorch
 #: (``ok`` in :func:`evaluate_onnx`'s result).
@@ -165,14 +165,7 @@ def evaluate_onnx(config,
         models = [(onnx_file, backend, precision)]
     cfg = load_config(config, cfg_options)
     runners = {}
-    for file, model_backend, model_precision in models:
-        runner = OnnxDetector(
-            file,
-            threads=threads,
-            backend=model_backend,
-            precision=model_precision,
-            static_shapes=static_shapes and model_backend == 'openvino',
-            streams=streams)
+    for runner in build_runners(models, threads, static_shapes, streams):
         if runner.label in runners:
             raise ValueError(f'two models of one label, {runner.label}: '
                              'evaluate them apart')

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .export import load_detector
-from .runner import OnnxDetector
+from .runner import build_runners
 from .wrapper import build_export_wrapper
 
 #: The PyTorch rows, beside the exported model's.
@@ -150,15 +150,7 @@ def compare_latency(config,
                          f'{shape[0]} images, got {list(batch_sizes)}')
     if models is None:
         models = [(onnx_file, backend, precision)] if onnx_file else []
-    runners = [
-        OnnxDetector(
-            f,
-            threads=threads,
-            backend=b,
-            precision=p,
-            static_shapes=static_shapes and b == 'openvino',
-            streams=streams) for f, b, p in models
-    ]
+    runners = build_runners(models, threads, static_shapes, streams)
     labels = [r.label for r in runners]
     allowed = tuple(labels) + PYTORCH_ROWS
     unknown = [r for r in rows or () if r not in allowed]

@@ -398,6 +398,28 @@ class OnnxDetector:
         return self.detect([img])[0]
 
 
+def build_runners(models: Sequence[Tuple[str, str, Optional[str]]],
+                  threads: Optional[int] = None,
+                  static_shapes: bool = False,
+                  streams: int = 1) -> List[OnnxDetector]:
+    """An :class:`OnnxDetector` of each ``(file, backend, precision)`` of
+    ``models``, all on ``threads`` and ``streams``. ``static_shapes`` is for
+    the OpenVINO models among them; with none among them it reaches
+    onnxruntime, which refuses it (a user's ``--static-shapes`` with
+    onnxruntime is an error, not ignored)."""
+    openvino = any(backend == 'openvino' for _, backend, _ in models)
+    return [
+        OnnxDetector(
+            file,
+            threads=threads,
+            backend=backend,
+            precision=precision,
+            static_shapes=static_shapes
+            and (backend == 'openvino' or not openvino),
+            streams=streams) for file, backend, precision in models
+    ]
+
+
 def draw_detections(img: np.ndarray,
                     result: Dict[str, np.ndarray],
                     classes: Sequence[str] = (),

@@ -71,6 +71,22 @@ def test_evaluate_onnx_against_pytorch(tiny_exports, batch_size):
     assert result['ok'] is True
 
 
+def test_static_shapes_with_onnxruntime_only_refused(tiny_exports):
+    """--static-shapes is OpenVINO's: asked of onnxruntime alone, the
+    evaluator and the latency refuse it rather than ignore it."""
+    paths = tiny_exports['retinanet']
+    match = r'static_shapes \(--static-shapes\) is the openvino backend'
+    with pytest.raises(ValueError, match=match):
+        evaluate_onnx(paths['config'], paths['onnx'], static_shapes=True)
+    with pytest.raises(ValueError, match=match):
+        compare_latency(
+            paths['config'],
+            paths['checkpoint'],
+            paths['onnx'], (1, 3, 64, 96),
+            threads=1,
+            static_shapes=True)
+
+
 @pytest.mark.parametrize('batch, sizes', [(1, None), (2, (2, 1))])
 def test_compare_latency(tiny_exports, batch, sizes):
     """Every row on the same images; with batch sizes (2, 1), the two
