@@ -193,9 +193,11 @@ def compare_latency(config,
 
         run_batch['pytorch'] = run_pytorch
         run_batch['pytorch-export-wrapper'] = run_wrapper
+    # a row's batch sizes one after the other: the paired ratio between
+    # them (vs_first_batch_size) compares two times a few seconds apart
     steps, outputs = {}, {}
-    for size in sizes:
-        for name in rows:
+    for name in rows:
+        for size in sizes:
 
             def step(name=name, size=size):
                 outputs[name, size] = [

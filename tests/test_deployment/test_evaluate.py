@@ -10,6 +10,8 @@ import pytest
 import torch
 from mmengine.structures import InstanceData
 
+from mmepsa.analysis import benchmark
+from mmepsa.analysis.benchmark import time_interleaved
 from mmepsa.deployment import (DetectionAgreement, compare_latency,
                                evaluate_onnx, format_latency)
 from mmepsa.deployment.evaluate import compare_metrics
@@ -88,10 +90,18 @@ def test_static_shapes_with_onnxruntime_only_refused(tiny_exports):
 
 
 @pytest.mark.parametrize('batch, sizes', [(1, None), (2, (2, 1))])
-def test_compare_latency(tiny_exports, batch, sizes):
+def test_compare_latency(tiny_exports, batch, sizes, monkeypatch):
     """Every row on the same images; with batch sizes (2, 1), the two
-    images in one batch and one by one, in turns."""
+    images in one batch and one by one, in turns, a row's sizes one after
+    the other."""
     paths = tiny_exports['mask-rcnn']
+    order = []
+
+    def record(steps, *args):
+        order.extend(steps)
+        return time_interleaved(steps, *args)
+
+    monkeypatch.setattr(benchmark, 'time_interleaved', record)
     result = compare_latency(
         paths['config'],
         paths['checkpoint'],
@@ -101,6 +111,7 @@ def test_compare_latency(tiny_exports, batch, sizes):
         runs=1,
         batch_sizes=sizes)
     rows = ['onnxruntime', 'pytorch', 'pytorch-export-wrapper']
+    assert order == [(r, s) for r in rows for s in sizes or [batch]]
     assert result['batch_sizes'] == list(sizes or [batch])
     assert list(result['batches']) == [str(b) for b in sizes or [batch]]
     assert result['rows'] == result['batches'][str(batch)]['rows']
