@@ -95,8 +95,14 @@ def test_import_time_variables_start_a_fresh_interpreter():
     from tests.utils import warm_launcher
     launcher = warm_launcher()
     assert launcher.accepts(
-        dict(launcher_env, PYTHONPATH='/x', PORT='1', PYTHON=PYTHON))
-    for name in ('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', 'OMP_NUM_THREADS',
+        dict(
+            launcher_env,
+            PYTHONPATH='/x',
+            PORT='1',
+            PYTHON=PYTHON,
+            TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD='1',  # read by torch.load
+            TORCH_FORCE_WEIGHTS_ONLY_LOAD='1'))
+    for name in ('TORCH_CPP_LOG_LEVEL', 'OMP_NUM_THREADS',
                  'CUDA_VISIBLE_DEVICES', 'PYTHONHASHSEED'):
         assert not launcher.accepts(dict(launcher_env, **{name: '7'})), name
 

@@ -203,12 +203,14 @@ def tool_env(*pythonpath: str, **extra: str) -> dict:
 # pools, CUDA, torch's loading defaults, Python's own): a run whose
 # environment differs from the warm launcher's in one of these starts a
 # fresh interpreter. Exceptions: PYTHONPATH is applied by the launcher's
-# child, and PYTHON (the interpreter tools/dist_*.sh run) is read by those
-# scripts, not by Python.
+# child, PYTHON (the interpreter tools/dist_*.sh run) is read by those
+# scripts, not by Python, and torch.load reads the TORCH_FORCE_*_LOAD
+# switches at each call (torch/serialization.py, torch 2.1 to 2.14).
 _IMPORT_TIME_VARIABLES = ('TORCH', 'PYTORCH', 'OMP_', 'MKL', 'KMP_',
                           'OPENBLAS', 'NUMEXPR', 'CUDA', 'LD_', 'MPL',
                           'PYTHON', 'MMEPSA_TEST_FRESH')
-_NOT_READ_AT_START = ('PYTHONPATH', 'PYTHON')
+_NOT_READ_AT_START = ('PYTHONPATH', 'PYTHON', 'TORCH_FORCE_WEIGHTS_ONLY_LOAD',
+                      'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD')
 
 
 class WarmLauncher:

@@ -135,5 +135,8 @@ def test_mim_train_demo_two_iterations(wheel_env, tmp_path):
     assert proc.returncode == 0, proc.stdout[-5000:]
     assert osp.join(site, 'mmepsa', '.mim', 'tools', 'train.py') in \
         proc.stdout
+    # no --gpus (our train.py -h does not mention it)
+    assert '--gpus' not in proc.stdout.split('Training command is')[1] \
+        .splitlines()[0]
     assert 'Epoch(train) [1][2/2]' in proc.stdout, proc.stdout[-5000:]
     assert osp.isfile(work_dir / 'epoch_1.pth')

@@ -1,5 +1,6 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
-"""``mim train/test/search mmepsa`` (openmim 0.3.9) against this install.
+"""``mim test/search mmepsa`` (openmim 0.3.9) against this install (``mim
+train``: from a wheel, tests/test_packaging/test_wheel_mim.py).
 
 mim 0.3.9 locates a package through ``pkg_resources``: the scripts it runs
 are ``<location>/mmepsa/.mim/tools/{train,test}.py`` and ``mim search`` reads
@@ -19,7 +20,7 @@ import sys
 
 import pytest
 
-from tests.utils import REPO, make_tiny_project, run, tool_env
+from tests.utils import REPO, run, tool_env
 
 BIN = osp.dirname(sys.executable)
 MIM = osp.join(BIN, 'mim')
@@ -68,28 +69,20 @@ def _mim(args, env, cwd):
     return run([MIM] + args, env=env, cwd=cwd, check=False)
 
 
-def test_mim_train_and_test(mim_env, tmp_path):
-    config = make_tiny_project(str(tmp_path))
-    work_dir = str(tmp_path / 'work_dir')
-    proc = _mim(['train', 'mmepsa', config, '--work-dir', work_dir],
-                mim_env['env'],
-                cwd=str(tmp_path))
-    assert proc.returncode == 0, (mim_env['how'], proc.stdout[-5000:])
-    # mim runs our train.py (no --gpus: train.py -h does not mention it)
-    assert osp.join(mim_env['root'], '.mim', 'tools', 'train.py') in \
-        proc.stdout
-    assert '--gpus' not in proc.stdout.split('Training command is')[1] \
-        .splitlines()[0]
-    checkpoint = osp.join(work_dir, 'epoch_1.pth')
-    assert osp.isfile(checkpoint), proc.stdout[-3000:]
-
+def test_mim_test(mim_env, tiny_trained, tmp_path):
+    """``mim test`` runs our test.py, found through this install (``mim
+    train`` from a wheel: tests/test_packaging/test_wheel_mim.py)."""
+    checkpoint = osp.join(tiny_trained['work_dir'], 'epoch_1.pth')
     proc = _mim([
-        'test', 'mmepsa', config, '--checkpoint', checkpoint, '--work-dir',
+        'test', 'mmepsa', tiny_trained['config'], '--checkpoint', checkpoint,
+        '--work-dir',
         str(tmp_path / 'test')
     ],
                 mim_env['env'],
                 cwd=str(tmp_path))
     assert proc.returncode == 0, (mim_env['how'], proc.stdout[-5000:])
+    assert osp.join(mim_env['root'], '.mim', 'tools', 'test.py') in \
+        proc.stdout
     assert 'coco/bbox_mAP' in proc.stdout
 
 
