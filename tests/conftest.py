@@ -20,12 +20,14 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from mmengine.registry import DefaultScope  # noqa: E402
 
+from tests.base_lookup import memoize_base_lookup  # noqa: E402
 from tests.utils import make_tiny_project  # noqa: E402
 from tests.utils import once_per_session  # noqa: E402
 from tests.utils import run_tool  # noqa: E402
 
 if os.environ.get('PYTEST_XDIST_WORKER'):
     torch.set_num_threads(1)
+memoize_base_lookup()  # mmengine's slow lookup of mmdet:: bases
 
 
 def _scope_restorer():

@@ -30,7 +30,8 @@ computation runs before the fork (so no OpenMP pool is forked). Runs whose
 environment differs from the launcher's in a variable read at import time
 (``tests.utils.run`` decides) and the tests that measure a fresh process
 start a fresh interpreter instead. ``MMEPSA_TEST_FRESH=1`` makes every run
-fresh.
+fresh. mmengine's lookup of ``mmdet::`` bases is memoized here, as in the test
+processes (``tests/base_lookup.py``).
 """
 import atexit
 import json
@@ -45,9 +46,11 @@ import types
 import mmcv.ops  # noqa: F401
 import mmengine.runner  # noqa: F401
 import torch  # noqa: F401
+from base_lookup import memoize_base_lookup  # tests/base_lookup.py
 from mmdet.utils import register_all_modules
 
 register_all_modules(init_default_scope=False)
+memoize_base_lookup()
 # A fork copies only the calling thread: the stack must not have started any.
 assert threading.active_count() == 1, threading.enumerate()
 
