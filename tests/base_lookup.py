@@ -6,7 +6,7 @@ mmengine 0.10.7 resolves each ``mmdet::_base_/...`` base by parsing every
 metafile mmdet's model-index lists (about 100 YAML files, 0.15 s), then,
 ``_base_`` files being in none of them, falls back to the base's path. Our
 configs have four such bases, and the suite parses configs hundreds of
-times: about a sixth of its CPU time went there. The memo returns what
+times: about 15% of its CPU time went there. The memo returns what
 mmengine's own function returned (or raised) for the same arguments; the
 metafiles do not change during a session. Set up by ``tests/conftest.py``
 (the test processes) and ``tests/warm_launcher.py`` (the tools it runs); a
