@@ -9,11 +9,11 @@ onnxruntime are the ``deploy`` extra (``pip install "mmepsa[deploy]"``),
 OpenVINO and NNCF the ``openvino`` extra; they are imported when used. The
 commands and what was checked: docs/deployment.md."""
 from .agreement import DetectionAgreement
-from .backends import (BACKENDS, PRECISIONS, PrecisionError, create_backend,
-                       save_openvino_ir)
+from .backends import BACKENDS, PRECISIONS, PrecisionError, create_backend
 from .evaluate import evaluate_onnx
 from .export import (CheckpointMismatchError, export_onnx, image_settings,
                      load_detector, load_weights, non_standard_ops)
+from .files import save_openvino_ir
 from .latency import compare_latency, format_latency
 from .quantize import quantize_int8
 from .runner import (ImageError, OnnxDetector, check_image, draw_detections,

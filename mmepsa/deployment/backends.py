@@ -1,8 +1,8 @@
 # Copyright (c) mmepsa contributors. All rights reserved.
 """The runtimes of an exported detector: onnxruntime and OpenVINO, on the
-same ``.onnx`` file (OpenVINO also on an IR ``.xml``), in fp32, bf16 or
-int8 (:func:`create_backend`); OpenVINO IR files written atomically
-(:func:`save_openvino_ir`).
+same ``.onnx`` file (OpenVINO also on an IR ``.xml``,
+:mod:`mmepsa.deployment.files`), in fp32, bf16 or int8
+(:func:`create_backend`).
 
 A backend runs the graph on a dict of numpy inputs and returns its outputs
 by name, and carries the model's mmepsa metadata (the ``.onnx`` file's
@@ -55,14 +55,12 @@ Example:
     >>> sorted(outputs)  # doctest: +SKIP
     ['boxes', 'labels', 'scores']
 """
-import contextlib
 import json
 import os
 import os.path as osp
-import tempfile
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -593,81 +591,3 @@ def create_backend(model_file: str,
             "(backend='openvino', --backend openvino); onnxruntime runs "
             'fp32 only')
     return OnnxRuntimeBackend(model_file, threads, providers, streams)
-
-
-def save_openvino_ir(model, out_file: str) -> str:
-    """Write an OpenVINO model (an ``openvino.Model`` or a ``.onnx`` path)
-    as an IR: ``out_file`` (``.xml``) and the ``.bin`` beside it, float
-    weights kept in float32, the mmepsa metadata in its ``rt_info``. Both
-    are written to temporary files in the target folder and renamed once
-    complete, the ``.bin`` first: a run that fails leaves no ``.xml``.
-
-    Returns:
-        str: ``out_file``.
-
-    Raises:
-        ValueError: ``out_file`` does not end with ``.xml``.
-
-    Example:
-        >>> from mmepsa.deployment import OnnxDetector, save_openvino_ir
-        >>> save_openvino_ir('retinanet.onnx', 'retinanet.xml'
-        ...                  )  # doctest: +SKIP
-        >>> OnnxDetector('retinanet.xml', backend='openvino'
-        ...              )('demo.jpg')  # doctest: +SKIP
-    """
-    ov = import_openvino()
-    check_ir_file(out_file)
-    if isinstance(model, str):
-        model = read_openvino_model(model)
-    with atomic_write(out_file, companions=('.bin', )) as tmp:
-        ov.save_model(model, tmp, compress_to_fp16=False)
-    return out_file
-
-
-def check_ir_file(out_file: str) -> None:
-    """ValueError unless ``out_file`` ends with ``.xml``."""
-    if not out_file.endswith('.xml'):
-        raise ValueError('out_file must end with .xml (an OpenVINO IR; the '
-                         f'weights go to the .bin beside it), got {out_file}')
-
-
-@contextlib.contextmanager
-def atomic_write(out_file: str,
-                 companions: Sequence[str] = ()) -> Iterator[str]:
-    """A temporary path in ``out_file``'s folder (made if missing), with
-    ``out_file``'s extension, for the block to write. When the block ends
-    without an error, the files are renamed into place with the
-    permissions ``open`` would give them (not ``mkstemp``'s private ones):
-    first each companion (the temporary path with its extension replaced
-    by one of ``companions``, e.g. an IR's ``.bin``), after an old
-    ``out_file`` is removed, then ``out_file`` itself, so that a complete
-    ``out_file`` never stands beside an incomplete companion. Whatever is
-    left of the temporary files is removed in any case.
-
-    Example:
-        >>> from mmepsa.deployment.backends import atomic_write
-        >>> with atomic_write('work_dirs/summary.json') as tmp:
-        ...     with open(tmp, 'w') as f:
-        ...         f.write('{}')  # doctest: +SKIP
-    """
-    out_dir = osp.dirname(osp.abspath(out_file))
-    os.makedirs(out_dir, exist_ok=True)
-    stem, ext = osp.splitext(osp.basename(out_file))
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f'.{stem}.', suffix=ext)
-    os.close(fd)
-    base = osp.splitext(tmp)[0]
-    moves = [(base + c, osp.splitext(out_file)[0] + c)
-             for c in companions] + [(tmp, out_file)]
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        if companions and osp.exists(out_file):
-            os.remove(out_file)
-        for src, dst in moves:
-            os.chmod(src, 0o666 & ~umask)
-            os.replace(src, dst)
-    finally:
-        for src, _ in moves:
-            if osp.exists(src):
-                os.remove(src)

@@ -324,7 +324,7 @@ def _map(metrics: dict, kind: str) -> str:
 
 
 def _write_json(path: str, data: dict) -> None:
-    from .backends import atomic_write
+    from .files import atomic_write
     with atomic_write(path) as tmp, open(tmp, 'w') as f:
         json.dump(data, f, indent=2, default=str)
 

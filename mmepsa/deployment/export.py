@@ -21,7 +21,8 @@ import torch
 import torch.nn as nn
 
 from .agreement import IOU_AGREEMENT, DetectionAgreement
-from .backends import METADATA_KEY, atomic_write
+from .backends import METADATA_KEY
+from .files import atomic_write
 from .wrapper import (UnsupportedModelError, build_export_wrapper,
                       check_supported)
 

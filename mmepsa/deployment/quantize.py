@@ -37,8 +37,9 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from .backends import (check_ir_file, import_openvino, is_quantized,
-                       openvino_requirements_error, save_openvino_ir)
+from .backends import (import_openvino, is_quantized,
+                       openvino_requirements_error)
+from .files import check_ir_file, save_openvino_ir
 from .runner import OnnxDetector, load_image
 
 #: Images calibrated on by default.

@@ -28,8 +28,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from mmepsa.deployment.backends import (openvino_metadata,
-                                            read_openvino_model,
-                                            save_openvino_ir)
+                                            read_openvino_model)
+    from mmepsa.deployment.files import save_openvino_ir
     try:
         model = read_openvino_model(args.model)
         if openvino_metadata(model) is None:
