@@ -10,7 +10,6 @@ import os.path as osp
 import pickle
 import re
 import socket
-import subprocess
 from collections import Counter
 
 import numpy as np
@@ -19,7 +18,7 @@ import torch
 
 import mmepsa  # noqa: F401  (torch.load allow-list for mmengine checkpoints)
 from tests.utils import (PYTHON, REPO, TOOLS, make_tiny_project,
-                         once_per_session, run, tool_env)
+                         once_per_session, run, start, tool_env)
 
 MAX_EPOCHS = 2
 NUM_VAL = 3  # 3 images on 2 processes: the sampler pads rank 1 with one
@@ -145,17 +144,11 @@ def _two_nodes(tmp: str, cmd: list) -> str:
     """``cmd`` on two "nodes" of this machine at once (NNODES=2, NODE_RANK
     0 and 1, one MASTER_ADDR and PORT), as one job: node 0's output."""
     env = _env(tmp, NNODES='2', MASTER_ADDR='127.0.0.1')
-    procs, outs = [], []
-    for node in (0, 1):
-        out = open(osp.join(tmp, f'node{node}.txt'), 'w+')
-        outs.append(out)
-        procs.append(
-            subprocess.Popen(
-                cmd,
-                cwd=REPO,
-                env=dict(env, NODE_RANK=str(node)),
-                stdout=out,
-                stderr=subprocess.STDOUT))
+    logs = [osp.join(tmp, f'node{node}.txt') for node in (0, 1)]
+    procs = [
+        start(cmd, dict(env, NODE_RANK=str(node)), REPO, log)
+        for node, log in enumerate(logs)
+    ]
     try:
         codes = [p.wait(timeout=300) for p in procs]
     finally:
@@ -163,10 +156,9 @@ def _two_nodes(tmp: str, cmd: list) -> str:
             if p.poll() is None:
                 p.kill()
     texts = []
-    for out in outs:
-        out.seek(0)
-        texts.append(out.read())
-        out.close()
+    for log in logs:
+        with open(log) as f:
+            texts.append(f.read())
     assert codes == [0, 0], texts[0][-3000:] + texts[1][-3000:]
     return texts[0]
 
